@@ -1,0 +1,187 @@
+//! The gateway's settings: the command line (clap) and the validated [`Config`]
+//! built from it. No IO happens here.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Default `--max-payload-bytes`: 1 GiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 30;
+
+/// How payloads reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// Base64 lines over the worker's stdin/stdout.
+    Pipe,
+    /// Per-worker shared-memory rings with Unix-socket doorbells.
+    Shm,
+}
+
+impl TransportKind {
+    /// The name used on the command line, in `GetWorkers` and by the worker shim.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Pipe => "pipe",
+            TransportKind::Shm => "shm",
+        }
+    }
+}
+
+/// Command-line arguments of the `mysticchallenge` binary.
+#[derive(Debug, Parser)]
+#[command(name = "mysticchallenge", version, about)]
+pub struct Args {
+    /// Number of worker processes [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<NonZeroUsize>,
+
+    /// How payloads reach the workers.
+    #[arg(long, value_enum, default_value_t = TransportKind::Pipe)]
+    pub transport: TransportKind,
+
+    /// Address the gRPC server binds (port 0 picks a free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Python interpreter that runs the workers; it must be able to import `worker_shim`.
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    pub python: OsString,
+
+    /// Longest a call may run, in seconds; on expiry its worker is replaced [default: none].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub call_timeout: Option<Duration>,
+
+    /// Largest request or response payload, in bytes, on gRPC and on the transport.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES, value_parser = parse_payload_limit)]
+    pub max_payload_bytes: usize,
+
+    /// Calls that may wait for a free worker before new ones are refused.
+    #[arg(long, value_name = "N", default_value = "65536")]
+    pub queue_capacity: NonZeroUsize,
+
+    /// On SIGINT/SIGTERM, how long in-flight calls may take to finish, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_grace: Duration,
+
+    /// How long a new worker may take to say it is ready, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
+    pub startup_timeout: Duration,
+}
+
+/// Settings the gateway runs with, checked once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workers: usize,
+    pub transport: TransportKind,
+    pub listen: SocketAddr,
+    pub python: OsString,
+    pub call_timeout: Option<Duration>,
+    pub max_payload_bytes: usize,
+    pub queue_capacity: usize,
+    pub shutdown_grace: Duration,
+    pub startup_timeout: Duration,
+}
+
+/// A setting that parses but cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "--transport shm is not available in this build yet; start the gateway with --transport pipe"
+    )]
+    ShmNotAvailable,
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Self, Self::Error> {
+        if args.transport == TransportKind::Shm {
+            return Err(ConfigError::ShmNotAvailable);
+        }
+        let workers = args
+            .workers
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get);
+        Ok(Config {
+            workers,
+            transport: args.transport,
+            listen: args.listen,
+            python: args.python,
+            call_timeout: args.call_timeout,
+            max_payload_bytes: args.max_payload_bytes,
+            queue_capacity: args.queue_capacity.get(),
+            shutdown_grace: args.shutdown_grace,
+            startup_timeout: args.startup_timeout,
+        })
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("`{text}` must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|err| format!("`{text}`: {err}"))
+}
+
+fn parse_payload_limit(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number of bytes"))?;
+    // gRPC frames carry a 32-bit length: nothing larger can cross the wire.
+    let ceiling = u32::MAX as usize - 64;
+    if bytes == 0 || bytes > ceiling {
+        return Err(format!("must be between 1 and {ceiling} bytes"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("mysticchallenge").chain(args.iter().copied()))
+                .map_err(|err| err.to_string())?;
+        Config::try_from(args).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.transport, TransportKind::Pipe);
+        assert_eq!(config.max_payload_bytes, 1 << 30);
+        assert_eq!(config.call_timeout, None);
+        assert_eq!(config.python, "python3");
+        assert!(config.workers >= 1);
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_refuse_nonsense() {
+        let config = parse(&["--call-timeout", "0.5"]).unwrap();
+        assert_eq!(config.call_timeout, Some(Duration::from_millis(500)));
+        for bad in ["0", "-1", "abc", "inf", "NaN"] {
+            assert!(parse(&["--call-timeout", bad]).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn zero_workers_and_zero_payload_are_refused() {
+        assert!(parse(&["--workers", "0"]).is_err());
+        assert!(parse(&["--max-payload-bytes", "0"]).is_err());
+        assert!(parse(&["--max-payload-bytes", "99999999999"]).is_err());
+    }
+
+    #[test]
+    fn shm_is_refused_with_a_way_out() {
+        let err = parse(&["--transport", "shm"]).unwrap_err();
+        assert!(err.contains("--transport pipe"), "{err}");
+    }
+}

@@ -1,0 +1,162 @@
+//! [`GatewayError`], every way a call can fail inside the gateway, and the one
+//! place where those failures become gRPC statuses.
+//!
+//! Each status also carries the trailing metadata key [`ERROR_KIND_KEY`] so
+//! that clients can tell apart failures that share a code (a full queue and an
+//! oversized payload are both `RESOURCE_EXHAUSTED`).
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+/// Metadata key naming the kind of a gateway failure.
+pub const ERROR_KIND_KEY: &str = "mystic-error";
+
+/// Which side of a call a payload belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        })
+    }
+}
+
+/// A call that the gateway could not complete.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GatewayError {
+    #[error(
+        "the request payload is not an encoded call (bad magic); send calls with the distribute_challenge client"
+    )]
+    InvalidRequest,
+
+    #[error(
+        "the {direction} payload is {size} bytes, over the gateway's limit of {limit} bytes; send less data per call or raise --max-payload-bytes"
+    )]
+    PayloadTooLarge {
+        direction: Direction,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error(
+        "the gateway's queue is full ({capacity} calls waiting for a worker); retry later or start the gateway with more --workers"
+    )]
+    QueueFull { capacity: usize },
+
+    #[error(
+        "the call ran longer than its {}s deadline; its worker was stopped and replaced", .0.as_secs_f64()
+    )]
+    Timeout(Duration),
+
+    #[error(
+        "worker {worker} (pid {pid}) died during the call: {cause}; the worker was restarted, the call was not retried"
+    )]
+    WorkerCrashed {
+        worker: usize,
+        pid: u32,
+        cause: String,
+    },
+
+    #[error("the gateway is shutting down; retry against a running gateway")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    fn code_and_kind(&self) -> (Code, &'static str) {
+        match self {
+            GatewayError::InvalidRequest => (Code::InvalidArgument, "invalid-request"),
+            GatewayError::PayloadTooLarge { .. } => (Code::ResourceExhausted, "payload-too-large"),
+            GatewayError::QueueFull { .. } => (Code::ResourceExhausted, "queue-full"),
+            GatewayError::Timeout(_) => (Code::DeadlineExceeded, "call-timeout"),
+            GatewayError::WorkerCrashed { .. } => (Code::Aborted, "worker-crashed"),
+            GatewayError::ShuttingDown => (Code::Unavailable, "unavailable"),
+        }
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(err: GatewayError) -> Self {
+        let (code, kind) = err.code_and_kind();
+        let mut status = Status::new(code, err.to_string());
+        status.metadata_mut().insert(
+            ERROR_KIND_KEY,
+            tonic::metadata::MetadataValue::from_static(kind),
+        );
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_code_and_kind() {
+        let cases = [
+            (
+                GatewayError::InvalidRequest,
+                Code::InvalidArgument,
+                "invalid-request",
+            ),
+            (
+                GatewayError::PayloadTooLarge {
+                    direction: Direction::Request,
+                    size: 2,
+                    limit: 1,
+                },
+                Code::ResourceExhausted,
+                "payload-too-large",
+            ),
+            (
+                GatewayError::QueueFull { capacity: 1 },
+                Code::ResourceExhausted,
+                "queue-full",
+            ),
+            (
+                GatewayError::Timeout(Duration::from_secs(1)),
+                Code::DeadlineExceeded,
+                "call-timeout",
+            ),
+            (
+                GatewayError::WorkerCrashed {
+                    worker: 0,
+                    pid: 1,
+                    cause: "exit code 3".into(),
+                },
+                Code::Aborted,
+                "worker-crashed",
+            ),
+            (GatewayError::ShuttingDown, Code::Unavailable, "unavailable"),
+        ];
+        for (err, code, kind) in cases {
+            let message = err.to_string();
+            let status = Status::from(err);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), message);
+            assert_eq!(status.metadata().get(ERROR_KIND_KEY).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let err = GatewayError::PayloadTooLarge {
+            direction: Direction::Response,
+            size: 10,
+            limit: 5,
+        };
+        assert!(err.to_string().contains("--max-payload-bytes"));
+        let err = GatewayError::WorkerCrashed {
+            worker: 1,
+            pid: 42,
+            cause: "killed by signal 9 (SIGKILL)".into(),
+        };
+        assert!(err.to_string().contains("signal 9 (SIGKILL)"));
+    }
+}

@@ -1,0 +1,22 @@
+//! mysticchallenge: a gRPC gateway that runs Python functions on a pool of
+//! persistent Python workers.
+//!
+//! - [`config`]: the command line and the validated settings.
+//! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
+//! - [`server`]: the tonic services (gateway, health) and graceful shutdown.
+//! - [`pool`]: the bounded job queue and one supervising actor per worker.
+//! - [`transport`]: how payloads reach a worker (pipe; shared memory later).
+//! - [`gateway`]: wiring it all together; [`shutdown`]: the stop signal.
+//! - [`pb`]: generated protobuf and gRPC code.
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod pb;
+pub mod pool;
+pub mod server;
+pub mod shutdown;
+pub mod transport;
+
+pub use config::{Args, Config};
+pub use error::GatewayError;

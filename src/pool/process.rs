@@ -1,0 +1,257 @@
+//! One worker's operating-system process: spawning `<python> -m worker_shim`,
+//! draining its stderr into the log, and stopping it (EOF, then SIGTERM to
+//! its process group, then SIGKILL).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+
+use crate::config::TransportKind;
+use crate::transport::{PipeTransport, Transport};
+
+/// Longest stderr line logged as one line; longer ones are split.
+const STDERR_LINE_LIMIT: u64 = 16 * 1024;
+/// Stderr lines kept to explain a worker that fails.
+const STDERR_TAIL_LINES: usize = 20;
+/// How long a worker gets after stdin EOF, and again after SIGTERM.
+const STOP_STEP: Duration = Duration::from_secs(2);
+
+/// How long to wait for the last stderr lines of a worker that ended.
+const STDERR_SETTLE: Duration = Duration::from_millis(300);
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub python: OsString,
+    pub transport: TransportKind,
+    pub max_payload_bytes: usize,
+}
+
+/// The last lines a worker wrote to stderr.
+#[derive(Debug, Clone, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        let mut lines = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lines.len() == STDERR_TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A running worker process.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: Child,
+    pid: u32,
+    stderr_tail: StderrTail,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerProcess {
+    /// Starts one worker and returns it with the transport wired to it.
+    pub fn spawn(spec: &WorkerSpec, index: usize) -> io::Result<(WorkerProcess, Transport)> {
+        let mut command = Command::new(&spec.python);
+        command
+            .args(["-m", "worker_shim", "--transport", spec.transport.as_str()])
+            .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
+            .env("MYSTIC_WORKER_INDEX", index.to_string())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a terminal's Ctrl-C reaches the gateway only,
+            // which then stops the workers in order.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("worker exited at once"))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(io::Error::other("worker started without piped stdio"));
+        };
+        let stderr_tail = StderrTail::default();
+        let drain = tokio::spawn(drain_stderr(stderr, index, pid, stderr_tail.clone()));
+        let transport = match spec.transport {
+            TransportKind::Pipe => {
+                Transport::Pipe(PipeTransport::new(stdin, stdout, spec.max_payload_bytes))
+            }
+            TransportKind::Shm => {
+                return Err(io::Error::other("the shm transport is not built yet"));
+            }
+        };
+        Ok((
+            WorkerProcess {
+                child,
+                pid,
+                stderr_tail,
+                drain,
+            },
+            transport,
+        ))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn stderr_tail(&self) -> &StderrTail {
+        &self.stderr_tail
+    }
+
+    /// Waits for the process to exit. Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub async fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Kills the process group at once (a hung or timed-out call).
+    pub fn kill(&self) {
+        self.signal_group(Signal::SIGKILL);
+    }
+
+    /// Stops the worker: the caller has already dropped its transport (EOF on
+    /// stdin asks the shim to exit); then SIGTERM, then SIGKILL, to its group.
+    pub async fn stop(mut self) -> Option<ExitStatus> {
+        let mut status = self.wait_for(STOP_STEP).await;
+        if status.is_none() {
+            self.signal_group(Signal::SIGTERM);
+            status = self.wait_for(STOP_STEP).await;
+        }
+        if status.is_none() {
+            self.signal_group(Signal::SIGKILL);
+            status = self.child.wait().await.ok();
+        }
+        // Children of the worker may hold its stderr open: don't wait for them.
+        self.signal_group(Signal::SIGKILL);
+        self.settle_stderr().await;
+        self.drain.abort();
+        status
+    }
+
+    /// Gives the stderr drain a moment to log what a dead worker wrote last.
+    pub async fn settle_stderr(&mut self) {
+        if !self.drain.is_finished() {
+            let _ = tokio::time::timeout(STDERR_SETTLE, &mut self.drain).await;
+        }
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        let Ok(raw) = i32::try_from(self.pid) else {
+            return;
+        };
+        // ESRCH: the group is already gone, which is what we want.
+        let _ = killpg(Pid::from_raw(raw), signal);
+    }
+}
+
+/// Words for how a process ended: `exit code 3`, `killed by signal 9 (SIGKILL)`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    match status.signal() {
+        Some(number) => {
+            let name = Signal::try_from(number).map_or("unknown", Signal::as_str);
+            format!("killed by signal {number} ({name})")
+        }
+        None => format!("{status}"),
+    }
+}
+
+/// Logs every stderr line of one worker, tagged with its index and pid.
+async fn drain_stderr(stderr: ChildStderr, index: usize, pid: u32, tail: StderrTail) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(STDERR_LINE_LIMIT)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                tracing::info!(target: "worker", worker = index, pid, "{text}");
+                tail.push(text.to_owned());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_described_in_words() {
+        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit code 3");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(9)),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(11)),
+            "killed by signal 11 (SIGSEGV)"
+        );
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines() {
+        let tail = StderrTail::default();
+        for n in 0..(STDERR_TAIL_LINES + 5) {
+            tail.push(format!("line {n}"));
+        }
+        let lines = tail.lines();
+        assert_eq!(lines.len(), STDERR_TAIL_LINES);
+        assert_eq!(lines.first().map(String::as_str), Some("line 5"));
+        assert_eq!(lines.last().map(String::as_str), Some("line 24"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_interpreter_is_an_io_error() {
+        let spec = WorkerSpec {
+            python: "/nonexistent/python".into(),
+            transport: TransportKind::Pipe,
+            max_payload_bytes: 1024,
+        };
+        let err = WorkerProcess::spawn(&spec, 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,92 @@
+//! The pool's status board: one entry per worker slot, written by that slot's
+//! actor and read by `GetWorkers`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What a worker slot is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// A process was spawned and has not finished its handshake.
+    Starting,
+    /// Waiting for a call.
+    Idle,
+    /// Running a call.
+    Busy,
+    /// The process died; waiting out the restart backoff.
+    Restarting,
+    /// Stopped for good.
+    Stopped,
+}
+
+/// One worker slot as seen from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    pub index: usize,
+    pub pid: Option<u32>,
+    pub state: WorkerState,
+    pub calls_served: u64,
+    pub restarts: u64,
+}
+
+/// Shared, cheaply cloned status of every slot.
+#[derive(Debug, Clone)]
+pub struct StatusBoard {
+    slots: Arc<[Mutex<WorkerSnapshot>]>,
+}
+
+impl StatusBoard {
+    pub fn new(workers: usize) -> Self {
+        let slots = (0..workers)
+            .map(|index| {
+                Mutex::new(WorkerSnapshot {
+                    index,
+                    pid: None,
+                    state: WorkerState::Starting,
+                    calls_served: 0,
+                    restarts: 0,
+                })
+            })
+            .collect();
+        StatusBoard { slots }
+    }
+
+    /// Every slot, in index order.
+    pub fn snapshot(&self) -> Vec<WorkerSnapshot> {
+        (0..self.slots.len())
+            .map(|index| self.slot(index).clone())
+            .collect()
+    }
+
+    /// Updates one slot.
+    pub fn update(&self, index: usize, change: impl FnOnce(&mut WorkerSnapshot)) {
+        change(&mut self.slot(index));
+    }
+
+    fn slot(&self, index: usize) -> MutexGuard<'_, WorkerSnapshot> {
+        // A panic while holding this lock leaves a plain struct behind: still usable.
+        self.slots[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_show_in_snapshots() {
+        let board = StatusBoard::new(2);
+        board.update(1, |slot| {
+            slot.pid = Some(42);
+            slot.state = WorkerState::Busy;
+            slot.calls_served += 1;
+        });
+        let snapshot = board.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(snapshot[0].state, WorkerState::Starting);
+        assert_eq!(snapshot[1].pid, Some(42));
+        assert_eq!(snapshot[1].state, WorkerState::Busy);
+        assert_eq!(snapshot[1].calls_served, 1);
+    }
+}

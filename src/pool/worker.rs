@@ -1,0 +1,247 @@
+//! The actor that owns one worker slot: it spawns the process, waits for its
+//! handshake, pulls jobs from the queue one at a time, notices when the
+//! process dies (while idle or mid-call), answers the call it was running
+//! with a crash error, and starts a new process with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::process::{WorkerProcess, WorkerSpec, describe_exit};
+use super::queue::{Deadline, Job, JobReceiver};
+use super::restart::Backoff;
+use super::startup::StartError;
+use super::status::{StatusBoard, WorkerState};
+use crate::error::{Direction, GatewayError};
+use crate::transport::{Transport, TransportError};
+
+/// How long a worker whose stream broke gets to finish exiting before it is
+/// killed.
+const EXIT_AFTER_BREAK: Duration = Duration::from_secs(2);
+
+/// Why a worker stopped serving.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The pool is shutting down.
+    Shutdown,
+    /// The process died or broke the protocol.
+    Died,
+    /// The process was killed because its call ran past the deadline.
+    TimedOut,
+}
+
+/// One worker slot's actor.
+#[derive(Debug)]
+pub struct WorkerActor {
+    pub index: usize,
+    pub spec: Arc<WorkerSpec>,
+    pub jobs: JobReceiver,
+    pub board: StatusBoard,
+    /// Cancelled when workers must stop now, even mid-call.
+    pub abort: CancellationToken,
+    pub startup_timeout: Duration,
+}
+
+impl WorkerActor {
+    /// Runs the slot until the pool shuts down. The outcome of the first start
+    /// goes to `first_start`; if that start fails, the slot gives up.
+    pub async fn run(self, first_start: oneshot::Sender<Result<(), StartError>>) {
+        let mut first_start = Some(first_start);
+        let mut backoff = Backoff::default();
+        while !self.abort.is_cancelled() {
+            self.board.update(self.index, |slot| {
+                slot.state = WorkerState::Starting;
+                slot.pid = None;
+            });
+            let started = tokio::select! {
+                started = self.start() => started,
+                () = self.abort.cancelled() => break,
+            };
+            let ended = match started {
+                Ok((mut process, mut transport)) => {
+                    if let Some(report) = first_start.take() {
+                        let _ = report.send(Ok(()));
+                    }
+                    backoff.reset();
+                    let ended = self.serve(&mut process, &mut transport).await;
+                    drop(transport);
+                    process.stop().await;
+                    ended
+                }
+                Err(err) => {
+                    if let Some(report) = first_start.take() {
+                        let _ = report.send(Err(err));
+                        break;
+                    }
+                    error!(worker = self.index, cause = %err, "worker failed to start; retrying");
+                    Ended::Died
+                }
+            };
+            if ended == Ended::Shutdown {
+                break;
+            }
+            self.board.update(self.index, |slot| {
+                slot.state = WorkerState::Restarting;
+                slot.pid = None;
+                slot.restarts += 1;
+            });
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = self.abort.cancelled() => break,
+            }
+        }
+        self.board.update(self.index, |slot| {
+            slot.state = WorkerState::Stopped;
+            slot.pid = None;
+        });
+    }
+
+    /// Spawns a process and waits for its handshake.
+    async fn start(&self) -> Result<(WorkerProcess, Transport), StartError> {
+        let python = self.spec.python.to_string_lossy().into_owned();
+        let (mut process, mut transport) =
+            WorkerProcess::spawn(&self.spec, self.index).map_err(|source| StartError::Spawn {
+                python: python.clone(),
+                source,
+            })?;
+        let pid = process.pid();
+        self.board.update(self.index, |slot| slot.pid = Some(pid));
+
+        match tokio::time::timeout(self.startup_timeout, transport.handshake()).await {
+            Ok(Ok(())) => {
+                info!(worker = self.index, pid, "worker ready");
+                Ok((process, transport))
+            }
+            Ok(Err(err)) => {
+                drop(transport);
+                let exit = process.wait_for(EXIT_AFTER_BREAK).await;
+                process.settle_stderr().await;
+                let tail = process.stderr_tail().lines();
+                process.stop().await;
+                Err(StartError::from_failed_handshake(
+                    self.index, python, exit, &tail, err,
+                ))
+            }
+            Err(_elapsed) => {
+                process.kill();
+                drop(transport);
+                process.stop().await;
+                Err(StartError::TimedOut {
+                    index: self.index,
+                    limit: self.startup_timeout,
+                })
+            }
+        }
+    }
+
+    /// Serves jobs one at a time until the process ends or the pool stops.
+    async fn serve(&self, process: &mut WorkerProcess, transport: &mut Transport) -> Ended {
+        let pid = process.pid();
+        loop {
+            self.set_state(WorkerState::Idle);
+            let job = tokio::select! {
+                biased;
+                () = self.abort.cancelled() => return Ended::Shutdown,
+                exit = process.wait() => {
+                    let cause = exit.map_or_else(|err| err.to_string(), describe_exit);
+                    warn!(worker = self.index, pid, cause, "worker exited while idle; restarting it");
+                    return Ended::Died;
+                }
+                job = self.jobs.recv() => match job {
+                    Ok(job) => job,
+                    Err(_closed) => return Ended::Shutdown,
+                },
+            };
+            if job.is_abandoned() {
+                debug!(
+                    worker = self.index,
+                    "caller left before its call started; dropped"
+                );
+                continue;
+            }
+            let Job {
+                payload,
+                deadline,
+                reply,
+            } = job;
+            if let Some(deadline) = deadline.filter(|deadline| deadline.at <= Instant::now()) {
+                let _ = reply.send(Err(GatewayError::Timeout(deadline.budget)));
+                continue;
+            }
+
+            self.set_state(WorkerState::Busy);
+            let outcome = tokio::select! {
+                outcome = transport.call(payload) => outcome,
+                () = sleep_until(deadline) => {
+                    process.kill();
+                    let budget = deadline.map_or(Duration::ZERO, |deadline| deadline.budget);
+                    warn!(worker = self.index, pid, "call ran past its deadline; replacing the worker");
+                    let _ = reply.send(Err(GatewayError::Timeout(budget)));
+                    return Ended::TimedOut;
+                }
+                () = self.abort.cancelled() => {
+                    process.kill();
+                    let _ = reply.send(Err(GatewayError::ShuttingDown));
+                    return Ended::Shutdown;
+                }
+            };
+            match outcome {
+                Ok(response) => {
+                    self.count_call();
+                    // A caller that left mid-call gets nothing; the worker is kept.
+                    let _ = reply.send(Ok(response));
+                }
+                Err(TransportError::ResponseTooLarge { size, limit }) => {
+                    // The oversized response was read and discarded: the worker is fine.
+                    self.count_call();
+                    let direction = Direction::Response;
+                    let _ = reply.send(Err(GatewayError::PayloadTooLarge {
+                        direction,
+                        size,
+                        limit,
+                    }));
+                }
+                Err(err) => {
+                    let cause = match process.wait_for(EXIT_AFTER_BREAK).await {
+                        Some(status) => describe_exit(status),
+                        None => {
+                            process.kill();
+                            err.to_string()
+                        }
+                    };
+                    process.settle_stderr().await;
+                    warn!(
+                        worker = self.index,
+                        pid, cause, "worker died during a call; restarting it"
+                    );
+                    let _ = reply.send(Err(GatewayError::WorkerCrashed {
+                        worker: self.index,
+                        pid,
+                        cause,
+                    }));
+                    return Ended::Died;
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, state: WorkerState) {
+        self.board.update(self.index, |slot| slot.state = state);
+    }
+
+    fn count_call(&self) {
+        self.board.update(self.index, |slot| slot.calls_served += 1);
+    }
+}
+
+/// Sleeps until the deadline, or forever when there is none.
+async fn sleep_until(deadline: Option<Deadline>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.at).await,
+        None => std::future::pending().await,
+    }
+}

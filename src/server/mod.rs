@@ -1,0 +1,55 @@
+//! The gRPC server: the gateway service, the health service, payload limits
+//! and graceful shutdown.
+
+mod deadline;
+mod limits;
+mod service;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+
+pub use service::{CallRequest, GatewayService, REQUEST_MAGIC};
+
+use crate::pb::gateway_server::GatewayServer;
+
+/// Protobuf framing around a payload: field tag and length.
+const PROTOBUF_OVERHEAD: usize = 16;
+/// HTTP/2 flow-control windows sized for large payloads.
+const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// Serves the gateway and health services on `listener` until `shutdown`
+/// resolves, then lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    service: GatewayService,
+    health: HealthReporter,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let limit = service.max_payload_bytes;
+    let message_limit = limit.saturating_add(PROTOBUF_OVERHEAD);
+    let gateway = GatewayServer::new(service)
+        .max_decoding_message_size(message_limit)
+        .max_encoding_message_size(message_limit);
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health),
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .layer(tower::util::MapResponseLayer::new(
+            limits::rewrite_oversized_request(limit),
+        ))
+        .add_service(health_service)
+        .add_service(gateway)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// The name the health service reports the gateway under.
+pub const SERVICE_NAME: &str = <GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;

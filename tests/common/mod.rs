@@ -1,0 +1,214 @@
+//! Shared helpers for the integration tests: start the real gateway binary
+//! with real Python workers on a free port, talk to it, stop it.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use mysticchallenge::pb::gateway_client::GatewayClient;
+use mysticchallenge::pb::{ExecuteRequest, GetWorkersRequest, GetWorkersResponse};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// Every transport the suite runs on.
+pub const TRANSPORTS: &[&str] = &["pipe"];
+
+/// The interpreter for workers: `$MYSTIC_PYTHON`, else the repo's virtualenv.
+pub fn python() -> String {
+    if let Ok(python) = std::env::var("MYSTIC_PYTHON") {
+        return python;
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with worker_shim: run `make venv` or set MYSTIC_PYTHON"
+    );
+    venv.to_string_lossy().into_owned()
+}
+
+/// Encoded calls made by `tests/support/calls.py`, by name.
+pub fn call(name: &str) -> Bytes {
+    static CALLS: OnceLock<HashMap<String, Bytes>> = OnceLock::new();
+    let calls = CALLS.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/calls.py");
+        let output = std::process::Command::new(python())
+            .arg(script)
+            .output()
+            .expect("run tests/support/calls.py");
+        assert!(
+            output.status.success(),
+            "calls.py failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let (name, encoded) = line.split_once(' ').expect("`name base64` lines");
+                let payload = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap();
+                (name.to_owned(), Bytes::from(payload))
+            })
+            .collect()
+    });
+    calls
+        .get(name)
+        .unwrap_or_else(|| panic!("no call named {name}"))
+        .clone()
+}
+
+/// What the `marker` call returns somewhere inside its encoded response.
+pub const MARKER: &[u8] = b"rust-integration-marker";
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// Starts a gateway with two workers on `transport`, plus `extra` flags,
+    /// and waits until it serves.
+    pub async fn start(transport: &str, extra: &[&str]) -> Gateway {
+        let python = python();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mysticchallenge"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--transport",
+                transport,
+            ])
+            .args(["--python", &python])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawn the gateway");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await;
+        let url = match first {
+            Ok(Ok(Some(line))) if line.starts_with("serving ") => {
+                line["serving ".len()..].to_owned()
+            }
+            other => panic!(
+                "gateway did not start ({other:?}); log:\n{}",
+                log.lock().unwrap()
+            ),
+        };
+        Gateway { child, url, log }
+    }
+
+    pub async fn client(&self) -> GatewayClient<Channel> {
+        let endpoint = self.url.replace("grpc://", "http://");
+        GatewayClient::connect(endpoint)
+            .await
+            .expect("connect")
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    pub async fn execute(&self, payload: Bytes) -> Result<Bytes, tonic::Status> {
+        let response = self
+            .client()
+            .await
+            .execute(ExecuteRequest { payload })
+            .await?;
+        Ok(response.into_inner().payload)
+    }
+
+    pub async fn workers(&self) -> GetWorkersResponse {
+        self.client()
+            .await
+            .get_workers(GetWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn restarts(&self) -> u64 {
+        self.workers()
+            .await
+            .workers
+            .iter()
+            .map(|worker| worker.restarts)
+            .sum()
+    }
+
+    pub async fn calls_served(&self) -> u64 {
+        self.workers()
+            .await
+            .workers
+            .iter()
+            .map(|worker| worker.calls_served)
+            .sum()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("gateway still running")
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the gateway to exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        signal(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("gateway exits within 30s of SIGTERM")
+            .unwrap()
+    }
+}
+
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Asserts that the response is an encoded result containing `needle`.
+pub fn assert_response_contains(response: &[u8], needle: &[u8]) {
+    assert!(response.starts_with(b"MCR1"), "not an encoded response");
+    assert!(
+        response
+            .windows(needle.len())
+            .any(|window| window == needle),
+        "response lacks {:?}",
+        String::from_utf8_lossy(needle)
+    );
+}

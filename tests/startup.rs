@@ -1,0 +1,60 @@
+//! Start-up failures end the gateway with one line that says how to fix them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn run_gateway(python: &str, extra: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mysticchallenge"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--python",
+            python,
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let last = stderr.lines().last().unwrap_or_default().to_owned();
+    assert!(output.stdout.is_empty(), "nothing announced on stdout");
+    (output.status.code().unwrap_or(-1), last)
+}
+
+#[test]
+fn a_missing_interpreter_says_to_pass_python() {
+    let (code, last) = run_gateway("/nonexistent/python3", &[]);
+    assert_eq!(code, 1);
+    assert!(last.starts_with("error: "), "{last}");
+    assert!(
+        last.contains("/nonexistent/python3") && last.contains("--python"),
+        "{last}"
+    );
+}
+
+#[test]
+fn an_interpreter_without_worker_shim_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("python");
+    // -I -S: no site-packages, so worker_shim cannot be imported.
+    std::fs::write(&wrapper, "#!/bin/sh\nexec python3 -I -S \"$@\"\n").unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = wrapper.to_string_lossy().into_owned();
+    let (code, last) = run_gateway(&wrapper, &[]);
+    assert_eq!(code, 1);
+    assert!(last.contains("cannot import `worker_shim`"), "{last}");
+    assert!(
+        last.contains(&format!("{wrapper} -m pip install .")),
+        "{last}"
+    );
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_starts() {
+    let (code, last) = run_gateway("python3", &["--transport", "shm"]);
+    assert_eq!(code, 2);
+    assert!(last.contains("--transport pipe"), "{last}");
+    let (code, _) = run_gateway("python3", &["--workers", "0"]);
+    assert_eq!(code, 2);
+}

@@ -1,0 +1,63 @@
+"""Encoded calls for the Rust integration tests, printed as `name base64` lines.
+
+The Rust tests cannot pickle Python functions, so this script encodes them
+with the real client codec; the tests look for marker bytes in the responses.
+"""
+
+import base64
+import ctypes
+import os
+import signal
+import sys
+import time
+
+from distribute_challenge._codec import encode_request
+
+
+def marker():
+    return b"rust-integration-marker"
+
+
+def pid_after_sleep():
+    time.sleep(0.05)
+    return b"pid:%d;" % os.getpid()
+
+
+def sleep_1s():
+    time.sleep(1)
+    return b"slept"
+
+
+def sleep_10s():
+    time.sleep(10)
+    return b"slept"
+
+
+def exit_3():
+    os._exit(3)
+
+
+def segfault():
+    ctypes.string_at(0)
+
+
+def sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fd_writes():
+    os.write(1, b"raw-fd-1-write\n")
+    return b"written"
+
+
+def result_20k():
+    return b"x" * 20_000
+
+
+CALLS = [marker, pid_after_sleep, sleep_1s, sleep_10s, exit_3, segfault, sigkill, fd_writes]
+CALLS.append(result_20k)
+
+if __name__ == "__main__":
+    for function in CALLS:
+        payload = encode_request(function, (), {}, ())
+        sys.stdout.write(f"{function.__name__} {base64.b64encode(payload).decode()}\n")
