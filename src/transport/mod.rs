@@ -7,6 +7,7 @@
 //! - [`pipe`]: base64 lines over the worker's stdin/stdout.
 
 pub mod pipe;
+pub mod shm;
 
 use bytes::Bytes;
 
