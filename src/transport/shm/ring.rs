@@ -303,6 +303,73 @@ impl Consumer {
     }
 }
 
+/// Copies `bytes` into `mapping` at `offset` (to initialise a segment
+/// header before any peer maps it).
+pub fn write_at(mapping: &dyn Mapping, offset: usize, bytes: &[u8]) -> Result<(), OutOfBounds> {
+    if offset.checked_add(bytes.len()).is_none_or(|end| end > mapping.size()) {
+        return Err(OutOfBounds { offset, len: bytes.len(), size: mapping.size() });
+    }
+    // SAFETY: the range is inside the mapping (checked above), which is valid
+    // while `mapping` is borrowed; `bytes` is a separate Rust slice.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), mapping.base().as_ptr().add(offset), bytes.len());
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes out of `mapping` at `offset`.
+pub fn read_at(mapping: &dyn Mapping, offset: usize, len: usize) -> Result<Vec<u8>, OutOfBounds> {
+    if offset.checked_add(len).is_none_or(|end| end > mapping.size()) {
+        return Err(OutOfBounds { offset, len, size: mapping.size() });
+    }
+    let mut out = vec![0u8; len];
+    // SAFETY: the range is inside the mapping (checked above); `out` is a
+    // separate allocation of `len` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(mapping.base().as_ptr().add(offset), out.as_mut_ptr(), len);
+    }
+    Ok(out)
+}
+
+/// A range outside a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{len} bytes at offset {offset} do not fit a mapping of {size} bytes")]
+pub struct OutOfBounds {
+    pub offset: usize,
+    pub len: usize,
+    pub size: usize,
+}
+
+/// A segment from the `shared_memory` crate, mapped into this process.
+pub struct SharedSegment(shared_memory::Shmem);
+
+impl SharedSegment {
+    pub fn new(shmem: shared_memory::Shmem) -> Arc<Self> {
+        Arc::new(SharedSegment(shmem))
+    }
+}
+
+// SAFETY: `Shmem` is not `Send` only because it holds the mapping's raw
+// pointer. The mapping belongs to the whole process and stays valid from any
+// thread until the value is dropped; the rings touch it only through atomics
+// and raw copies, never through references.
+unsafe impl Send for SharedSegment {}
+// SAFETY: as above: shared access goes through atomics and raw copies only.
+unsafe impl Sync for SharedSegment {}
+
+// SAFETY: `Shmem::as_ptr` points to `Shmem::len` bytes mapped read-write
+// until the `Shmem` is dropped; mmap returns page-aligned (so 64-byte
+// aligned) addresses.
+unsafe impl Mapping for SharedSegment {
+    fn base(&self) -> NonNull<u8> {
+        NonNull::new(self.0.as_ptr()).expect("mmap never returns null")
+    }
+
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Heap memory standing in for a segment, for tests and benchmarks.
 pub struct HeapMapping {
     ptr: NonNull<u8>,

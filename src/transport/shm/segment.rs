@@ -1,0 +1,125 @@
+//! One worker's shared-memory segment: its layout (mirrored by
+//! `worker_shim/_shm.py` and pinned by `tests/vectors/`), and creating it
+//! with both rings in place.
+//!
+//! ```text
+//! 0     magic "MYSTSHM1"
+//! 8     layout version (u32 LE) = 1
+//! 12    data offset (u32 LE) = 4096
+//! 16    ring bytes (u64 LE), the capacity of each ring
+//! 64    request ring control   (head at 64, tail at 128), gateway -> worker
+//! 192   response ring control  (head at 192, tail at 256), worker -> gateway
+//! 4096  request ring data, then response ring data
+//! ```
+
+use std::sync::Arc;
+
+use shared_memory::ShmemConf;
+
+use super::ring::{self, Consumer, Mapping, Producer, RingPlacement, SharedSegment};
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"MYSTSHM1";
+pub const LAYOUT_VERSION: u32 = 1;
+pub const DATA_OFFSET: usize = 4096;
+pub const REQUEST_CONTROL: usize = 64;
+pub const RESPONSE_CONTROL: usize = 192;
+/// Smallest ring: one page.
+pub const MIN_RING_BYTES: usize = 4096;
+
+/// The 64 header bytes of a segment whose rings hold `ring_bytes` each.
+pub fn header_bytes(ring_bytes: usize) -> [u8; 64] {
+    let mut header = [0u8; 64];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(DATA_OFFSET as u32).to_le_bytes());
+    header[16..24].copy_from_slice(&(ring_bytes as u64).to_le_bytes());
+    header
+}
+
+/// Where the two rings sit in a segment with rings of `ring_bytes`.
+pub fn placements(ring_bytes: usize) -> (RingPlacement, RingPlacement) {
+    let requests = RingPlacement { control_offset: REQUEST_CONTROL, data_offset: DATA_OFFSET, capacity: ring_bytes };
+    let responses = RingPlacement {
+        control_offset: RESPONSE_CONTROL,
+        data_offset: DATA_OFFSET + ring_bytes,
+        capacity: ring_bytes,
+    };
+    (requests, responses)
+}
+
+/// A segment could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("cannot create shared-memory segment {name}: {cause}")]
+    Create { name: String, cause: String },
+
+    #[error("ring size {0} is not a power of two of at least {MIN_RING_BYTES} bytes")]
+    BadRingSize(usize),
+}
+
+/// The gateway's side of a fresh segment: it owns the mapping (and unlinks
+/// it from `/dev/shm` when the last end is dropped).
+pub struct Segment {
+    pub name: String,
+    pub requests: Producer,
+    pub responses: Consumer,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Segment {
+    /// Creates `/dev/shm/<name>` (mode 0600) with two empty rings.
+    pub fn create(name: &str, ring_bytes: usize) -> Result<Segment, SegmentError> {
+        if ring_bytes < MIN_RING_BYTES || !ring_bytes.is_power_of_two() {
+            return Err(SegmentError::BadRingSize(ring_bytes));
+        }
+        let failed = |cause: String| SegmentError::Create { name: name.to_owned(), cause };
+        let size = DATA_OFFSET + 2 * ring_bytes;
+        let shmem = ShmemConf::new().os_id(name).size(size).create().map_err(|err| failed(err.to_string()))?;
+        let mapping: Arc<dyn Mapping> = SharedSegment::new(shmem);
+        let (request_place, response_place) = placements(ring_bytes);
+        let (requests, _) = ring::create(Arc::clone(&mapping), request_place).map_err(|err| failed(err.to_string()))?;
+        let (_, responses) = ring::create(Arc::clone(&mapping), response_place).map_err(|err| failed(err.to_string()))?;
+        // The magic goes in last: a peer that sees it sees initialised rings.
+        ring::write_at(mapping.as_ref(), 0, &header_bytes(ring_bytes)).map_err(|err| failed(err.to_string()))?;
+        Ok(Segment { name: name.to_owned(), requests, responses })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_layout_is_pinned() {
+        let header = header_bytes(1 << 20);
+        assert_eq!(&header[..8], b"MYSTSHM1");
+        assert_eq!(&header[8..16], &[1, 0, 0, 0, 0, 0x10, 0, 0]);
+        assert_eq!(&header[16..24], &[0, 0, 0x10, 0, 0, 0, 0, 0]);
+        assert!(header[24..].iter().all(|byte| *byte == 0));
+    }
+
+    #[test]
+    fn a_segment_lives_in_dev_shm_until_dropped() {
+        let name = format!("mystic-test-{}", std::process::id());
+        let segment = Segment::create(&name, 4096).unwrap();
+        let path = std::path::Path::new("/dev/shm").join(&name);
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert_eq!(metadata.len(), (DATA_OFFSET + 2 * 4096) as u64);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        drop(segment);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn odd_ring_sizes_are_refused() {
+        for bad in [0, 100, 4095, 4097, 3 * 4096] {
+            assert!(matches!(Segment::create("mystic-never", bad), Err(SegmentError::BadRingSize(_))));
+        }
+    }
+}
