@@ -58,6 +58,16 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES, value_parser = parse_payload_limit)]
     pub max_payload_bytes: usize,
 
+    /// Size of each shared-memory ring, in bytes (a power of two, at least 4096);
+    /// larger messages stream through it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::transport::shm::DEFAULT_RING_BYTES,
+        value_parser = parse_ring_bytes
+    )]
+    pub ring_bytes: usize,
+
     /// Calls that may wait for a free worker before new ones are refused.
     #[arg(long, value_name = "N", default_value = "65536")]
     pub queue_capacity: NonZeroUsize,
@@ -80,6 +90,7 @@ pub struct Config {
     pub python: OsString,
     pub call_timeout: Option<Duration>,
     pub max_payload_bytes: usize,
+    pub ring_bytes: usize,
     pub queue_capacity: usize,
     pub shutdown_grace: Duration,
     pub startup_timeout: Duration,
@@ -112,6 +123,7 @@ impl TryFrom<Args> for Config {
             python: args.python,
             call_timeout: args.call_timeout,
             max_payload_bytes: args.max_payload_bytes,
+            ring_bytes: args.ring_bytes,
             queue_capacity: args.queue_capacity.get(),
             shutdown_grace: args.shutdown_grace,
             startup_timeout: args.startup_timeout,
@@ -127,6 +139,16 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` must be a positive number of seconds"));
     }
     Duration::try_from_secs_f64(secs).map_err(|err| format!("`{text}`: {err}"))
+}
+
+fn parse_ring_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number of bytes"))?;
+    if bytes < 4096 || !bytes.is_power_of_two() || bytes > 1 << 32 {
+        return Err("must be a power of two from 4096 to 4294967296".into());
+    }
+    Ok(bytes)
 }
 
 fn parse_payload_limit(text: &str) -> Result<usize, String> {

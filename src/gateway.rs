@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -10,9 +11,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
 use crate::pool::{Pool, StartError, WorkerState};
 use crate::server::{self, GatewayService, SERVICE_NAME};
+use crate::transport::shm::runtime_dir::RuntimeDir;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,11 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+
+    #[error(
+        "cannot create the private runtime directory for shared memory: {0}; set XDG_RUNTIME_DIR to a directory of yours, or start the gateway with --transport pipe"
+    )]
+    RuntimeDir(std::io::Error),
 
     #[error(transparent)]
     Start(#[from] StartError),
@@ -50,7 +57,13 @@ pub async fn run(
 
     let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
-    let (pool, mut tasks) = Pool::spawn(&config);
+    let runtime_dir = match config.transport {
+        TransportKind::Pipe => None,
+        TransportKind::Shm => Some(Arc::new(
+            RuntimeDir::create().map_err(RunError::RuntimeDir)?,
+        )),
+    };
+    let (pool, mut tasks) = Pool::spawn(&config, runtime_dir);
     let service = GatewayService {
         pool: pool.clone(),
         transport: config.transport,

@@ -26,6 +26,8 @@ pub use status::{WorkerSnapshot, WorkerState};
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::transport::TransportSpec;
+use crate::transport::shm::runtime_dir::RuntimeDir;
 use queue::{Job, JobQueue};
 use status::StatusBoard;
 use worker::WorkerActor;
@@ -49,14 +51,18 @@ pub struct PoolTasks {
 impl Pool {
     /// Starts one actor per worker. Each spawns its process at once; wait
     /// for them with [`PoolTasks::ready`].
-    pub fn spawn(config: &Config) -> (Pool, PoolTasks) {
+    pub fn spawn(config: &Config, runtime_dir: Option<Arc<RuntimeDir>>) -> (Pool, PoolTasks) {
         let (queue, jobs) = JobQueue::bounded(config.queue_capacity);
         let board = StatusBoard::new(config.workers);
         let abort = CancellationToken::new();
         let spec = Arc::new(WorkerSpec {
             python: config.python.clone(),
-            transport: config.transport,
-            max_payload_bytes: config.max_payload_bytes,
+            transport: TransportSpec {
+                kind: config.transport,
+                max_payload_bytes: config.max_payload_bytes,
+                ring_bytes: config.ring_bytes,
+                runtime_dir,
+            },
         });
         let mut actors = JoinSet::new();
         let mut first_starts = Vec::with_capacity(config.workers);

@@ -15,8 +15,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
-use crate::config::TransportKind;
-use crate::transport::{PipeTransport, Transport};
+use crate::transport::{Prepared, Transport, TransportError, TransportSpec};
 
 /// Longest stderr line logged as one line; longer ones are split.
 const STDERR_LINE_LIMIT: u64 = 16 * 1024;
@@ -32,8 +31,16 @@ const STDERR_SETTLE: Duration = Duration::from_millis(300);
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
     pub python: OsString,
-    pub transport: TransportKind,
-    pub max_payload_bytes: usize,
+    pub transport: TransportSpec,
+}
+
+/// Why a worker process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{0}")]
+    Process(#[from] io::Error),
+    #[error("cannot set up the transport: {0}")]
+    Transport(#[from] TransportError),
 }
 
 /// The last lines a worker wrote to stderr.
@@ -73,11 +80,18 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts one worker and returns it with the transport wired to it.
-    pub fn spawn(spec: &WorkerSpec, index: usize) -> io::Result<(WorkerProcess, Transport)> {
+    /// Starts slot `index`'s `generation`-th worker and returns it with the
+    /// transport wired to it.
+    pub fn spawn(
+        spec: &WorkerSpec,
+        index: usize,
+        generation: u64,
+    ) -> Result<(WorkerProcess, Transport), SpawnError> {
+        let prepared = Prepared::new(&spec.transport, index, generation)?;
         let mut command = Command::new(&spec.python);
         command
-            .args(["-m", "worker_shim", "--transport", spec.transport.as_str()])
+            .args(["-m", "worker_shim"])
+            .args(prepared.worker_args())
             .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
             .env("MYSTIC_WORKER_INDEX", index.to_string())
             .env("PYTHONUNBUFFERED", "1")
@@ -95,18 +109,11 @@ impl WorkerProcess {
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(io::Error::other("worker started without piped stdio"));
+            return Err(io::Error::other("worker started without piped stdio").into());
         };
         let stderr_tail = StderrTail::default();
         let drain = tokio::spawn(drain_stderr(stderr, index, pid, stderr_tail.clone()));
-        let transport = match spec.transport {
-            TransportKind::Pipe => {
-                Transport::Pipe(PipeTransport::new(stdin, stdout, spec.max_payload_bytes))
-            }
-            TransportKind::Shm => {
-                return Err(io::Error::other("the shm transport is not built yet"));
-            }
-        };
+        let transport = prepared.connect(stdin, stdout);
         Ok((
             WorkerProcess {
                 child,
@@ -246,12 +253,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_interpreter_is_an_io_error() {
+        let transport = TransportSpec {
+            kind: crate::config::TransportKind::Pipe,
+            max_payload_bytes: 1024,
+            ring_bytes: 4096,
+            runtime_dir: None,
+        };
         let spec = WorkerSpec {
             python: "/nonexistent/python".into(),
-            transport: TransportKind::Pipe,
-            max_payload_bytes: 1024,
+            transport,
         };
-        let err = WorkerProcess::spawn(&spec, 0).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        match WorkerProcess::spawn(&spec, 0, 0).unwrap_err() {
+            SpawnError::Process(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
+            other => panic!("unexpected {other}"),
+        }
     }
 }

@@ -19,6 +19,11 @@ pub enum StartError {
     Spawn { python: String, source: io::Error },
 
     #[error(
+        "cannot set up the shared-memory transport for worker {index}: {cause}; check that /dev/shm is mounted and writable, or start the gateway with --transport pipe"
+    )]
+    Transport { index: usize, cause: String },
+
+    #[error(
         "the workers cannot import `worker_shim` with `{python}`; install the package into that interpreter (`{python} -m pip install .` at the repository root) or pass --python with the python of a virtualenv that has it (`make run` does this)"
     )]
     ShimMissing { python: String },

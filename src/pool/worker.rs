@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::process::{WorkerProcess, WorkerSpec, describe_exit};
+use super::process::{SpawnError, WorkerProcess, WorkerSpec, describe_exit};
 use super::queue::{Deadline, Job, JobReceiver};
 use super::restart::Backoff;
 use super::startup::StartError;
@@ -52,13 +52,15 @@ impl WorkerActor {
     pub async fn run(self, first_start: oneshot::Sender<Result<(), StartError>>) {
         let mut first_start = Some(first_start);
         let mut backoff = Backoff::default();
+        let mut generation = 0u64;
         while !self.abort.is_cancelled() {
+            generation += 1;
             self.board.update(self.index, |slot| {
                 slot.state = WorkerState::Starting;
                 slot.pid = None;
             });
             let started = tokio::select! {
-                started = self.start() => started,
+                started = self.start(generation) => started,
                 () = self.abort.cancelled() => break,
             };
             let ended = match started {
@@ -101,17 +103,31 @@ impl WorkerActor {
     }
 
     /// Spawns a process and waits for its handshake.
-    async fn start(&self) -> Result<(WorkerProcess, Transport), StartError> {
+    async fn start(&self, generation: u64) -> Result<(WorkerProcess, Transport), StartError> {
         let python = self.spec.python.to_string_lossy().into_owned();
-        let (mut process, mut transport) =
-            WorkerProcess::spawn(&self.spec, self.index).map_err(|source| StartError::Spawn {
-                python: python.clone(),
-                source,
+        let (mut process, mut transport) = WorkerProcess::spawn(&self.spec, self.index, generation)
+            .map_err(|err| match err {
+                SpawnError::Process(source) => StartError::Spawn {
+                    python: python.clone(),
+                    source,
+                },
+                SpawnError::Transport(cause) => StartError::Transport {
+                    index: self.index,
+                    cause: cause.to_string(),
+                },
             })?;
         let pid = process.pid();
         self.board.update(self.index, |slot| slot.pid = Some(pid));
 
-        match tokio::time::timeout(self.startup_timeout, transport.handshake()).await {
+        // A worker that dies before its handshake must not leave us waiting for
+        // a connection that will never come.
+        let handshake = async {
+            tokio::select! {
+                done = transport.handshake() => done,
+                _ = process.wait() => Err(TransportError::Closed),
+            }
+        };
+        match tokio::time::timeout(self.startup_timeout, handshake).await {
             Ok(Ok(())) => {
                 info!(worker = self.index, pid, "worker ready");
                 Ok((process, transport))

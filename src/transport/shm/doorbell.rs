@@ -23,7 +23,7 @@ pub struct DoorbellListener {
 /// A connected doorbell.
 pub struct Doorbell {
     stream: Stream,
-    scratch: [u8; 256],
+    scratch: [u8; 64],
 }
 
 impl DoorbellListener {
@@ -31,18 +31,32 @@ impl DoorbellListener {
     pub fn bind(path: &Path) -> io::Result<DoorbellListener> {
         let name = path.to_fs_name::<GenericFilePath>()?;
         let listener = ListenerOptions::new().name(name).create_tokio()?;
-        Ok(DoorbellListener { listener, path: path.to_owned() })
+        Ok(DoorbellListener {
+            listener,
+            path: path.to_owned(),
+        })
     }
 
     /// Waits for the worker, then removes the socket file: the connection
     /// lives on without it.
     pub async fn accept(self) -> io::Result<Doorbell> {
         let stream = self.listener.accept().await?;
-        Ok(Doorbell { stream, scratch: [0; 256] })
+        Ok(Doorbell {
+            stream,
+            scratch: [0; 64],
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl std::fmt::Debug for DoorbellListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DoorbellListener")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,7 +72,10 @@ impl Doorbell {
         let mut greeting = [0u8; READY.len()];
         self.stream.read_exact(&mut greeting).await?;
         if greeting != READY {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "the worker did not say `ready`"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the worker did not say `ready`",
+            ));
         }
         Ok(())
     }

@@ -51,12 +51,17 @@ pub fn padding(len: u64) -> u64 {
 impl FrameHeader {
     /// A header for a payload of `len` bytes.
     pub fn new(len: u64) -> Self {
-        FrameHeader { magic: FRAME_MAGIC, flags: 0, len }
+        FrameHeader {
+            magic: FRAME_MAGIC,
+            flags: 0,
+            len,
+        }
     }
 
     /// The header's 16 wire bytes.
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
-        let bytes = rkyv::to_bytes::<rancor::Error>(self).expect("a plain struct always serializes");
+        let bytes =
+            rkyv::to_bytes::<rancor::Error>(self).expect("a plain struct always serializes");
         let mut out = [0u8; HEADER_BYTES];
         out.copy_from_slice(&bytes);
         out
@@ -75,7 +80,10 @@ impl FrameHeader {
             len: archived.len.to_native(),
         };
         if header.magic != FRAME_MAGIC {
-            return Err(FrameError::BadHeader(format!("magic {:#010x}", header.magic)));
+            return Err(FrameError::BadHeader(format!(
+                "magic {:#010x}",
+                header.magic
+            )));
         }
         if header.flags != 0 {
             return Err(FrameError::BadHeader(format!("flags {:#x}", header.flags)));
@@ -136,7 +144,10 @@ impl<P: AsRef<[u8]>> FrameWriter<P> {
             self.done += written as u64;
             moved += written;
         }
-        Ok(Pumped { moved, finished: self.done == self.total })
+        Ok(Pumped {
+            moved,
+            finished: self.done == self.total,
+        })
     }
 }
 
@@ -225,7 +236,11 @@ mod tests {
 
     fn ring(capacity: usize) -> (Producer, Consumer) {
         let mapping = HeapMapping::new(CONTROL_BYTES + capacity);
-        let placement = RingPlacement { control_offset: 0, data_offset: CONTROL_BYTES, capacity };
+        let placement = RingPlacement {
+            control_offset: 0,
+            data_offset: CONTROL_BYTES,
+            capacity,
+        };
         create(mapping, placement).unwrap()
     }
 
@@ -233,17 +248,26 @@ mod tests {
     fn the_header_layout_is_pinned() {
         let bytes = FrameHeader::new(0x0102_0304_0506).encode();
         assert_eq!(&bytes, b"MCF1\0\0\0\0\x06\x05\x04\x03\x02\x01\0\0");
-        assert_eq!(FrameHeader::decode(&bytes).unwrap(), FrameHeader::new(0x0102_0304_0506));
+        assert_eq!(
+            FrameHeader::decode(&bytes).unwrap(),
+            FrameHeader::new(0x0102_0304_0506)
+        );
     }
 
     #[test]
     fn bad_headers_are_errors() {
         let mut bytes = FrameHeader::new(5).encode();
         bytes[0] = b'X';
-        assert!(matches!(FrameHeader::decode(&bytes), Err(FrameError::BadHeader(_))));
+        assert!(matches!(
+            FrameHeader::decode(&bytes),
+            Err(FrameError::BadHeader(_))
+        ));
         let mut bytes = FrameHeader::new(5).encode();
         bytes[4] = 1;
-        assert!(matches!(FrameHeader::decode(&bytes), Err(FrameError::BadHeader(_))));
+        assert!(matches!(
+            FrameHeader::decode(&bytes),
+            Err(FrameError::BadHeader(_))
+        ));
     }
 
     #[test]
@@ -269,7 +293,13 @@ mod tests {
         let mut reader = FrameReader::new(10);
         let mut big = FrameWriter::new(vec![1u8; 100]);
         assert!(big.pump(&mut producer).unwrap().finished);
-        assert_eq!(reader.pump(&mut consumer).unwrap_err(), FrameError::TooLarge { len: 100, limit: 10 });
+        assert_eq!(
+            reader.pump(&mut consumer).unwrap_err(),
+            FrameError::TooLarge {
+                len: 100,
+                limit: 10
+            }
+        );
         let mut small = FrameWriter::new(b"ok".to_vec());
         assert!(small.pump(&mut producer).unwrap().finished);
         assert_eq!(reader.pump(&mut consumer).unwrap().0.unwrap(), b"ok");
@@ -279,7 +309,16 @@ mod tests {
     fn empty_payloads_are_frames_too() {
         let (mut producer, mut consumer) = ring(64);
         let mut writer = FrameWriter::new(Vec::new());
-        assert_eq!(writer.pump(&mut producer).unwrap(), Pumped { moved: 16, finished: true });
-        assert_eq!(FrameReader::new(0).pump(&mut consumer).unwrap().0.unwrap(), b"");
+        assert_eq!(
+            writer.pump(&mut producer).unwrap(),
+            Pumped {
+                moved: 16,
+                finished: true
+            }
+        );
+        assert_eq!(
+            FrameReader::new(0).pump(&mut consumer).unwrap().0.unwrap(),
+            b""
+        );
     }
 }

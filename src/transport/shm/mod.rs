@@ -1,7 +1,119 @@
-//! The shared-memory transport (in progress): per-worker rings in one segment.
+//! The shared-memory transport: per worker, one segment holding a request
+//! ring and a response ring, and one Unix socket used only as a doorbell.
+//! Payloads never touch the socket and are never base64-encoded; a message
+//! larger than a ring streams through it with flow control.
+//!
+//! - `ring`: the SPSC byte rings (all `unsafe` lives there).
+//! - `frame`: frame headers (`rkyv`) and resumable frame reader/writer.
+//! - `segment`: the segment layout and its creation.
+//! - `doorbell`: the wake-up socket; `runtime_dir`: where sockets live and
+//!   the clean-up of leftovers.
 
 pub mod doorbell;
 pub mod frame;
 pub mod ring;
 pub mod runtime_dir;
 pub mod segment;
+
+use std::io;
+
+use bytes::Bytes;
+
+use super::TransportError;
+use doorbell::{Doorbell, DoorbellListener};
+use frame::{FrameError, FrameReader, FrameWriter};
+use ring::{Consumer, CorruptRing, Producer};
+use segment::Segment;
+
+/// Default `--ring-bytes`.
+pub const DEFAULT_RING_BYTES: usize = 4 << 20;
+
+/// The gateway's end of one worker's segment and doorbell.
+pub struct ShmTransport {
+    requests: Producer,
+    responses: Consumer,
+    listener: Option<DoorbellListener>,
+    bell: Option<Doorbell>,
+    max_payload_bytes: usize,
+    segment_name: String,
+}
+
+impl std::fmt::Debug for ShmTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmTransport")
+            .field("segment", &self.segment_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmTransport {
+    pub fn new(segment: Segment, listener: DoorbellListener, max_payload_bytes: usize) -> Self {
+        ShmTransport {
+            requests: segment.requests,
+            responses: segment.responses,
+            listener: Some(listener),
+            bell: None,
+            max_payload_bytes,
+            segment_name: segment.name,
+        }
+    }
+
+    /// Waits for the worker to connect to the doorbell and say `ready`.
+    pub async fn handshake(&mut self) -> Result<(), TransportError> {
+        let listener = self.listener.take().ok_or(TransportError::Closed)?;
+        let mut bell = listener.accept().await.map_err(from_io)?;
+        bell.handshake().await.map_err(from_io)?;
+        self.bell = Some(bell);
+        Ok(())
+    }
+
+    /// Streams the request frame in, then the response frame out.
+    pub async fn call(&mut self, request: Bytes) -> Result<Bytes, TransportError> {
+        let bell = self.bell.as_mut().ok_or(TransportError::Closed)?;
+        let mut writer = FrameWriter::new(request);
+        loop {
+            let pumped = writer.pump(&mut self.requests).map_err(corrupt)?;
+            if pumped.moved > 0 {
+                bell.ring().await.map_err(from_io)?;
+            }
+            if pumped.finished {
+                break;
+            }
+            bell.wait().await.map_err(from_io)?;
+        }
+        let mut reader = FrameReader::new(self.max_payload_bytes);
+        loop {
+            let pumped = reader.pump(&mut self.responses);
+            let moved = match &pumped {
+                Ok((_, moved)) => *moved,
+                Err(_) => 1,
+            };
+            if moved > 0 {
+                bell.ring().await.map_err(from_io)?;
+            }
+            match pumped {
+                Ok((Some(payload), _)) => return Ok(Bytes::from(payload)),
+                Ok((None, _)) => bell.wait().await.map_err(from_io)?,
+                Err(FrameError::TooLarge { len, limit }) => {
+                    let size = usize::try_from(len).unwrap_or(usize::MAX);
+                    return Err(TransportError::ResponseTooLarge { size, limit });
+                }
+                Err(err) => return Err(TransportError::Protocol(err.to_string())),
+            }
+        }
+    }
+}
+
+fn corrupt(err: CorruptRing) -> TransportError {
+    TransportError::Protocol(err.to_string())
+}
+
+fn from_io(err: io::Error) -> TransportError {
+    match err.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset => TransportError::Closed,
+        io::ErrorKind::InvalidData => TransportError::Protocol(err.to_string()),
+        _ => TransportError::Io(err),
+    }
+}

@@ -63,7 +63,8 @@ struct RingMemory {
 impl RingMemory {
     fn new(mapping: Arc<dyn Mapping>, placement: RingPlacement) -> Result<Self, BadPlacement> {
         let len = mapping.size();
-        let fits = |offset: usize, size: usize| offset.checked_add(size).is_some_and(|end| end <= len);
+        let fits =
+            |offset: usize, size: usize| offset.checked_add(size).is_some_and(|end| end <= len);
         let control_end = placement.control_offset.checked_add(CONTROL_BYTES);
         let data_end = placement.data_offset.checked_add(placement.capacity);
         let disjoint = match (control_end, data_end) {
@@ -91,7 +92,11 @@ impl RingMemory {
         // pointer is aligned for `AtomicU64`. All access to the counters,
         // from both processes, is atomic.
         unsafe {
-            let ptr = self.mapping.base().as_ptr().add(self.placement.control_offset + offset);
+            let ptr = self
+                .mapping
+                .base()
+                .as_ptr()
+                .add(self.placement.control_offset + offset);
             AtomicU64::from_ptr(ptr.cast::<u64>())
         }
     }
@@ -133,7 +138,11 @@ impl RingMemory {
             // slice, so the ranges cannot overlap. The consumer does not read
             // this range until `head` is published after the copy.
             unsafe {
-                std::ptr::copy_nonoverlapping(src.as_ptr().add(copied), self.data().add(start), run);
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr().add(copied),
+                    self.data().add(start),
+                    run,
+                );
             }
             copied += run;
         }
@@ -185,11 +194,20 @@ pub fn create(
     producer.memory.head().store(0, Ordering::Relaxed);
     producer.memory.tail().store(0, Ordering::Relaxed);
     let consumer = attach_consumer(mapping, placement)?;
-    Ok((Producer { head: 0, ..producer }, consumer))
+    Ok((
+        Producer {
+            head: 0,
+            ..producer
+        },
+        consumer,
+    ))
 }
 
 /// Attaches the writing end to a ring in `mapping`, resuming at its `head`.
-pub fn attach_producer(mapping: Arc<dyn Mapping>, placement: RingPlacement) -> Result<Producer, BadPlacement> {
+pub fn attach_producer(
+    mapping: Arc<dyn Mapping>,
+    placement: RingPlacement,
+) -> Result<Producer, BadPlacement> {
     let memory = RingMemory::new(mapping, placement)?;
     // SYNC POINT: pairs with the consumer's Release store of `tail` (none
     // yet); reading our own counter needs no ordering.
@@ -198,7 +216,10 @@ pub fn attach_producer(mapping: Arc<dyn Mapping>, placement: RingPlacement) -> R
 }
 
 /// Attaches the reading end to a ring in `mapping`, resuming at its `tail`.
-pub fn attach_consumer(mapping: Arc<dyn Mapping>, placement: RingPlacement) -> Result<Consumer, BadPlacement> {
+pub fn attach_consumer(
+    mapping: Arc<dyn Mapping>,
+    placement: RingPlacement,
+) -> Result<Consumer, BadPlacement> {
     let memory = RingMemory::new(mapping, placement)?;
     let tail = memory.tail().load(Ordering::Relaxed);
     Ok(Consumer { memory, tail })
@@ -213,7 +234,11 @@ impl Producer {
         let used = self.head.wrapping_sub(tail);
         let capacity = self.memory.capacity();
         if used > capacity as u64 {
-            return Err(CorruptRing { head: self.head, tail, capacity });
+            return Err(CorruptRing {
+                head: self.head,
+                tail,
+                capacity,
+            });
         }
         Ok(capacity - used as usize)
     }
@@ -248,7 +273,11 @@ impl Consumer {
         let filled = head.wrapping_sub(self.tail);
         let capacity = self.memory.capacity();
         if filled > capacity as u64 {
-            return Err(CorruptRing { head, tail: self.tail, capacity });
+            return Err(CorruptRing {
+                head,
+                tail: self.tail,
+                capacity,
+            });
         }
         Ok(filled as usize)
     }
@@ -271,7 +300,10 @@ impl Consumer {
         let filled = dst.len();
         // SAFETY: `reserve` made room for `len` more bytes after `filled`;
         // the vector's buffer is heap memory outside the mapping.
-        unsafe { self.memory.copy_out(self.tail, dst.as_mut_ptr().add(filled), len) };
+        unsafe {
+            self.memory
+                .copy_out(self.tail, dst.as_mut_ptr().add(filled), len)
+        };
         // SAFETY: the `len` bytes after `filled` were initialised just above.
         unsafe { dst.set_len(filled + len) };
         self.release(len);
@@ -306,21 +338,39 @@ impl Consumer {
 /// Copies `bytes` into `mapping` at `offset` (to initialise a segment
 /// header before any peer maps it).
 pub fn write_at(mapping: &dyn Mapping, offset: usize, bytes: &[u8]) -> Result<(), OutOfBounds> {
-    if offset.checked_add(bytes.len()).is_none_or(|end| end > mapping.size()) {
-        return Err(OutOfBounds { offset, len: bytes.len(), size: mapping.size() });
+    if offset
+        .checked_add(bytes.len())
+        .is_none_or(|end| end > mapping.size())
+    {
+        return Err(OutOfBounds {
+            offset,
+            len: bytes.len(),
+            size: mapping.size(),
+        });
     }
     // SAFETY: the range is inside the mapping (checked above), which is valid
     // while `mapping` is borrowed; `bytes` is a separate Rust slice.
     unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), mapping.base().as_ptr().add(offset), bytes.len());
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            mapping.base().as_ptr().add(offset),
+            bytes.len(),
+        );
     }
     Ok(())
 }
 
 /// Copies `len` bytes out of `mapping` at `offset`.
 pub fn read_at(mapping: &dyn Mapping, offset: usize, len: usize) -> Result<Vec<u8>, OutOfBounds> {
-    if offset.checked_add(len).is_none_or(|end| end > mapping.size()) {
-        return Err(OutOfBounds { offset, len, size: mapping.size() });
+    if offset
+        .checked_add(len)
+        .is_none_or(|end| end > mapping.size())
+    {
+        return Err(OutOfBounds {
+            offset,
+            len,
+            size: mapping.size(),
+        });
     }
     let mut out = vec![0u8; len];
     // SAFETY: the range is inside the mapping (checked above); `out` is a
@@ -391,7 +441,8 @@ impl HeapMapping {
         assert!(offset % 8 == 0 && offset + 8 <= self.layout.size());
         // SAFETY: in bounds and aligned (checked above); the write is atomic,
         // matching how the ring reads its counters.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) }.store(value, Ordering::SeqCst);
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+            .store(value, Ordering::SeqCst);
     }
 }
 
@@ -426,7 +477,11 @@ mod tests {
 
     fn ring(capacity: usize) -> (Arc<HeapMapping>, Producer, Consumer) {
         let mapping = HeapMapping::new(CONTROL_BYTES + capacity);
-        let placement = RingPlacement { control_offset: 0, data_offset: CONTROL_BYTES, capacity };
+        let placement = RingPlacement {
+            control_offset: 0,
+            data_offset: CONTROL_BYTES,
+            capacity,
+        };
         let (producer, consumer) = create(mapping.clone(), placement).unwrap();
         (mapping, producer, consumer)
     }
@@ -470,14 +525,37 @@ mod tests {
     fn placements_outside_the_mapping_are_refused() {
         let mapping: Arc<dyn Mapping> = HeapMapping::new(256);
         let bad = [
-            RingPlacement { control_offset: 0, data_offset: 128, capacity: 129 },
-            RingPlacement { control_offset: 8, data_offset: 128, capacity: 8 },
-            RingPlacement { control_offset: 0, data_offset: 64, capacity: 8 },
-            RingPlacement { control_offset: 0, data_offset: 128, capacity: 0 },
-            RingPlacement { control_offset: usize::MAX - 10, data_offset: 128, capacity: 8 },
+            RingPlacement {
+                control_offset: 0,
+                data_offset: 128,
+                capacity: 129,
+            },
+            RingPlacement {
+                control_offset: 8,
+                data_offset: 128,
+                capacity: 8,
+            },
+            RingPlacement {
+                control_offset: 0,
+                data_offset: 64,
+                capacity: 8,
+            },
+            RingPlacement {
+                control_offset: 0,
+                data_offset: 128,
+                capacity: 0,
+            },
+            RingPlacement {
+                control_offset: usize::MAX - 10,
+                data_offset: 128,
+                capacity: 8,
+            },
         ];
         for placement in bad {
-            assert!(attach_consumer(Arc::clone(&mapping), placement).is_err(), "{placement:?}");
+            assert!(
+                attach_consumer(Arc::clone(&mapping), placement).is_err(),
+                "{placement:?}"
+            );
         }
     }
 }

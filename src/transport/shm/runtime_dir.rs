@@ -80,7 +80,12 @@ fn private_dir(path: &Path) -> io::Result<()> {
         Err(err) => return Err(err),
     }
     let metadata = fs::symlink_metadata(path)?;
-    let refuse = |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, format!("{}: {why}", path.display()));
+    let refuse = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: {why}", path.display()),
+        )
+    };
     if !metadata.is_dir() {
         return Err(refuse("not a directory"));
     }
@@ -95,13 +100,18 @@ fn private_dir(path: &Path) -> io::Result<()> {
 
 /// Whether a process with this pid exists.
 fn alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     !matches!(kill(Pid::from_raw(raw), None), Err(Errno::ESRCH))
 }
 
 /// Removes directories and segments of gateways that are gone.
 fn remove_stale(base: &Path, shm_dir: &Path) {
-    let gone = |pid: &str| pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !alive(pid));
+    let gone = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|pid| pid != std::process::id() && !alive(pid))
+    };
     if let Ok(entries) = fs::read_dir(base) {
         for entry in entries.flatten() {
             if gone(&entry.file_name().to_string_lossy()) {
@@ -113,7 +123,9 @@ fn remove_stale(base: &Path, shm_dir: &Path) {
     if let Ok(entries) = fs::read_dir(shm_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(SEGMENT_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(SEGMENT_PREFIX) else {
+                continue;
+            };
             if rest.split('-').next().is_some_and(gone) {
                 tracing::info!(segment = name, "removing a stale shared-memory segment");
                 let _ = fs::remove_file(entry.path());
@@ -133,7 +145,10 @@ mod tests {
         let dir = RuntimeDir::create_in(&base).unwrap();
         let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert_eq!(fs::metadata(&base).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&base).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let path = dir.path().to_owned();
         drop(dir);
         assert!(!path.exists());

@@ -38,7 +38,11 @@ pub fn header_bytes(ring_bytes: usize) -> [u8; 64] {
 
 /// Where the two rings sit in a segment with rings of `ring_bytes`.
 pub fn placements(ring_bytes: usize) -> (RingPlacement, RingPlacement) {
-    let requests = RingPlacement { control_offset: REQUEST_CONTROL, data_offset: DATA_OFFSET, capacity: ring_bytes };
+    let requests = RingPlacement {
+        control_offset: REQUEST_CONTROL,
+        data_offset: DATA_OFFSET,
+        capacity: ring_bytes,
+    };
     let responses = RingPlacement {
         control_offset: RESPONSE_CONTROL,
         data_offset: DATA_OFFSET + ring_bytes,
@@ -67,7 +71,9 @@ pub struct Segment {
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segment").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,16 +83,30 @@ impl Segment {
         if ring_bytes < MIN_RING_BYTES || !ring_bytes.is_power_of_two() {
             return Err(SegmentError::BadRingSize(ring_bytes));
         }
-        let failed = |cause: String| SegmentError::Create { name: name.to_owned(), cause };
+        let failed = |cause: String| SegmentError::Create {
+            name: name.to_owned(),
+            cause,
+        };
         let size = DATA_OFFSET + 2 * ring_bytes;
-        let shmem = ShmemConf::new().os_id(name).size(size).create().map_err(|err| failed(err.to_string()))?;
+        let shmem = ShmemConf::new()
+            .os_id(name)
+            .size(size)
+            .create()
+            .map_err(|err| failed(err.to_string()))?;
         let mapping: Arc<dyn Mapping> = SharedSegment::new(shmem);
         let (request_place, response_place) = placements(ring_bytes);
-        let (requests, _) = ring::create(Arc::clone(&mapping), request_place).map_err(|err| failed(err.to_string()))?;
-        let (_, responses) = ring::create(Arc::clone(&mapping), response_place).map_err(|err| failed(err.to_string()))?;
+        let (requests, _) = ring::create(Arc::clone(&mapping), request_place)
+            .map_err(|err| failed(err.to_string()))?;
+        let (_, responses) = ring::create(Arc::clone(&mapping), response_place)
+            .map_err(|err| failed(err.to_string()))?;
         // The magic goes in last: a peer that sees it sees initialised rings.
-        ring::write_at(mapping.as_ref(), 0, &header_bytes(ring_bytes)).map_err(|err| failed(err.to_string()))?;
-        Ok(Segment { name: name.to_owned(), requests, responses })
+        ring::write_at(mapping.as_ref(), 0, &header_bytes(ring_bytes))
+            .map_err(|err| failed(err.to_string()))?;
+        Ok(Segment {
+            name: name.to_owned(),
+            requests,
+            responses,
+        })
     }
 }
 
@@ -119,7 +139,10 @@ mod tests {
     #[test]
     fn odd_ring_sizes_are_refused() {
         for bad in [0, 100, 4095, 4097, 3 * 4096] {
-            assert!(matches!(Segment::create("mystic-never", bad), Err(SegmentError::BadRingSize(_))));
+            assert!(matches!(
+                Segment::create("mystic-never", bad),
+                Err(SegmentError::BadRingSize(_))
+            ));
         }
     }
 }
