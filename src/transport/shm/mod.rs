@@ -14,6 +14,8 @@ pub mod frame;
 pub mod ring;
 pub mod runtime_dir;
 pub mod segment;
+#[cfg(test)]
+mod vectors;
 
 use std::io;
 
