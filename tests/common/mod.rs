@@ -76,20 +76,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a gateway with two workers on `transport`, plus `extra` flags,
-    /// and waits until it serves.
+    /// Starts a gateway on `transport` with `extra` flags (two workers unless
+    /// they say otherwise) and waits until it serves.
     pub async fn start(transport: &str, extra: &[&str]) -> Gateway {
         let python = python();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mysticchallenge"));
+        if !extra.contains(&"--workers") {
+            command.args(["--workers", "2"]);
+        }
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--transport",
-                transport,
-            ])
+            .args(["--listen", "127.0.0.1:0", "--transport", transport])
             .args(["--python", &python])
             .args(extra)
             .stdout(Stdio::piped())
