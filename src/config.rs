@@ -39,7 +39,7 @@ pub struct Args {
     pub workers: Option<NonZeroUsize>,
 
     /// How payloads reach the workers.
-    #[arg(long, value_enum, default_value_t = TransportKind::Pipe)]
+    #[arg(long, value_enum, default_value_t = TransportKind::Shm)]
     pub transport: TransportKind,
 
     /// Address the gRPC server binds (port 0 picks a free port).
@@ -96,27 +96,13 @@ pub struct Config {
     pub startup_timeout: Duration,
 }
 
-/// A setting that parses but cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error(
-        "--transport shm is not available in this build yet; start the gateway with --transport pipe"
-    )]
-    ShmNotAvailable,
-}
-
-impl TryFrom<Args> for Config {
-    type Error = ConfigError;
-
-    fn try_from(args: Args) -> Result<Self, Self::Error> {
-        if args.transport == TransportKind::Shm {
-            return Err(ConfigError::ShmNotAvailable);
-        }
+impl From<Args> for Config {
+    fn from(args: Args) -> Self {
         let workers = args
             .workers
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
-        Ok(Config {
+        Config {
             workers,
             transport: args.transport,
             listen: args.listen,
@@ -127,7 +113,7 @@ impl TryFrom<Args> for Config {
             queue_capacity: args.queue_capacity.get(),
             shutdown_grace: args.shutdown_grace,
             startup_timeout: args.startup_timeout,
-        })
+        }
     }
 }
 
@@ -171,14 +157,14 @@ mod tests {
         let args =
             Args::try_parse_from(std::iter::once("mysticchallenge").chain(args.iter().copied()))
                 .map_err(|err| err.to_string())?;
-        Config::try_from(args).map_err(|err| err.to_string())
+        Ok(Config::from(args))
     }
 
     #[test]
     fn defaults_follow_the_contract() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
-        assert_eq!(config.transport, TransportKind::Pipe);
+        assert_eq!(config.transport, TransportKind::Shm);
         assert_eq!(config.max_payload_bytes, 1 << 30);
         assert_eq!(config.call_timeout, None);
         assert_eq!(config.python, "python3");
@@ -202,8 +188,10 @@ mod tests {
     }
 
     #[test]
-    fn shm_is_refused_with_a_way_out() {
-        let err = parse(&["--transport", "shm"]).unwrap_err();
-        assert!(err.contains("--transport pipe"), "{err}");
+    fn ring_sizes_are_powers_of_two() {
+        assert_eq!(parse(&["--ring-bytes", "65536"]).unwrap().ring_bytes, 65536);
+        for bad in ["0", "4095", "5000", "abc"] {
+            assert!(parse(&["--ring-bytes", bad]).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
 /// Every transport the suite runs on.
-pub const TRANSPORTS: &[&str] = &["pipe"];
+pub const TRANSPORTS: &[&str] = &["pipe", "shm"];
 
 /// The interpreter for workers: `$MYSTIC_PYTHON`, else the repo's virtualenv.
 pub fn python() -> String {
