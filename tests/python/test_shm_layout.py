@@ -56,7 +56,12 @@ def test_whole_frame_matches():
 
 @pytest.mark.parametrize(
     "bad",
-    [b"XCF1" + bytes(12), b"MCF1\x01\x00\x00\x00" + bytes(8), b"MCF1"],
+    [
+        b"XCF1" + bytes(12),
+        b"MCF1\x01\x00\x00\x00" + bytes(8),
+        b"MCF1",
+        b"MCF1" + bytes(4) + b"\xff" * 8,
+    ],
 )
 def test_bad_frame_headers_are_errors(bad):
     with pytest.raises(_shm.ShmProtocolError):

@@ -15,6 +15,13 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"MCF1");
 /// Size of an encoded [`FrameHeader`], and the alignment of every frame.
 pub const HEADER_BYTES: usize = 16;
 
+/// Longest payload a header may announce (256 TiB): far beyond any real
+/// payload, and small enough that lengths plus padding never overflow.
+pub const MAX_FRAME_LEN: u64 = 1 << 48;
+/// Most memory reserved up front for an incoming payload; the rest grows as
+/// bytes arrive, so a header cannot make us allocate what never comes.
+const INITIAL_RESERVE: usize = 64 << 20;
+
 /// What precedes every payload on a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(derive(Debug))]
@@ -87,6 +94,9 @@ impl FrameHeader {
         }
         if header.flags != 0 {
             return Err(FrameError::BadHeader(format!("flags {:#x}", header.flags)));
+        }
+        if header.len > MAX_FRAME_LEN {
+            return Err(FrameError::BadHeader(format!("length {}", header.len)));
         }
         Ok(header)
     }
@@ -195,7 +205,7 @@ impl FrameReader {
                 if header.len > self.limit as u64 {
                     self.skipping = true;
                 } else {
-                    self.payload = Vec::with_capacity(header.len as usize);
+                    self.payload = Vec::with_capacity((header.len as usize).min(INITIAL_RESERVE));
                 }
                 self.len = Some(header.len);
                 header.len
@@ -268,6 +278,10 @@ mod tests {
             FrameHeader::decode(&bytes),
             Err(FrameError::BadHeader(_))
         ));
+        // Found by the fuzzer: a length near u64::MAX overflowed the padding sum.
+        let bytes = FrameHeader::new(u64::MAX).encode();
+        let err = FrameHeader::decode(&bytes).unwrap_err();
+        assert!(matches!(err, FrameError::BadHeader(_)), "{err}");
     }
 
     #[test]

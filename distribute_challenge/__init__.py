@@ -1,0 +1,45 @@
+"""distribute_challenge: run Python functions on a mysticchallenge gateway's workers.
+
+Map of the package:
+
+- ``_api.py``: ``compute_this``, the remote function and its call object.
+- ``_client.py``: cached gRPC channels (sync per process, asyncio per loop).
+- ``_target.py``: the server address and the token.
+- ``_status.py``: gRPC status codes → the exceptions below, in one function.
+- ``_codec.py``: the request/response payload format, shared with ``worker_shim``.
+- ``_depmodules.py``: modules imported and bound in the worker before a call.
+- ``_by_value.py``: which modules' functions travel by value.
+- ``_exceptions.py``: the exception tree.
+- ``_pb/``: gRPC stubs generated from ``proto/`` by ``tools/gen_stubs.py``.
+"""
+
+from ._api import compute_this
+from ._exceptions import (
+    AuthenticationError,
+    CallTimeout,
+    DistributeError,
+    PayloadTooLarge,
+    RemoteError,
+    SerializationError,
+    ServerBusy,
+    ServerUnavailable,
+    WorkerCrashed,
+)
+
+__all__ = [
+    "AuthenticationError",
+    "CallTimeout",
+    "DistributeError",
+    "PayloadTooLarge",
+    "RemoteError",
+    "SerializationError",
+    "ServerBusy",
+    "ServerUnavailable",
+    "WorkerCrashed",
+    "compute_this",
+]
+
+# Show the public names as distribute_challenge.X (reprs, tracebacks, pickles).
+for _name in __all__:
+    globals()[_name].__module__ = "distribute_challenge"
+del _name

@@ -1,0 +1,195 @@
+"""The public API: the ``compute_this`` decorator, the remote function it makes,
+and the call object whose ``run()`` and ``async_run()`` are twins over one
+request builder (``_prepare``) and one response handler (``_finish``).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from . import _client, _depmodules
+from ._codec import ERROR, OK, decode_response, encode_request
+from ._exceptions import SerializationError
+from ._pb import gateway_pb2
+from ._status import raise_from_rpc_error
+from ._target import Target, parse_server, resolve_server, resolve_token
+
+DepModule = types.ModuleType | str
+
+
+def compute_this(
+    server: str | None = None,
+    depmodules: Iterable[DepModule] | DepModule = (),
+    timeout: float | None = None,
+    token: str | None = None,
+) -> Callable[[Callable[..., Any]], RemoteFunction]:
+    """Makes a function run remotely on the gateway's workers.
+
+    Args:
+        server: ``grpc://HOST:PORT``, ``grpcs://HOST:PORT`` or ``HOST:PORT``;
+            default ``$DISTRIBUTE_SERVER``, else ``grpc://127.0.0.1:8000``
+            (read at each call).
+        depmodules: modules (objects or dotted names) that the worker imports
+            and binds in the function's globals before each call.
+        timeout: seconds each call may take (a gRPC deadline); default none.
+        token: sent as ``authorization: Bearer <token>``; default
+            ``$DISTRIBUTE_TOKEN``.
+
+    ``func(*args, **kwargs)`` then returns a call object: ``.run()`` blocks for
+    the result, ``await .async_run()`` awaits it.
+    """
+    if callable(server):  # used bare, as @compute_this
+        return compute_this()(server)  # type: ignore[return-value]
+    if server is not None:
+        parse_server(server)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if isinstance(depmodules, str | types.ModuleType):
+        depmodules = (depmodules,)
+    depmodules = tuple(depmodules)
+    _depmodules.describe(None, depmodules)  # refuse bad entries now
+
+    def decorate(function: Callable[..., Any]) -> RemoteFunction:
+        if not callable(function):
+            raise TypeError(f"compute_this decorates functions, not {function!r}")
+        return RemoteFunction(function, _Settings(server, depmodules, timeout, token))
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class _Settings:
+    server: str | None
+    depmodules: tuple[DepModule, ...]
+    timeout: float | None
+    token: str | None
+
+    def target(self) -> Target:
+        return resolve_server(self.server)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        token = resolve_token(self.token)
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+class RemoteFunction:
+    """A function that runs on the gateway's workers. The original function is
+    ``__wrapped__``; calling this returns a :class:`Call`."""
+
+    def __init__(self, function: Callable[..., Any], settings: _Settings) -> None:
+        functools.update_wrapper(self, function)
+        self._settings = settings
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Call:
+        return Call(self.__wrapped__, args, kwargs, self._settings)
+
+    def get_workers(self) -> int:
+        """The number of workers the gateway runs."""
+        target = self._settings.target()
+        try:
+            response = _client.sync_stub(target).GetWorkers(
+                gateway_pb2.GetWorkersRequest(),
+                timeout=self._settings.timeout,
+                metadata=self._settings.metadata(),
+            )
+        except grpc.RpcError as exc:
+            raise_from_rpc_error(exc, target)
+        return response.count
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled (e.g. a function that calls itself by name), it becomes the
+        # plain function: inside the worker it runs locally.
+        return _plain_function, (self.__wrapped__,)
+
+    def __repr__(self) -> str:
+        return f"<remote function {self.__wrapped__.__qualname__}>"
+
+
+def _plain_function(function: Callable[..., Any]) -> Callable[..., Any]:
+    return function
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    target: Target
+    request: gateway_pb2.ExecuteRequest
+    timeout: float | None
+    metadata: tuple[tuple[str, str], ...]
+
+
+class Call:
+    """One pending call of a remote function; run it with :meth:`run` or
+    :meth:`async_run` (each run is a new remote call)."""
+
+    def __init__(
+        self, function: Callable[..., Any], args: tuple, kwargs: dict, settings: _Settings
+    ) -> None:
+        self._function = function
+        self._args = args
+        self._kwargs = kwargs
+        self._settings = settings
+
+    def run(self) -> Any:
+        """Runs the call and blocks until its result (works inside a running event loop)."""
+        prepared = self._prepare()
+        try:
+            response = _client.sync_stub(prepared.target).Execute(
+                prepared.request, timeout=prepared.timeout, metadata=prepared.metadata
+            )
+        except grpc.RpcError as exc:
+            raise_from_rpc_error(exc, prepared.target)
+        return _finish(response.payload)
+
+    async def async_run(self) -> Any:
+        """Runs the call with ``grpc.aio`` on the running event loop."""
+        prepared = self._prepare()
+        try:
+            response = await _client.async_stub(prepared.target).Execute(
+                prepared.request, timeout=prepared.timeout, metadata=prepared.metadata
+            )
+        except grpc.RpcError as exc:
+            raise_from_rpc_error(exc, prepared.target)
+        return _finish(response.payload)
+
+    def _prepare(self) -> _Prepared:
+        """The request builder shared by both runs; pickles before anything is sent."""
+        settings = self._settings
+        target = settings.target()
+        spec = _depmodules.describe(self._function, settings.depmodules)
+        payload = encode_request(self._function, self._args, self._kwargs, spec)
+        return _Prepared(
+            target=target,
+            request=gateway_pb2.ExecuteRequest(payload=payload),
+            timeout=settings.timeout,
+            metadata=settings.metadata(),
+        )
+
+    def __repr__(self) -> str:
+        return f"<call of {getattr(self._function, '__qualname__', self._function)!r}>"
+
+
+def _finish(payload: bytes) -> Any:
+    """Turns a response payload into the result, or raises what the call raised."""
+    response = decode_response(payload)
+    _replay(response.stdout, sys.stdout)
+    _replay(response.stderr, sys.stderr)
+    if response.kind == OK:
+        return response.value
+    if response.kind == ERROR:
+        raise SerializationError(response.value)
+    raise response.value
+
+
+def _replay(text: str, stream: Any) -> None:
+    if text and stream is not None:
+        stream.write(text)
+        stream.flush()

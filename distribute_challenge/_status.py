@@ -1,0 +1,105 @@
+"""gRPC status → client exception: the gateway's error table in reverse, in one place.
+
+==================  ===========================  ===================
+status code         ``mystic-error`` (trailing)  raised
+==================  ===========================  ===================
+UNAVAILABLE         unavailable                  ServerUnavailable
+DEADLINE_EXCEEDED   call-timeout                 CallTimeout
+ABORTED             worker-crashed               WorkerCrashed
+UNAUTHENTICATED                                  AuthenticationError
+RESOURCE_EXHAUSTED  payload-too-large            PayloadTooLarge
+RESOURCE_EXHAUSTED  queue-full (or anything)     ServerBusy
+INVALID_ARGUMENT    invalid-request              DistributeError
+anything else                                    DistributeError
+==================  ===========================  ===================
+
+A ``RESOURCE_EXHAUSTED`` without the metadata key (e.g. raised by gRPC itself)
+counts as too large when its message says a message was too large.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NoReturn
+
+import grpc
+
+from ._exceptions import (
+    AuthenticationError,
+    CallTimeout,
+    DistributeError,
+    PayloadTooLarge,
+    ServerBusy,
+    ServerUnavailable,
+    WorkerCrashed,
+)
+from ._target import Target
+
+ERROR_KIND_KEY = "mystic-error"
+PAYLOAD_TOO_LARGE = "payload-too-large"
+
+_TOO_LARGE_WORDS = re.compile(r"too large|larger than", re.IGNORECASE)
+
+
+def raise_from_rpc_error(exc: grpc.RpcError, target: Target) -> NoReturn:
+    """Raises the client exception for a failed call to ``target``, chained to ``exc``."""
+    code = _call_attr(exc, "code") or grpc.StatusCode.UNKNOWN
+    details = _call_attr(exc, "details") or "no details"
+    kind = _error_kind(exc)
+    where = f"the gateway at {target.url}"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        raise ServerUnavailable(
+            f"{where} is unavailable: {details}. Check that the gateway is running and that "
+            "server= (or $DISTRIBUTE_SERVER) points at it, then retry."
+        ) from exc
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise CallTimeout(
+            f"the call did not finish in time ({where}: {details}). Raise "
+            "compute_this(timeout=...) or the gateway's --call-timeout, or make the call "
+            "shorter."
+        ) from exc
+    if code == grpc.StatusCode.ABORTED:
+        raise WorkerCrashed(
+            f"the worker running the call died ({where}: {details}). The call was not "
+            "retried: look for os._exit, crashes in C extensions or memory limits in the "
+            "function, then call again."
+        ) from exc
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        raise AuthenticationError(
+            f"{where} refused the call's credentials: {details}. Pass token= to "
+            "compute_this or set $DISTRIBUTE_TOKEN to the gateway's token."
+        ) from exc
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if kind == PAYLOAD_TOO_LARGE or (kind is None and _TOO_LARGE_WORDS.search(details)):
+            raise PayloadTooLarge(
+                f"the call's payload is too large for {where}: {details}. Send less data "
+                "per call, or start the gateway with a larger --max-payload-bytes."
+            ) from exc
+        raise ServerBusy(
+            f"{where} is busy: {details}. Retry later, or start the gateway with more "
+            "--workers or a larger --queue-capacity."
+        ) from exc
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        raise DistributeError(
+            f"{where} refused the request as malformed: {details}. Use the same "
+            "distribute_challenge version for the client and the workers."
+        ) from exc
+    raise DistributeError(f"the call to {where} failed with status {code.name}: {details}") from exc
+
+
+def _error_kind(exc: grpc.RpcError) -> str | None:
+    metadata = _call_attr(exc, "trailing_metadata") or ()
+    for key, value in metadata:
+        if key == ERROR_KIND_KEY:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def _call_attr(exc: grpc.RpcError, name: str):
+    method = getattr(exc, name, None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except Exception:
+        return None

@@ -1,0 +1,212 @@
+"""The worker shim's pipe protocol, spoken directly to ``python -m worker_shim``
+(no gateway): handshake, round trips, fd hygiene, exit statuses."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from distribute_challenge._codec import ERROR, OK, RAISED, decode_response, encode_request
+
+
+class Shim:
+    """One worker process speaking the line protocol on its stdin/stdout."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker_shim", *(args or ("--transport", "pipe"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "MYSTIC_GATEWAY_PID": str(os.getpid()), **(env or {})},
+        )
+
+    def readline(self) -> bytes:
+        return self.process.stdout.readline()
+
+    def send_line(self, line: bytes) -> None:
+        self.process.stdin.write(line)
+        self.process.stdin.flush()
+
+    def call(self, function, *args, **kwargs):
+        payload = encode_request(function, args, kwargs, ())
+        self.send_line(base64.b64encode(payload) + b"\n")
+        line = self.readline()
+        assert line.endswith(b"\n"), f"no response line; stderr: {self.stderr()}"
+        return decode_response(base64.b64decode(line[:-1], validate=True))
+
+    def close(self) -> tuple[int, str]:
+        """Closes stdin (EOF) and returns the exit status and stderr."""
+        self.process.stdin.close()
+        status = self.process.wait(timeout=30)
+        return status, self.stderr()
+
+    def stderr(self) -> str:
+        if self.process.poll() is None:
+            return "<still running>"
+        return self.process.stderr.read().decode(errors="replace")
+
+
+@pytest.fixture
+def shim():
+    worker = Shim()
+    assert worker.readline() == b"ready\n"
+    yield worker
+    if worker.process.poll() is None:
+        worker.process.kill()
+        worker.process.wait()
+    for stream in (worker.process.stdin, worker.process.stdout, worker.process.stderr):
+        stream.close()
+
+
+def square(x):
+    return x * x
+
+
+def noisy():
+    print("printed to sys.stdout")
+    print("printed to sys.stderr", file=sys.stderr)
+    os.write(1, b"raw write to fd 1\n")
+    os.write(2, b"raw write to fd 2\n")
+    subprocess.run(["echo", "child process output"], check=True)
+    return "still intact"
+
+
+def fails():
+    raise KeyError("missing")
+
+
+def exits():
+    sys.exit(7)
+
+
+def returns_a_generator():
+    return (x for x in range(3))
+
+
+def reads_stdin():
+    return sys.stdin.read()
+
+
+def test_ready_then_round_trips(shim):
+    assert shim.call(square, 7) == (OK, 49, "", "")
+    assert shim.call(square, x=3).value == 9
+
+
+def test_fd_1_writes_do_not_reach_the_protocol(shim):
+    response = shim.call(noisy)
+    assert response.kind == OK
+    assert response.value == "still intact"
+    assert response.stdout == "printed to sys.stdout\n"
+    assert response.stderr == "printed to sys.stderr\n"
+    assert shim.call(square, 2).value == 4
+    status, stderr = shim.close()
+    assert status == 0
+    assert "raw write to fd 1" in stderr
+    assert "raw write to fd 2" in stderr
+    assert "child process output" in stderr
+
+
+def test_stdin_is_empty_for_user_code(shim):
+    assert shim.call(reads_stdin) == (OK, "", "", "")
+
+
+def test_exceptions_and_exits_become_responses(shim):
+    raised = shim.call(fails)
+    assert raised.kind == RAISED
+    assert isinstance(raised.value, KeyError)
+    exited = shim.call(exits)
+    assert exited.kind == RAISED
+    assert isinstance(exited.value, SystemExit)
+    assert exited.value.code == 7
+    unpicklable = shim.call(returns_a_generator)
+    assert unpicklable.kind == ERROR
+    assert "could not be pickled" in unpicklable.value
+    assert shim.call(square, 5).value == 25
+
+
+def test_a_request_without_magic_gets_an_error_response(shim):
+    shim.send_line(base64.b64encode(b"no magic here") + b"\n")
+    response = decode_response(base64.b64decode(shim.readline()))
+    assert response.kind == ERROR
+    assert "could not decode the call" in response.value
+    shim.send_line(b"\n")  # an empty payload is a request without magic too
+    assert decode_response(base64.b64decode(shim.readline())).kind == ERROR
+    assert shim.call(square, 6).value == 36
+
+
+def test_large_payloads_round_trip(shim):
+    blob = os.urandom(8 << 20)
+    assert shim.call(bytes, blob).value == blob
+
+
+def test_eof_exits_0(shim):
+    status, _ = shim.close()
+    assert status == 0
+
+
+def test_a_line_that_is_not_base64_exits_1(shim):
+    shim.send_line(b"this is not base64!\n")
+    assert shim.readline() == b""
+    status, stderr = shim.close()
+    assert status == 1
+    assert "protocol error" in stderr
+
+
+def test_shm_without_its_segment_and_doorbell_exits_2():
+    worker = Shim("--transport", "shm")
+    status, stderr = worker.close()
+    assert status == 2
+    assert "--shm-name" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_worker_whose_gateway_is_gone_exits():
+    worker = Shim(env={"MYSTIC_GATEWAY_PID": "1"})
+    assert worker.readline() == b""
+    status, stderr = worker.close()
+    assert status == 1
+    assert "gateway" in stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_the_worker_dies_with_its_parent():
+    # A parent that starts a worker, waits for `ready`, prints its pid and exits.
+    parent_code = textwrap.dedent(
+        """
+        import os, subprocess, sys
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker_shim", "--transport", "pipe"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, "MYSTIC_GATEWAY_PID": str(os.getpid())},
+        )
+        assert worker.stdout.readline() == b"ready\\n"
+        print(worker.pid, flush=True)
+        os._exit(0)
+        """
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", parent_code], capture_output=True, timeout=60, check=True
+    )
+    pid = int(parent.stdout)
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the worker outlived its parent")
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

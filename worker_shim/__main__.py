@@ -1,0 +1,52 @@
+"""Entry point: ``python -m worker_shim --transport pipe|shm [--shm-name N --doorbell P]``.
+
+Start-up order: parse arguments, tie the worker's life to the gateway's,
+move the protocol off fds 0/1, then serve calls until EOF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import _parent, _stdio
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker_shim",
+        description="A mysticchallenge worker; the gateway starts it.",
+    )
+    parser.add_argument("--transport", choices=("pipe", "shm"), required=True)
+    parser.add_argument("--shm-name", help="shared-memory segment (shm transport)")
+    parser.add_argument("--doorbell", help="doorbell socket path (shm transport)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.transport == "shm" and not (args.shm_name and args.doorbell):
+        print("worker_shim: --transport shm needs --shm-name and --doorbell", file=sys.stderr)
+        return 2
+    _parent.die_with_parent()
+    reader, writer = _stdio.take_protocol_streams()
+
+    from . import _executor  # imported after fd hygiene: nothing may print to fd 1
+
+    try:
+        if args.transport == "shm":
+            from . import _shm
+
+            reader.close()
+            writer.close()
+            return _shm.serve(args.shm_name, args.doorbell, _executor.execute)
+        from . import _pipe
+
+        return _pipe.serve(reader, writer, _executor.execute)
+    except OSError as exc:
+        print(f"worker_shim: the protocol stream failed: {exc}; exiting", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

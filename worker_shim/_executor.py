@@ -1,0 +1,114 @@
+"""Runs one encoded call and returns the encoded response; never raises.
+
+Steps: decode the request (failure → an ``"error"`` response), import and
+bind its depmodules, call the function with ``sys.stdout`` / ``sys.stderr``
+redirected to in-memory text buffers, then pickle the outcome:
+
+- the result → ``"ok"``; a result that cannot be pickled → ``"error"``;
+- any exception, ``SystemExit`` and ``KeyboardInterrupt`` included →
+  ``"raised"``, with its traceback (from the function's frame on) pickled by
+  tblib (``_tracebacks.py``); an exception that cannot be pickled, or that would not unpickle,
+  travels as a ``RemoteError`` with its type name, message and formatted
+  traceback instead.
+
+The worker survives everything the function does short of ending the process
+(``os._exit``, a fatal signal).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import traceback
+from typing import Any
+
+from distribute_challenge import _depmodules
+from distribute_challenge._codec import (
+    ERROR,
+    OK,
+    RAISED,
+    decode_request,
+    decode_response,
+    encode_response,
+)
+from distribute_challenge._exceptions import RemoteError
+
+from ._tracebacks import picklable
+
+
+def execute(payload: bytes | memoryview) -> bytes:
+    """Runs the call in ``payload``; returns the response payload."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        kind, value = _run(payload, stdout, stderr)
+        return _encode(kind, value, stdout.getvalue(), stderr.getvalue())
+    except BaseException as exc:  # a bug here must not end the worker
+        message = f"the worker failed to handle the call: {type(exc).__name__}: {exc}"
+        return encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())
+
+
+def _run(payload: bytes | memoryview, stdout: io.StringIO, stderr: io.StringIO) -> tuple[str, Any]:
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, stderr
+    try:
+        try:
+            request = decode_request(payload)
+        except Exception as exc:
+            return ERROR, (
+                f"the worker could not decode the call: {exc}. Make sure the worker's Python "
+                "has the modules the function and its arguments need, and the same "
+                "distribute_challenge version as the client."
+            )
+        function, args, kwargs, spec = request
+        del request
+        try:
+            function_globals = getattr(function, "__globals__", None)
+            if spec:
+                _depmodules.bind(function_globals if function_globals is not None else {}, spec)
+            return OK, function(*args, **kwargs)
+        except BaseException as exc:
+            if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+                exc.__traceback__ = exc.__traceback__.tb_next  # drop this frame
+            return RAISED, exc
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _encode(kind: str, value: Any, stdout: str, stderr: str) -> bytes:
+    if kind == OK:
+        try:
+            return encode_response(OK, value, stdout, stderr)
+        except Exception as exc:
+            message = (
+                f"the result of the call could not be pickled: {exc}. "
+                "Return plain data (no locks, open files, sockets or generators)."
+            )
+            return encode_response(ERROR, message, stdout, stderr)
+    if kind == RAISED:
+        try:
+            return _encode_exception(value, stdout, stderr)
+        finally:
+            traceback.clear_frames(value.__traceback__)
+    return encode_response(kind, value, stdout, stderr)
+
+
+def _encode_exception(exc: BaseException, stdout: str, stderr: str) -> bytes:
+    try:
+        with picklable(exc):
+            encoded = encode_response(RAISED, exc, stdout, stderr)
+        decode_response(encoded)  # it must also unpickle on the client
+        return encoded
+    except Exception:
+        stand_in = RemoteError(
+            f"{type(exc).__module__}.{type(exc).__qualname__}",
+            _safely(str, exc),
+            _safely(lambda exc: "".join(traceback.format_exception(exc)), exc),
+        )
+        return encode_response(RAISED, stand_in, stdout, stderr)
+
+
+def _safely(render: Any, exc: BaseException) -> str:
+    try:
+        return render(exc)
+    except Exception as error:
+        return f"<cannot render {object.__repr__(exc)}: {type(error).__name__}: {error}>"

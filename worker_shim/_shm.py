@@ -1,0 +1,296 @@
+"""The shared-memory transport, worker side.
+
+The gateway creates, per worker, a segment ``/dev/shm/NAME`` holding two
+single-producer single-consumer byte rings (requests: gateway to worker;
+responses: worker to gateway) and a Unix socket used only as a doorbell. This
+module maps the segment with ``mmap`` (not ``multiprocessing.shared_memory``,
+whose resource tracker unlinks segments it does not own), reads and writes
+frames with ``struct``, and waits on the doorbell when a ring is empty or full.
+The layout is defined in ``src/transport/shm/segment.rs`` and ``frame.rs``
+and pinned for both languages by ``tests/vectors/``:
+
+- segment header: ``MYSTSHM1``, version (u32 LE) 1, data offset (u32 LE),
+  ring bytes (u64 LE);
+- ring control blocks at 64 (requests) and 192 (responses): ``head`` (u64,
+  written by the producer) then ``tail`` 64 bytes further (u64, written by the
+  consumer), both free-running byte counts;
+- frames: a 16-byte header (``MCF1``, flags u32 = 0, payload length u64, all
+  little endian), the payload, zero padding to a multiple of 16.
+
+Counters are read and written as aligned 8-byte words through ``ctypes``,
+which on x86-64 are single atomic loads and stores, and x86-64 keeps stores
+in order (a store to ``head`` is seen after the data written before it). The
+transport therefore runs on x86-64 only; ``serve`` refuses other machines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import platform
+import socket
+import struct
+import sys
+from collections.abc import Callable
+
+SEGMENT_MAGIC = b"MYSTSHM1"
+LAYOUT_VERSION = 1
+SEGMENT_HEADER = struct.Struct("<8sIIQ")
+REQUEST_CONTROL = 64
+RESPONSE_CONTROL = 192
+TAIL_OFFSET = 64
+FRAME_MAGIC = b"MCF1"
+FRAME_HEADER = struct.Struct("<4sIQ")
+FRAME_ALIGN = 16
+MAX_FRAME_LEN = 1 << 48
+READY = b"ready\n"
+BELL = b"!"
+MASK64 = (1 << 64) - 1
+
+Execute = Callable[[memoryview], bytes]
+
+
+class ShmProtocolError(Exception):
+    """The segment or a frame is not what the layout says."""
+
+
+def padding(length: int) -> int:
+    """Zero bytes after a payload of ``length`` bytes."""
+    return -length % FRAME_ALIGN
+
+
+def encode_frame_header(length: int) -> bytes:
+    return FRAME_HEADER.pack(FRAME_MAGIC, 0, length)
+
+
+def decode_frame_header(data: bytes | bytearray | memoryview) -> int:
+    """Checks a 16-byte frame header; returns the payload length."""
+    if len(data) != FRAME_HEADER.size:
+        raise ShmProtocolError(f"a frame header is 16 bytes, not {len(data)}")
+    magic, flags, length = FRAME_HEADER.unpack(data)
+    if magic != FRAME_MAGIC:
+        raise ShmProtocolError(f"bad frame magic {bytes(magic)!r}")
+    if flags != 0:
+        raise ShmProtocolError(f"bad frame flags {flags:#x}")
+    if length > MAX_FRAME_LEN:
+        raise ShmProtocolError(f"impossible frame length {length}")
+    return length
+
+
+class Ring:
+    """One ring's counters and data area inside the mapped segment."""
+
+    def __init__(self, buffer: mmap.mmap, control: int, data: int, capacity: int) -> None:
+        self._head = ctypes.c_uint64.from_buffer(buffer, control)
+        self._tail = ctypes.c_uint64.from_buffer(buffer, control + TAIL_OFFSET)
+        self.data = memoryview(buffer)[data : data + capacity]
+        self.capacity = capacity
+
+    def release(self) -> None:
+        """Drops the views into the mapping so that it can be closed."""
+        self.data.release()
+        del self._head, self._tail
+
+
+class Consumer:
+    """The reading end: the worker's end of the request ring."""
+
+    def __init__(self, ring: Ring) -> None:
+        self.ring = ring
+        self.tail = ring._tail.value
+
+    def available(self) -> int:
+        head = self.ring._head.value
+        filled = (head - self.tail) & MASK64
+        if filled > self.ring.capacity:
+            raise ShmProtocolError(f"corrupt request ring: head {head}, tail {self.tail}")
+        return filled
+
+    def contiguous(self, length: int) -> memoryview | None:
+        """A view of the next ``length`` bytes if they are all there and do not wrap."""
+        start = self.tail % self.ring.capacity
+        if length > self.available() or start + length > self.ring.capacity:
+            return None
+        return self.ring.data[start : start + length]
+
+    def read_into(self, destination: memoryview) -> int:
+        """Copies up to ``len(destination)`` bytes out and releases them."""
+        count = min(len(destination), self.available())
+        start = self.tail % self.ring.capacity
+        first = min(count, self.ring.capacity - start)
+        destination[:first] = self.ring.data[start : start + first]
+        destination[first:count] = self.ring.data[: count - first]
+        self.skip(count)
+        return count
+
+    def skip(self, count: int) -> None:
+        """Releases ``count`` read bytes to the producer."""
+        self.tail = (self.tail + count) & MASK64
+        self.ring._tail.value = self.tail
+
+
+class Producer:
+    """The writing end: the worker's end of the response ring."""
+
+    def __init__(self, ring: Ring) -> None:
+        self.ring = ring
+        self.head = ring._head.value
+
+    def free(self) -> int:
+        tail = self.ring._tail.value
+        used = (self.head - tail) & MASK64
+        if used > self.ring.capacity:
+            raise ShmProtocolError(f"corrupt response ring: head {self.head}, tail {tail}")
+        return self.ring.capacity - used
+
+    def write(self, source: memoryview) -> int:
+        """Copies as much of ``source`` as fits and publishes it."""
+        count = min(len(source), self.free())
+        start = self.head % self.ring.capacity
+        first = min(count, self.ring.capacity - start)
+        self.ring.data[start : start + first] = source[:first]
+        self.ring.data[: count - first] = source[first:count]
+        self.head = (self.head + count) & MASK64
+        self.ring._head.value = self.head
+        return count
+
+
+class Doorbell:
+    """The wake-up socket: a byte means "look at the rings again"; EOF means
+    the gateway is gone."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+
+    def ring(self) -> None:
+        self.sock.sendall(BELL)
+
+    def wait(self) -> bool:
+        """Blocks until the gateway rings; False once it has gone."""
+        return bool(self.sock.recv(64))
+
+
+class Segment:
+    """The worker's mapping of ``/dev/shm/NAME``."""
+
+    def __init__(self, name: str) -> None:
+        if "/" in name or not name:
+            raise ShmProtocolError(f"bad segment name {name!r}")
+        fd = os.open(os.path.join("/dev/shm", name), os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            self.buffer = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        if size < SEGMENT_HEADER.size:
+            raise ShmProtocolError(f"segment {name} is too small ({size} bytes)")
+        magic, version, data_offset, ring_bytes = SEGMENT_HEADER.unpack_from(self.buffer, 0)
+        if magic != SEGMENT_MAGIC or version != LAYOUT_VERSION:
+            raise ShmProtocolError(f"segment {name} has magic {magic!r} version {version}")
+        if ring_bytes <= 0 or data_offset < 320 or data_offset + 2 * ring_bytes > size:
+            raise ShmProtocolError(f"segment {name}: rings of {ring_bytes} bytes do not fit")
+        self.requests = Consumer(Ring(self.buffer, REQUEST_CONTROL, data_offset, ring_bytes))
+        self.responses = Producer(
+            Ring(self.buffer, RESPONSE_CONTROL, data_offset + ring_bytes, ring_bytes)
+        )
+
+
+class Channel:
+    """Frames in and out over one segment and its doorbell."""
+
+    def __init__(self, requests: Consumer, responses: Producer, bell: Doorbell) -> None:
+        self.requests = requests
+        self.responses = responses
+        self.bell = bell
+
+    def _wait(self) -> None:
+        if not self.bell.wait():
+            raise EOFError
+
+    def _read_exactly(self, destination: memoryview) -> None:
+        filled = 0
+        while filled < len(destination):
+            count = self.requests.read_into(destination[filled:])
+            if count:
+                filled += count
+                self.bell.ring()
+            else:
+                self._wait()
+
+    def _skip_exactly(self, count: int) -> None:
+        while count:
+            step = min(count, self.requests.available())
+            if step:
+                self.requests.skip(step)
+                count -= step
+                self.bell.ring()
+            else:
+                self._wait()
+
+    def receive(self) -> tuple[memoryview, int]:
+        """Waits for the next request frame. Returns its payload and how many
+        ring bytes to release once the payload is no longer used (0 when the
+        payload was copied out). Raises EOFError when the gateway is gone."""
+        header = bytearray(FRAME_HEADER.size)
+        self._read_exactly(memoryview(header))
+        length = decode_frame_header(header)
+        # Fast path: the whole frame is already in the ring in one piece, so
+        # the payload is read in place, without a copy.
+        in_place = self.requests.contiguous(length)
+        if in_place is not None and self.requests.available() >= length + padding(length):
+            return in_place, length + padding(length)
+        payload = bytearray(length)
+        self._read_exactly(memoryview(payload))
+        self._skip_exactly(padding(length))
+        return memoryview(payload), 0
+
+    def release(self, count: int) -> None:
+        if count:
+            self.requests.skip(count)
+            self.bell.ring()
+
+    def send(self, payload: bytes) -> None:
+        """Streams one response frame into the response ring."""
+        for piece in (encode_frame_header(len(payload)), payload, bytes(padding(len(payload)))):
+            view = memoryview(piece)
+            while view:
+                count = self.responses.write(view)
+                if count:
+                    view = view[count:]
+                    self.bell.ring()
+                else:
+                    self._wait()
+
+
+def serve(segment_name: str, doorbell_path: str, execute: Execute) -> int:
+    """Answers request frames until the gateway goes away; returns the exit status."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        print(
+            f"worker_shim: the shm transport needs x86-64, this is {platform.machine()}; "
+            "start the gateway with --transport pipe",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        segment = Segment(segment_name)
+        bell = Doorbell(doorbell_path)
+    except (OSError, ShmProtocolError) as exc:
+        print(f"worker_shim: cannot attach to shared memory: {exc}", file=sys.stderr)
+        return 1
+    channel = Channel(segment.requests, segment.responses, bell)
+    bell.sock.sendall(READY)
+    try:
+        while True:
+            payload, in_ring = channel.receive()
+            response = execute(payload)
+            payload.release()
+            channel.release(in_ring)
+            channel.send(response)
+            del response
+    except EOFError:
+        return 0
+    except ShmProtocolError as exc:
+        print(f"worker_shim: shared-memory protocol error: {exc}; exiting", file=sys.stderr)
+        return 1
