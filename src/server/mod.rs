@@ -38,17 +38,27 @@ pub async fn serve(
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health),
     );
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+    http2_server()
         .layer(tower::util::MapResponseLayer::new(
             limits::rewrite_oversized_request(limit),
         ))
         .add_service(health_service)
         .add_service(gateway)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
+}
+
+/// The HTTP/2 server settings the gateway runs with: flow-control windows
+/// sized so that large payloads are not throttled by round trips.
+pub fn http2_server() -> Server {
+    Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+}
+
+/// Accepted connections on `listener`, with Nagle's algorithm off.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The name the health service reports the gateway under.

@@ -1,0 +1,60 @@
+"""Starts the processes the benchmarks talk to: the gateway on a transport,
+or the bare tonic echo server. Each prints `serving grpc://HOST:PORT` on
+stdout once it is ready; its log goes to a temporary file."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import subprocess
+import sys
+import tempfile
+import threading
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+GATEWAY = REPO / "target" / "release" / "mysticchallenge"
+ECHO_SERVER = REPO / "target" / "release" / "examples" / "echo_server"
+
+
+def _require(binary: pathlib.Path, build: str) -> None:
+    if not binary.exists():
+        sys.exit(f"{binary} is missing: run `{build}` first")
+
+
+@contextlib.contextmanager
+def serving(command: list[str], start_timeout: float = 120.0):
+    """Runs `command` until the block ends; yields its `grpc://` URL."""
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    first_line: list[str] = []
+    reader = threading.Thread(target=lambda: first_line.append(process.stdout.readline()))
+    reader.start()
+    reader.join(start_timeout)
+    try:
+        line = first_line[0].strip() if first_line else ""
+        if not line.startswith("serving "):
+            log.seek(0)
+            sys.exit(f"{command[0]} did not start:\n{log.read().decode(errors='replace')}")
+        yield line.removeprefix("serving ")
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def gateway(transport: str, workers: int, *flags: str):
+    """The release gateway on `transport` with `workers` workers of this Python."""
+    _require(GATEWAY, "cargo build --release")
+    command = [str(GATEWAY), "--listen", "127.0.0.1:0", "--transport", transport]
+    command += ["--workers", str(workers), "--python", sys.executable, *flags]
+    return serving(command)
+
+
+def echo_server():
+    """The bare tonic echo server (`examples/echo_server.rs`)."""
+    _require(ECHO_SERVER, "cargo build --release --example echo_server")
+    return serving([str(ECHO_SERVER), "127.0.0.1:0"])
