@@ -32,7 +32,6 @@ Response payload::
 
 from __future__ import annotations
 
-import io
 import pickle
 from typing import Any, NamedTuple
 
@@ -51,6 +50,7 @@ ERROR = "error"
 KINDS = (OK, RAISED, ERROR)
 
 DepModules = tuple[tuple[str, tuple[str, ...]], ...]
+Buffer = bytes | bytearray | memoryview
 
 
 class CodecError(SerializationError):
@@ -81,7 +81,7 @@ def encode_request(function: Any, args: tuple, kwargs: dict, depmodules: DepModu
     record = (function, tuple(args), dict(kwargs), tuple(depmodules))
     name = getattr(function, "__qualname__", repr(function))
     try:
-        return _dump(REQUEST_MAGIC, record)
+        return b"".join(_dump(REQUEST_MAGIC, record))
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle the call to {name}: {type(exc).__name__}: {exc}; "
@@ -108,6 +108,12 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
 
 def encode_response(kind: str, value: Any, stdout: str, stderr: str) -> bytes:
     """Encodes one outcome. Raises SerializationError if ``value`` cannot be pickled."""
+    return b"".join(encode_response_parts(kind, value, stdout, stderr))
+
+
+def encode_response_parts(kind: str, value: Any, stdout: str, stderr: str) -> list[Buffer]:
+    """As :func:`encode_response`, but as the pieces the payload is made of, in
+    order: large byte strings in the result are not copied into one buffer."""
     if kind not in KINDS:
         raise ValueError(f"unknown response kind {kind!r}")
     try:
@@ -131,11 +137,23 @@ def decode_response(data: bytes | bytearray | memoryview) -> Response:
     return Response(kind, value, stdout, stderr)
 
 
-def _dump(magic: bytes, record: tuple) -> bytes:
-    buffer = io.BytesIO()
-    buffer.write(magic)
-    cloudpickle.dump(record, buffer, protocol=PICKLE_PROTOCOL)
-    return buffer.getvalue()
+class _Pieces:
+    """A file for the pickler that keeps each write as it comes. The C pickler
+    hands large byte strings to ``write`` whole (not via its frame buffer), so
+    they are kept by reference instead of being copied."""
+
+    def __init__(self, first: bytes) -> None:
+        self.pieces: list[Buffer] = [first]
+
+    def write(self, data: Buffer) -> int:
+        self.pieces.append(data)
+        return memoryview(data).nbytes
+
+
+def _dump(magic: bytes, record: tuple) -> list[Buffer]:
+    sink = _Pieces(magic)
+    cloudpickle.dump(record, sink, protocol=PICKLE_PROTOCOL)
+    return sink.pieces
 
 
 def _load(data: bytes | bytearray | memoryview, magic: bytes, what: str) -> Any:

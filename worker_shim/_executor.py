@@ -27,24 +27,27 @@ from distribute_challenge._codec import (
     ERROR,
     OK,
     RAISED,
+    Buffer,
     decode_request,
     decode_response,
     encode_response,
+    encode_response_parts,
 )
 from distribute_challenge._exceptions import RemoteError
 
 from ._tracebacks import picklable
 
 
-def execute(payload: bytes | memoryview) -> bytes:
-    """Runs the call in ``payload``; returns the response payload."""
+def execute(payload: bytes | memoryview) -> list[Buffer]:
+    """Runs the call in ``payload``; returns the response payload, as the
+    pieces it is made of (see ``encode_response_parts``)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         kind, value = _run(payload, stdout, stderr)
         return _encode(kind, value, stdout.getvalue(), stderr.getvalue())
     except BaseException as exc:  # a bug here must not end the worker
         message = f"the worker failed to handle the call: {type(exc).__name__}: {exc}"
-        return encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())
+        return [encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())]
 
 
 def _run(payload: bytes | memoryview, stdout: io.StringIO, stderr: io.StringIO) -> tuple[str, Any]:
@@ -74,22 +77,22 @@ def _run(payload: bytes | memoryview, stdout: io.StringIO, stderr: io.StringIO) 
         sys.stdout, sys.stderr = saved
 
 
-def _encode(kind: str, value: Any, stdout: str, stderr: str) -> bytes:
+def _encode(kind: str, value: Any, stdout: str, stderr: str) -> list[Buffer]:
     if kind == OK:
         try:
-            return encode_response(OK, value, stdout, stderr)
+            return encode_response_parts(OK, value, stdout, stderr)
         except Exception as exc:
             message = (
                 f"the result of the call could not be pickled: {exc}. "
                 "Return plain data (no locks, open files, sockets or generators)."
             )
-            return encode_response(ERROR, message, stdout, stderr)
+            return [encode_response(ERROR, message, stdout, stderr)]
     if kind == RAISED:
         try:
-            return _encode_exception(value, stdout, stderr)
+            return [_encode_exception(value, stdout, stderr)]
         finally:
             traceback.clear_frames(value.__traceback__)
-    return encode_response(kind, value, stdout, stderr)
+    return [encode_response(kind, value, stdout, stderr)]
 
 
 def _encode_exception(exc: BaseException, stdout: str, stderr: str) -> bytes:

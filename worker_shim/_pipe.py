@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 READY_LINE = b"ready\n"
 
-Execute = Callable[[memoryview], bytes]
+Execute = Callable[[memoryview], list]
 
 
 def serve(reader: BinaryIO, writer: BinaryIO, execute: Execute) -> int:
@@ -34,7 +34,7 @@ def serve(reader: BinaryIO, writer: BinaryIO, execute: Execute) -> int:
         except binascii.Error as exc:
             return _protocol_error(f"a request line is not base64 ({exc})")
         del line
-        response = execute(memoryview(payload))
+        response = b"".join(execute(memoryview(payload)))
         del payload
         writer.write(binascii.b2a_base64(response, newline=True))
         writer.flush()

@@ -48,7 +48,11 @@ READY = b"ready\n"
 BELL = b"!"
 MASK64 = (1 << 64) - 1
 
-Execute = Callable[[memoryview], bytes]
+Buffer = bytes | bytearray | memoryview
+Execute = Callable[[memoryview], list[Buffer]]
+# Receive buffers up to this size are kept between calls: fresh memory costs
+# page faults on every call, and large payloads tend to come again.
+KEEP_BUFFER_BYTES = 256 << 20
 
 
 class ShmProtocolError(Exception):
@@ -204,6 +208,7 @@ class Channel:
         self.requests = requests
         self.responses = responses
         self.bell = bell
+        self._buffer = bytearray()
 
     def _wait(self) -> None:
         if not self.bell.wait():
@@ -241,20 +246,28 @@ class Channel:
         in_place = self.requests.contiguous(length)
         if in_place is not None and self.requests.available() >= length + padding(length):
             return in_place, length + padding(length)
-        payload = bytearray(length)
-        self._read_exactly(memoryview(payload))
+        if length > len(self._buffer):
+            buffer = bytearray(length)
+            if length <= KEEP_BUFFER_BYTES:
+                self._buffer = buffer
+        else:
+            buffer = self._buffer
+        payload = memoryview(buffer)[:length]
+        self._read_exactly(payload)
         self._skip_exactly(padding(length))
-        return memoryview(payload), 0
+        return payload, 0
 
     def release(self, count: int) -> None:
         if count:
             self.requests.skip(count)
             self.bell.ring()
 
-    def send(self, payload: bytes) -> None:
-        """Streams one response frame into the response ring."""
-        for piece in (encode_frame_header(len(payload)), payload, bytes(padding(len(payload)))):
-            view = memoryview(piece)
+    def send(self, pieces: list[Buffer]) -> None:
+        """Streams one response frame, made of ``pieces``, into the response ring."""
+        views = [memoryview(piece).cast("B") for piece in pieces]
+        length = sum(view.nbytes for view in views)
+        header = memoryview(encode_frame_header(length))
+        for view in (header, *views, memoryview(bytes(padding(length)))):
             while view:
                 count = self.responses.write(view)
                 if count:

@@ -121,11 +121,6 @@ impl Pool {
     pub fn workers(&self) -> Vec<WorkerSnapshot> {
         self.board.snapshot()
     }
-
-    /// Calls waiting for a free worker.
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
 }
 
 impl PoolTasks {

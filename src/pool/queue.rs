@@ -76,11 +76,6 @@ impl JobQueue {
     pub fn close(&self) {
         self.sender.close();
     }
-
-    /// Jobs waiting for a worker.
-    pub fn len(&self) -> usize {
-        self.sender.len()
-    }
 }
 
 #[cfg(test)]
@@ -109,7 +104,6 @@ mod tests {
             queue.submit(second).unwrap_err(),
             GatewayError::QueueFull { capacity: 1 }
         );
-        assert_eq!(queue.len(), 1);
 
         queue.close();
         let (third, _rx3) = job();

@@ -79,8 +79,14 @@ impl Gateway {
     /// Starts a gateway on `transport` with `extra` flags (two workers unless
     /// they say otherwise) and waits until it serves.
     pub async fn start(transport: &str, extra: &[&str]) -> Gateway {
+        Self::start_with_env(transport, extra, &[]).await
+    }
+
+    /// As [`Gateway::start`], with extra environment variables.
+    pub async fn start_with_env(transport: &str, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
         let python = python();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mysticchallenge"));
+        command.envs(env.iter().copied());
         if !extra.contains(&"--workers") {
             command.args(["--workers", "2"]);
         }
@@ -168,6 +174,11 @@ impl Gateway {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGKILL and reaps the gateway.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
     }
 
     /// Sends SIGTERM and waits for the gateway to exit.

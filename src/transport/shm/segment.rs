@@ -93,6 +93,9 @@ impl Segment {
             .size(size)
             .create()
             .map_err(|err| failed(err.to_string()))?;
+        reserve(name, size).map_err(|err| {
+            failed(format!("cannot reserve {size} bytes in /dev/shm ({err}); free shared memory, use a smaller --ring-bytes or fewer --workers"))
+        })?;
         let mapping: Arc<dyn Mapping> = SharedSegment::new(shmem);
         let (request_place, response_place) = placements(ring_bytes);
         let (requests, _) = ring::create(Arc::clone(&mapping), request_place)
@@ -108,6 +111,18 @@ impl Segment {
             responses,
         })
     }
+}
+
+/// Allocates every page of the segment now, so that a full `/dev/shm` is an
+/// error here rather than a SIGBUS when a ring first touches a missing page.
+fn reserve(name: &str, size: usize) -> nix::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::path::Path::new("/dev/shm").join(name))
+        .map_err(|err| nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)))?;
+    let size = i64::try_from(size).map_err(|_| nix::errno::Errno::EFBIG)?;
+    nix::fcntl::posix_fallocate(&file, 0, size)
 }
 
 #[cfg(test)]
