@@ -132,3 +132,17 @@ async fn a_call_whose_caller_left_before_it_started_is_not_run() {
         assert!(gateway.terminate().await.success());
     }
 }
+
+#[tokio::test]
+async fn megabyte_payloads_stream_through_a_one_page_ring_both_ways() {
+    let mut gateway = Gateway::start("shm", &["--ring-bytes", "4096"]).await;
+    for _ in 0..3 {
+        let response = gateway.execute(call("echo_1m")).await.unwrap();
+        assert!(response.starts_with(b"MCR1"));
+        assert!(response.len() > 2 << 20, "{}", response.len());
+        let forward: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        assert_response_contains(&response, &forward[..4096]);
+    }
+    assert_eq!(gateway.restarts().await, 0);
+    assert!(gateway.terminate().await.success());
+}

@@ -214,23 +214,32 @@ class Channel:
         if not self.bell.wait():
             raise EOFError
 
+    # Bells are rung only when the other side may be waiting for them: after
+    # publishing bytes, and after freeing space in a ring that was full (a
+    # producer waits only after a write that filled the ring). So a call that
+    # fits the rings costs one bell each way, like a pipe.
+
     def _read_exactly(self, destination: memoryview) -> None:
         filled = 0
         while filled < len(destination):
+            was_full = self.requests.available() == self.requests.ring.capacity
             count = self.requests.read_into(destination[filled:])
             if count:
                 filled += count
-                self.bell.ring()
+                if was_full:
+                    self.bell.ring()
             else:
                 self._wait()
 
     def _skip_exactly(self, count: int) -> None:
         while count:
-            step = min(count, self.requests.available())
+            available = self.requests.available()
+            step = min(count, available)
             if step:
                 self.requests.skip(step)
                 count -= step
-                self.bell.ring()
+                if available == self.requests.ring.capacity:
+                    self.bell.ring()
             else:
                 self._wait()
 
@@ -258,23 +267,30 @@ class Channel:
         return payload, 0
 
     def release(self, count: int) -> None:
+        # No bell: the whole request was in the ring, so the gateway is not
+        # waiting for space.
         if count:
             self.requests.skip(count)
-            self.bell.ring()
 
     def send(self, pieces: list[Buffer]) -> None:
         """Streams one response frame, made of ``pieces``, into the response ring."""
         views = [memoryview(piece).cast("B") for piece in pieces]
         length = sum(view.nbytes for view in views)
         header = memoryview(encode_frame_header(length))
-        for view in (header, *views, memoryview(bytes(padding(length)))):
-            while view:
-                count = self.responses.write(view)
-                if count:
-                    view = view[count:]
-                    self.bell.ring()
-                else:
-                    self._wait()
+        pending = [header, *views, memoryview(bytes(padding(length)))]
+        while pending:
+            wrote = False
+            while pending:
+                count = self.responses.write(pending[0])
+                wrote = wrote or count > 0
+                if count < pending[0].nbytes:
+                    pending[0] = pending[0][count:]
+                    break
+                pending.pop(0)
+            if wrote:
+                self.bell.ring()
+            if pending:
+                self._wait()
 
 
 def serve(segment_name: str, doorbell_path: str, execute: Execute) -> int:

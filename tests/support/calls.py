@@ -54,10 +54,17 @@ def result_20k():
     return b"x" * 20_000
 
 
+def echo_1m(_ballast=b""):
+    data = bytes(range(256)) * 4096
+    return data + data[::-1]
+
+
 CALLS = [marker, pid_after_sleep, sleep_1s, sleep_10s, exit_3, segfault, sigkill, fd_writes]
-CALLS.append(result_20k)
+CALLS += [result_20k, echo_1m]
 
 if __name__ == "__main__":
     for function in CALLS:
-        payload = encode_request(function, (), {}, ())
+        # echo_1m also sends 1 MiB, to stream through small rings both ways.
+        args = (b"z" * (1 << 20),) if function is echo_1m else ()
+        payload = encode_request(function, args, {}, ())
         sys.stdout.write(f"{function.__name__} {base64.b64encode(payload).decode()}\n")

@@ -69,7 +69,8 @@ impl ShmTransport {
         Ok(())
     }
 
-    /// Streams the request frame in, then the response frame out.
+    /// Streams the request frame in, then the response frame out. A bell
+    /// follows every write (the worker may be waiting for bytes).
     pub async fn call(&mut self, request: Bytes) -> Result<Bytes, TransportError> {
         let bell = self.bell.as_mut().ok_or(TransportError::Closed)?;
         let mut writer = FrameWriter::new(request);
@@ -85,12 +86,13 @@ impl ShmTransport {
         }
         let mut reader = FrameReader::new(self.max_payload_bytes);
         loop {
+            // The worker waits for space only after a write that filled the
+            // ring: ring for it only then, so that a call that fits the rings
+            // costs one bell each way.
+            let was_full =
+                self.responses.available().map_err(corrupt)? == self.responses.capacity();
             let pumped = reader.pump(&mut self.responses);
-            let moved = match &pumped {
-                Ok((_, moved)) => *moved,
-                Err(_) => 1,
-            };
-            if moved > 0 {
+            if was_full && pumped.as_ref().is_ok_and(|(_, moved)| *moved > 0) {
                 bell.ring().await.map_err(from_io)?;
             }
             match pumped {
