@@ -209,44 +209,48 @@ class Channel:
         self.responses = responses
         self.bell = bell
         self._buffer = bytearray()
+        self._freed = False
 
-    def _wait(self) -> None:
+    # Bells are rung only when the other side may be waiting for them. A
+    # producer rings after every write that published bytes. A producer
+    # waits only while part of its frame is still unwritten, so the consumer
+    # rings only before it waits itself, and only if it freed space since it
+    # last rang: a blocked producer cannot finish its frame, so the consumer
+    # is bound to reach that wait. A call that fits the rings therefore costs
+    # one bell each way, like a pipe.
+
+    def _wait_for_requests(self) -> None:
+        if self._freed:
+            self._freed = False
+            self.bell.ring()
         if not self.bell.wait():
             raise EOFError
-
-    # Bells are rung only when the other side may be waiting for them: after
-    # publishing bytes, and after freeing space in a ring that was full (a
-    # producer waits only after a write that filled the ring). So a call that
-    # fits the rings costs one bell each way, like a pipe.
 
     def _read_exactly(self, destination: memoryview) -> None:
         filled = 0
         while filled < len(destination):
-            was_full = self.requests.available() == self.requests.ring.capacity
             count = self.requests.read_into(destination[filled:])
             if count:
                 filled += count
-                if was_full:
-                    self.bell.ring()
+                self._freed = True
             else:
-                self._wait()
+                self._wait_for_requests()
 
     def _skip_exactly(self, count: int) -> None:
         while count:
-            available = self.requests.available()
-            step = min(count, available)
+            step = min(count, self.requests.available())
             if step:
                 self.requests.skip(step)
                 count -= step
-                if available == self.requests.ring.capacity:
-                    self.bell.ring()
+                self._freed = True
             else:
-                self._wait()
+                self._wait_for_requests()
 
     def receive(self) -> tuple[memoryview, int]:
         """Waits for the next request frame. Returns its payload and how many
         ring bytes to release once the payload is no longer used (0 when the
         payload was copied out). Raises EOFError when the gateway is gone."""
+        self._freed = False
         header = bytearray(FRAME_HEADER.size)
         self._read_exactly(memoryview(header))
         length = decode_frame_header(header)
@@ -289,8 +293,8 @@ class Channel:
                 pending.pop(0)
             if wrote:
                 self.bell.ring()
-            if pending:
-                self._wait()
+            if pending and not self.bell.wait():
+                raise EOFError
 
 
 def serve(segment_name: str, doorbell_path: str, execute: Execute) -> int:

@@ -132,12 +132,12 @@ impl Gateway {
             .max_encoding_message_size(usize::MAX)
     }
 
+    /// One call, with a deadline so that a hang fails the test instead of
+    /// stalling the suite.
     pub async fn execute(&self, payload: Bytes) -> Result<Bytes, tonic::Status> {
-        let response = self
-            .client()
-            .await
-            .execute(ExecuteRequest { payload })
-            .await?;
+        let mut request = tonic::Request::new(ExecuteRequest { payload });
+        request.set_timeout(CALL_DEADLINE);
+        let response = self.client().await.execute(request).await?;
         Ok(response.into_inner().payload)
     }
 
@@ -190,6 +190,9 @@ impl Gateway {
             .unwrap()
     }
 }
+
+/// Deadline of every call made through [`Gateway::execute`].
+pub const CALL_DEADLINE: Duration = Duration::from_secs(120);
 
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();

@@ -69,8 +69,16 @@ impl ShmTransport {
         Ok(())
     }
 
-    /// Streams the request frame in, then the response frame out. A bell
-    /// follows every write (the worker may be waiting for bytes).
+    /// Streams the request frame in, then the response frame out.
+    ///
+    /// Bells are rung only when the other side may be waiting for them. A
+    /// producer rings after every write (the consumer may be waiting for
+    /// bytes). A producer waits for space only while part of its frame is
+    /// unwritten, so a consumer rings only when it freed space and is about
+    /// to wait for the rest of the frame: a blocked producer cannot finish
+    /// its frame, so the consumer is bound to reach that point. A call that
+    /// fits the rings costs one bell each way. The worker follows the same
+    /// rules (`worker_shim/_shm.py`).
     pub async fn call(&mut self, request: Bytes) -> Result<Bytes, TransportError> {
         let bell = self.bell.as_mut().ok_or(TransportError::Closed)?;
         let mut writer = FrameWriter::new(request);
@@ -86,18 +94,16 @@ impl ShmTransport {
         }
         let mut reader = FrameReader::new(self.max_payload_bytes);
         loop {
-            // The worker waits for space only after a write that filled the
-            // ring: ring for it only then, so that a call that fits the rings
-            // costs one bell each way.
-            let was_full =
-                self.responses.available().map_err(corrupt)? == self.responses.capacity();
-            let pumped = reader.pump(&mut self.responses);
-            if was_full && pumped.as_ref().is_ok_and(|(_, moved)| *moved > 0) {
-                bell.ring().await.map_err(from_io)?;
-            }
-            match pumped {
+            match reader.pump(&mut self.responses) {
                 Ok((Some(payload), _)) => return Ok(Bytes::from(payload)),
-                Ok((None, _)) => bell.wait().await.map_err(from_io)?,
+                Ok((None, moved)) => {
+                    // The frame is unfinished, so the worker may be waiting
+                    // for the space just freed (see `call`'s doc).
+                    if moved > 0 {
+                        bell.ring().await.map_err(from_io)?;
+                    }
+                    bell.wait().await.map_err(from_io)?;
+                }
                 Err(FrameError::TooLarge { len, limit }) => {
                     let size = usize::try_from(len).unwrap_or(usize::MAX);
                     return Err(TransportError::ResponseTooLarge { size, limit });
