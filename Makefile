@@ -27,7 +27,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: $(PY_SOURCES)
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet -e '.[test,load]'
 	touch $@
 
 lint: venv
