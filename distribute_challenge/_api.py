@@ -1,12 +1,16 @@
 """The public API: the ``compute_this`` decorator, the remote function it makes,
 and the call object whose ``run()`` and ``async_run()`` are twins over one
-request builder (``_prepare``) and one response handler (``_finish``).
+request builder (``_prepare``), one retry policy (``_retry.BusyRetry``: a call
+refused because the gateway's queue is full is sent again) and one response
+handler (``_finish``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sys
+import time
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from . import _client, _depmodules
+from . import _client, _depmodules, _retry
 from ._codec import ERROR, OK, decode_response, encode_request
 from ._exceptions import SerializationError
 from ._pb import gateway_pb2
@@ -29,6 +33,7 @@ def compute_this(
     depmodules: Iterable[DepModule] | DepModule = (),
     timeout: float | None = None,
     token: str | None = None,
+    busy_timeout: float = _retry.DEFAULT_BUSY_TIMEOUT,
 ) -> Callable[[Callable[..., Any]], RemoteFunction]:
     """Makes a function run remotely on the gateway's workers.
 
@@ -38,9 +43,13 @@ def compute_this(
             (read at each call).
         depmodules: modules (objects or dotted names) that the worker imports
             and binds in the function's globals before each call.
-        timeout: seconds each call may take (a gRPC deadline); default none.
+        timeout: seconds each call may take (a gRPC deadline), retries
+            included; default none.
         token: sent as ``authorization: Bearer <token>``; default
             ``$DISTRIBUTE_TOKEN``.
+        busy_timeout: seconds a call keeps being sent again, with backoff,
+            while the gateway refuses it because its queue is full (nothing
+            ran); then it raises ``ServerBusy``. 0 never retries.
 
     ``func(*args, **kwargs)`` then returns a call object: ``.run()`` blocks for
     the result, ``await .async_run()`` awaits it.
@@ -53,6 +62,14 @@ def compute_this(
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
     ):
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if (
+        isinstance(busy_timeout, bool)
+        or not isinstance(busy_timeout, int | float)
+        or not busy_timeout >= 0
+    ):
+        raise ValueError(
+            f"busy_timeout must be a number of seconds (0 or more), not {busy_timeout!r}"
+        )
     if isinstance(depmodules, str | types.ModuleType):
         depmodules = (depmodules,)
     depmodules = tuple(depmodules)
@@ -61,7 +78,8 @@ def compute_this(
     def decorate(function: Callable[..., Any]) -> RemoteFunction:
         if not callable(function):
             raise TypeError(f"compute_this decorates functions, not {function!r}")
-        return RemoteFunction(function, _Settings(server, depmodules, timeout, token))
+        settings = _Settings(server, depmodules, timeout, token, busy_timeout)
+        return RemoteFunction(function, settings)
 
     return decorate
 
@@ -72,6 +90,7 @@ class _Settings:
     depmodules: tuple[DepModule, ...]
     timeout: float | None
     token: str | None
+    busy_timeout: float = _retry.DEFAULT_BUSY_TIMEOUT
 
     def target(self) -> Target:
         return resolve_server(self.server)
@@ -122,8 +141,8 @@ def _plain_function(function: Callable[..., Any]) -> Callable[..., Any]:
 class _Prepared:
     target: Target
     request: gateway_pb2.ExecuteRequest
-    timeout: float | None
     metadata: tuple[tuple[str, str], ...]
+    retry: _retry.BusyRetry
 
 
 class Call:
@@ -141,23 +160,41 @@ class Call:
     def run(self) -> Any:
         """Runs the call and blocks until its result (works inside a running event loop)."""
         prepared = self._prepare()
-        try:
-            response = _client.sync_stub(prepared.target).Execute(
-                prepared.request, timeout=prepared.timeout, metadata=prepared.metadata
-            )
-        except grpc.RpcError as exc:
-            raise_from_rpc_error(exc, prepared.target)
+        stub = _client.sync_stub(prepared.target)
+        retry = prepared.retry
+        while True:
+            try:
+                response = stub.Execute(
+                    prepared.request,
+                    timeout=retry.attempt_timeout(),
+                    metadata=prepared.metadata,
+                )
+                break
+            except grpc.RpcError as exc:
+                delay = retry.next_delay(exc)
+                if delay is None:
+                    raise_from_rpc_error(exc, prepared.target, retry.summary())
+            time.sleep(delay)
         return _finish(response.payload)
 
     async def async_run(self) -> Any:
         """Runs the call with ``grpc.aio`` on the running event loop."""
         prepared = self._prepare()
-        try:
-            response = await _client.async_stub(prepared.target).Execute(
-                prepared.request, timeout=prepared.timeout, metadata=prepared.metadata
-            )
-        except grpc.RpcError as exc:
-            raise_from_rpc_error(exc, prepared.target)
+        stub = _client.async_stub(prepared.target)
+        retry = prepared.retry
+        while True:
+            try:
+                response = await stub.Execute(
+                    prepared.request,
+                    timeout=retry.attempt_timeout(),
+                    metadata=prepared.metadata,
+                )
+                break
+            except grpc.RpcError as exc:
+                delay = retry.next_delay(exc)
+                if delay is None:
+                    raise_from_rpc_error(exc, prepared.target, retry.summary())
+            await asyncio.sleep(delay)
         return _finish(response.payload)
 
     def _prepare(self) -> _Prepared:
@@ -169,8 +206,8 @@ class Call:
         return _Prepared(
             target=target,
             request=gateway_pb2.ExecuteRequest(payload=payload),
-            timeout=settings.timeout,
             metadata=settings.metadata(),
+            retry=_retry.BusyRetry(settings.timeout, settings.busy_timeout),
         )
 
     def __repr__(self) -> str:

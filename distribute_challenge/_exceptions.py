@@ -11,7 +11,7 @@ Exception tree::
     │   ├── WorkerCrashed          the worker died during the call (exit, signal)
     │   ├── CallTimeout            the call ran past its deadline
     │   ├── ServerUnavailable      no gateway at that address, or it is shutting down
-    │   ├── ServerBusy             the gateway's queue of waiting calls is full
+    │   ├── ServerBusy             the gateway's queue of waiting calls stayed full
     │   ├── PayloadTooLarge        the arguments or the result are over the size limit
     │   ├── SerializationError     the arguments or the result cannot be (un)pickled
     │   └── AuthenticationError    the token is missing or wrong
@@ -40,7 +40,9 @@ class ServerUnavailable(DistributeError):
 
 
 class ServerBusy(DistributeError):
-    """The gateway's queue of calls waiting for a worker is full."""
+    """The gateway's queue of calls waiting for a worker stayed full: the call,
+    which never ran, was sent again with backoff until its ``busy_timeout``
+    (or its ``timeout``) ran out."""
 
 
 class PayloadTooLarge(DistributeError):

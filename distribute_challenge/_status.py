@@ -15,6 +15,8 @@ anything else                                    DistributeError
 
 A ``RESOURCE_EXHAUSTED`` without the metadata key (e.g. raised by gRPC itself)
 counts as too large when its message says a message was too large.
+
+Only ``queue-full`` (:func:`is_queue_full`) is retried, by ``_retry.py``: nothing ran.
 """
 
 from __future__ import annotations
@@ -37,12 +39,20 @@ from ._target import Target
 
 ERROR_KIND_KEY = "mystic-error"
 PAYLOAD_TOO_LARGE = "payload-too-large"
+QUEUE_FULL = "queue-full"
 
 _TOO_LARGE_WORDS = re.compile(r"too large|larger than", re.IGNORECASE)
 
 
-def raise_from_rpc_error(exc: grpc.RpcError, target: Target) -> NoReturn:
-    """Raises the client exception for a failed call to ``target``, chained to ``exc``."""
+def is_queue_full(exc: grpc.RpcError) -> bool:
+    """Whether the gateway refused the call because its queue is full (nothing ran)."""
+    code = _call_attr(exc, "code")
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and _error_kind(exc) == QUEUE_FULL
+
+
+def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") -> NoReturn:
+    """Raises the client exception for a failed call to ``target``, chained to ``exc``.
+    ``retried`` says how often a busy call was sent (see ``_retry.py``)."""
     code = _call_attr(exc, "code") or grpc.StatusCode.UNKNOWN
     details = _call_attr(exc, "details") or "no details"
     kind = _error_kind(exc)
@@ -75,9 +85,11 @@ def raise_from_rpc_error(exc: grpc.RpcError, target: Target) -> NoReturn:
                 f"the call's payload is too large for {where}: {details}. Send less data "
                 "per call, or start the gateway with a larger --max-payload-bytes."
             ) from exc
+        tried = f" ({retried})" if retried else ""
         raise ServerBusy(
-            f"{where} is busy: {details}. Retry later, or start the gateway with more "
-            "--workers or a larger --queue-capacity."
+            f"{where} is busy: {details}{tried}. Retry later, raise "
+            "compute_this(busy_timeout=...), or start the gateway with more --workers or a "
+            "larger --queue-capacity."
         ) from exc
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         raise DistributeError(

@@ -1,0 +1,85 @@
+"""When a call is retried: only while the gateway's queue is full.
+
+A call refused with ``RESOURCE_EXHAUSTED`` and the trailing ``mystic-error:
+queue-full`` never reached a worker, so sending it again is safe. Every other
+failure, ``payload-too-large`` included, is final (a crashed or timed-out call
+may have had effects; an oversized payload stays oversized).
+
+Policy: exponential backoff with jitter. The n-th wait is drawn uniformly from
+``[d/2, d]`` with ``d = min(FIRST_DELAY * 2**n, MAX_DELAY)`` (10 ms doubling to
+1 s), so that callers refused together do not come back together. Retries
+stop at whichever comes first: the call's own ``timeout`` (which bounds the
+whole call, retries included: each attempt gets what is left of it) or its
+``busy_timeout`` (60 s by default; 0 never retries). A wait that would end
+past that point is not started: the call fails with ``ServerBusy`` at once.
+
+``Call.run`` and ``Call.async_run`` both drive one :class:`BusyRetry` per call;
+they differ only in how they sleep.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import grpc
+
+from ._status import is_queue_full
+
+FIRST_DELAY = 0.01
+MAX_DELAY = 1.0
+DEFAULT_BUSY_TIMEOUT = 60.0
+
+
+class BusyRetry:
+    """The retry state of one call.
+
+    Args:
+        timeout: the call's own deadline in seconds from now, or None.
+        busy_timeout: how long to keep retrying while the queue is full.
+        clock: a monotonic clock (seconds).
+        uniform: ``random.uniform``-like jitter source.
+    """
+
+    def __init__(
+        self,
+        timeout: float | None,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self._clock = clock
+        self._uniform = uniform
+        self.started = clock()
+        self._deadline = None if timeout is None else self.started + timeout
+        give_up = self.started + busy_timeout
+        self._give_up = give_up if self._deadline is None else min(give_up, self._deadline)
+        self.attempts = 0
+        self._delay = FIRST_DELAY
+
+    def attempt_timeout(self) -> float | None:
+        """The gRPC timeout for the next attempt: what is left of the call's own.
+        Counts the attempt."""
+        self.attempts += 1
+        if self._deadline is None:
+            return None
+        return max(self._deadline - self._clock(), 0.0)
+
+    def next_delay(self, error: grpc.RpcError) -> float | None:
+        """How long to wait before sending the call again after ``error``, or
+        None when the call must fail with ``error``."""
+        if not is_queue_full(error):
+            return None
+        delay = self._uniform(self._delay / 2, self._delay)
+        if self._clock() + delay >= self._give_up:
+            return None
+        self._delay = min(self._delay * 2, MAX_DELAY)
+        return delay
+
+    def summary(self) -> str:
+        """For the final error message: how hard the call tried."""
+        if self.attempts <= 1:
+            return ""
+        elapsed = self._clock() - self.started
+        return f"the call was sent {self.attempts} times over {elapsed:.1f}s"
