@@ -1,0 +1,400 @@
+"""Load test of a running gateway: the original challenge's parallel-sleep test,
+then what it does not show (the transport, the distance to an ideal scheduler,
+payload throughput, no-op latency).
+
+    python test_load.py                          # $DISTRIBUTE_SERVER or grpc://127.0.0.1:8000
+    python test_load.py --server grpc://HOST:PORT --plot load.png
+    python test_load.py --compare --workers 10   # starts the gateway on pipe, then on shm
+
+Sections (``--sections``, default all):
+
+- ``parallel``: for each factor (default 1, 2, 5, 10), ``workers * factor``
+  calls of a function that sleeps ``random.random()`` seconds, all submitted at
+  once with ``async_run``; the original figures (minimal and real execution
+  time, effectiveness, the histogram of calls per worker), plus the makespan of
+  an ideal FIFO list scheduler on the same sleeps (each call, in submission
+  order, on the worker that frees up first, with zero overhead) and the
+  efficiency against it: ideal / real. It may exceed 100%: list scheduling is
+  not optimal, and the calls reach the gateway's queue in nearly, not exactly,
+  submission order, so the real order can happen to be a better one.
+- ``payload``: echo of 1 KiB, 1 MiB, 16 MiB and 64 MiB; calls/s and MB/s
+  (10^6 bytes of payload per second, each way).
+- ``noop``: latency p50/p99 of sequential no-op calls, and calls/s of a burst
+  of concurrent ones.
+
+This file owns the measurements and the command line; ``loadtest/`` holds the
+results, the text report, the plot and the gateways that ``--compare`` starts
+(``target/release/mysticchallenge`` next to this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import pathlib
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import grpc
+
+from distribute_challenge import DistributeError, compute_this
+from distribute_challenge._client import sync_stub
+from distribute_challenge._pb import gateway_pb2
+from distribute_challenge._status import raise_from_rpc_error
+from distribute_challenge._target import resolve_server, resolve_token
+from loadtest.gateway import GatewayFailed, started_gateway
+from loadtest.report import (
+    comparison_lines,
+    emit,
+    format_size,
+    noop_lines,
+    parallel_lines,
+    payload_lines,
+    report_header,
+)
+from loadtest.results import NoopRun, ParallelRun, PayloadRun, Report
+
+GATEWAY = pathlib.Path(__file__).resolve().parent / "target" / "release" / "mysticchallenge"
+TRANSPORTS = ("pipe", "shm")
+SECTIONS = ("parallel", "payload", "noop")
+FACTORS = (1, 2, 5, 10)
+PAYLOAD_SIZES = (1 << 10, 1 << 20, 16 << 20, 64 << 20)
+PAYLOAD_BYTES_PER_SIZE = 512 << 20  # bytes echoed per size, at most (and --payload-calls)
+PAYLOAD_BYTES_IN_FLIGHT = 256 << 20  # bounds the concurrency of large echoes
+
+
+# The remote functions. They travel by value (this file is __main__).
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds, os.getpid()
+
+
+def echo(data):
+    return data
+
+
+def noop():
+    return None
+
+
+# Talking to the gateway.
+
+
+def pool_info(server: str | None) -> gateway_pb2.GetWorkersResponse:
+    """The gateway's GetWorkers answer (transport, and each worker's pid)."""
+    target = resolve_server(server)
+    token = resolve_token(None)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    try:
+        return sync_stub(target).GetWorkers(
+            gateway_pb2.GetWorkersRequest(), timeout=30, metadata=metadata
+        )
+    except grpc.RpcError as exc:
+        raise_from_rpc_error(exc, target)
+
+
+def served_per_worker(pids: list[int], infos: list[gateway_pb2.GetWorkersResponse]) -> list[int]:
+    """How many of ``pids`` each worker slot served; workers that no GetWorkers
+    answer saw (started and replaced between two answers) are appended."""
+    slot_of = {w.pid: w.index for info in infos for w in info.workers if w.pid}
+    served = [0] * max(len(info.workers) for info in infos)
+    unseen: Counter[int] = Counter()
+    for pid in pids:
+        if pid in slot_of:
+            served[slot_of[pid]] += 1
+        else:
+            unseen[pid] += 1
+    return served + list(unseen.values())
+
+
+class Progress:
+    """A tqdm bar on stderr (only on a terminal unless forced off), or nothing."""
+
+    enabled: bool | None = None  # None: tqdm decides (a terminal); False: never
+
+    def __init__(self, total: int, description: str) -> None:
+        self._bar = None
+        if Progress.enabled is False:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:  # the load extra is optional: no bar then
+            return
+        self._bar = tqdm(total=total, desc=description, leave=False, disable=None)
+
+    def update(self) -> None:
+        if self._bar is not None:
+            self._bar.update()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+async def timed_concurrently(calls: list, limit: int, description: str) -> tuple[float, list]:
+    """Awaits ``call.async_run()`` for each call, at most ``limit`` at once;
+    returns the wall time and the results in order."""
+    gate = asyncio.Semaphore(limit)
+    progress = Progress(len(calls), description)
+
+    async def one(call):
+        async with gate:
+            result = await call.async_run()
+        progress.update()
+        return result
+
+    try:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(call) for call in calls))
+        return time.perf_counter() - start, results
+    finally:
+        progress.close()
+
+
+# The sections.
+
+
+async def measure_parallel(
+    server: str | None, factor: int, sleeps: list[float], label: str
+) -> ParallelRun:
+    remote = compute_this(server=server)(nap)
+    workers = remote.get_workers()
+    before = pool_info(server)
+    calls = [remote(seconds) for seconds in sleeps]
+    real, results = await timed_concurrently(calls, len(calls), f"{label}factor {factor}")
+    served = served_per_worker([pid for _, pid in results], [before, pool_info(server)])
+    return ParallelRun(factor, workers, sleeps, real, served)
+
+
+def payload_plan(size: int, workers: int, max_calls: int) -> tuple[int, int]:
+    """(calls, calls in flight) for one payload size."""
+    in_flight = max(1, min(workers, PAYLOAD_BYTES_IN_FLIGHT // size))
+    calls = max(in_flight, min(max_calls, PAYLOAD_BYTES_PER_SIZE // size))
+    return calls, in_flight
+
+
+async def measure_payload(
+    server: str | None, size: int, workers: int, max_calls: int, label: str
+) -> PayloadRun:
+    remote = compute_this(server=server)(echo)
+    data = random.randbytes(size)
+    if await remote(data).async_run() != data:  # warm-up, and a check
+        raise DistributeError(f"the echo of {format_size(size)} came back different")
+    calls, in_flight = payload_plan(size, workers, max_calls)
+    seconds, results = await timed_concurrently(
+        [remote(data) for _ in range(calls)], in_flight, f"{label}echo {format_size(size)}"
+    )
+    if any(len(result) != size for result in results):
+        raise DistributeError(f"an echo of {format_size(size)} came back truncated")
+    return PayloadRun(size, calls, in_flight, seconds)
+
+
+async def measure_noop(server: str | None, calls: int, label: str) -> NoopRun:
+    remote = compute_this(server=server)(noop)
+    for _ in range(min(calls, 20)):  # warm-up
+        await remote().async_run()
+    latencies = []
+    progress = Progress(calls, f"{label}no-op latency")
+    try:
+        for _ in range(calls):
+            start = time.perf_counter()
+            await remote().async_run()
+            latencies.append(time.perf_counter() - start)
+            progress.update()
+    finally:
+        progress.close()
+    burst, _ = await timed_concurrently(
+        [remote() for _ in range(calls)], calls, f"{label}no-op burst"
+    )
+    return NoopRun(latencies, calls, burst)
+
+
+async def measure(server: str | None, options: argparse.Namespace, label: str = "") -> Report:
+    """Runs the chosen sections against ``server``, printing each as it ends."""
+    info = pool_info(server)
+    report = Report(server or resolve_server(None).url, info.transport, info.count)
+    emit(report_header(report, options.seed))
+    if "parallel" in options.sections:
+        rng = random.Random(options.seed)
+        for factor in options.factors:
+            sleeps = [rng.random() * options.max_sleep for _ in range(report.workers * factor)]
+            run = await measure_parallel(server, factor, sleeps, label)
+            report.parallel.append(run)
+            emit(parallel_lines(run))
+    if "payload" in options.sections:
+        for size in options.payload_sizes:
+            run = await measure_payload(server, size, report.workers, options.payload_calls, label)
+            report.payload.append(run)
+        emit(payload_lines(report.payload))
+    if "noop" in options.sections:
+        report.noop = await measure_noop(server, options.noop_calls, label)
+        emit(noop_lines(report.noop))
+    return report
+
+
+def compare(options: argparse.Namespace) -> list[Report]:
+    """The same workload on a fresh gateway per transport, then side by side."""
+    reports = []
+    for transport in TRANSPORTS:
+        emit([f"== gateway on {transport}, {options.workers} workers"])
+        with started_gateway(options.gateway, transport, options.workers) as url:
+            reports.append(asyncio.run(measure(url, options, label=f"{transport}: ")))
+        emit([""])
+    emit(comparison_lines(reports))
+    return reports
+
+
+# Command line.
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20}
+    digits = text.strip().rstrip("bBiIkKmM").strip()
+    unit = text.strip()[len(digits) :].strip().upper()
+    if not digits.isdigit() or unit not in units or int(digits) <= 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1K, 16M, 4096)")
+    return int(digits) * units[unit]
+
+
+def comma_list(parse: Callable[[str], object]) -> Callable[[str], list]:
+    def parse_all(text: str) -> list:
+        try:
+            return [parse(item) for item in text.split(",") if item.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_all
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
+
+
+def section(text: str) -> str:
+    if text.strip() not in SECTIONS:
+        raise ValueError(f"unknown section {text!r}; choose among {', '.join(SECTIONS)}")
+    return text.strip()
+
+
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--server", help="gateway URL (default $DISTRIBUTE_SERVER, else grpc://127.0.0.1:8000)")
+    add(
+        "--factors",
+        type=comma_list(positive_int),
+        default=list(FACTORS),
+        metavar="1,2,5,10",
+        help="calls = workers * factor, for each factor (default 1,2,5,10)",
+    )
+    add(
+        "--max-sleep",
+        type=positive_float,
+        default=1.0,
+        metavar="SECS",
+        help="each call sleeps random.random() * SECS (default 1)",
+    )
+    add("--seed", type=int, help="seed of the sleeps (default: a random one, printed)")
+    add(
+        "--sections",
+        type=comma_list(section),
+        default=list(SECTIONS),
+        metavar=",".join(SECTIONS),
+        help="sections to run (default all)",
+    )
+    add(
+        "--payload-sizes",
+        type=comma_list(parse_size),
+        default=list(PAYLOAD_SIZES),
+        metavar="1K,1M,16M,64M",
+        help="echo payload sizes (default 1K,1M,16M,64M)",
+    )
+    add(
+        "--payload-calls",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="echoes per size, at most (default 200; 512 MiB per size at most)",
+    )
+    add(
+        "--noop-calls",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="sequential no-op calls, then N at once (default 1000)",
+    )
+    add("--compare", action="store_true", help="start the gateway on pipe, then on shm")
+    add(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="workers of the gateways --compare starts (default: the CPUs)",
+    )
+    add(
+        "--gateway",
+        type=pathlib.Path,
+        default=GATEWAY,
+        metavar="BINARY",
+        help="the gateway --compare starts (default target/release/mysticchallenge)",
+    )
+    add("--plot", metavar="FILE.png", help="write the plot (needs matplotlib)")
+    add("--no-progress", action="store_true", help="no progress bars (tqdm, on a terminal)")
+    options = parser.parse_args(argv)
+    if options.compare and options.server:
+        parser.error("--compare starts its own gateways: drop --server")
+    if options.workers and not options.compare:
+        parser.error("--workers is for the gateways --compare starts")
+    if not options.factors or not options.sections:
+        parser.error("--factors and --sections need at least one entry")
+    if options.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install -e '.[load]' (make venv does)")
+    options.workers = options.workers or os.cpu_count() or 1
+    options.seed = random.randrange(1 << 32) if options.seed is None else options.seed
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    Progress.enabled = False if options.no_progress else None
+    try:
+        if options.compare:
+            reports = compare(options)
+        else:
+            reports = [asyncio.run(measure(options.server, options))]
+    except (DistributeError, GatewayFailed) as exc:
+        print(f"test_load.py: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("test_load.py: interrupted", file=sys.stderr)
+        return 130
+    if options.plot:
+        from loadtest.plot import plot  # matplotlib loads only when asked for
+
+        plot(reports, options.plot)
+        print(f"\nplot: {options.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
