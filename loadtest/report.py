@@ -69,8 +69,8 @@ def noop_lines(run: NoopRun) -> list[str]:
 @dataclass(frozen=True)
 class Metric:
     label: str
-    value: Callable[[Report], float | None]
-    higher_is_better: bool
+    value: Callable[[Report], float]
+    higher_is_better: bool | None  # None: no ratio (the row above's holds)
 
 
 def comparison_metrics(reports: list[Report]) -> list[Metric]:
@@ -78,11 +78,11 @@ def comparison_metrics(reports: list[Report]) -> list[Metric]:
     metrics = []
     for i, run in enumerate(reports[0].parallel):
         pick = lambda attr, i=i: lambda r: getattr(r.parallel[i], attr)  # noqa: E731
-        name = f"factor {run.factor} ({run.calls} calls)"
+        # Both percentages are a constant over the real time: they share its ratio.
         metrics += [
-            Metric(f"{name}: real_execution_time s", pick("real"), False),
-            Metric(f"{name}: effectiveness %", pick("effectiveness"), True),
-            Metric(f"{name}: efficiency vs ideal FIFO %", pick("fifo_efficiency"), True),
+            Metric(f"factor {run.factor}, {run.calls} calls: real time s", pick("real"), False),
+            Metric("  effectiveness %", pick("effectiveness"), None),
+            Metric("  efficiency vs ideal FIFO %", pick("fifo_efficiency"), None),
         ]
     for i, run in enumerate(reports[0].payload):
         # calls/s and MB/s have the same ratio: the one that speaks for the size.
@@ -96,7 +96,7 @@ def comparison_metrics(reports: list[Report]) -> list[Metric]:
             Metric("no-op latency p50 ms", lambda r: r.noop.p50 * 1e3, False),
             Metric("no-op latency p99 ms", lambda r: r.noop.p99 * 1e3, False),
             Metric("no-op calls/s, sequential", lambda r: r.noop.sequential_rate, True),
-            Metric("no-op calls/s, burst", lambda r: r.noop.burst_rate, True),
+            Metric("no-op calls/s, all at once", lambda r: r.noop.burst_rate, True),
         ]
     return metrics
 
@@ -107,7 +107,8 @@ def format_value(value: float) -> str:
 
 def comparison_lines(reports: list[Report]) -> list[str]:
     first, last = reports[0].transport, reports[-1].transport
-    width = 48
+    metrics = comparison_metrics(reports)
+    width = max(len(metric.label) for metric in metrics) + 2
     header = f"{'':<{width}}" + "".join(f"{r.transport:>12}" for r in reports)
     lines = [
         "",
@@ -115,15 +116,17 @@ def comparison_lines(reports: list[Report]) -> list[str]:
         f" {last} is; > 1 means {last} is better)",
         header + f"{last + ' vs ' + first:>14}",
     ]
-    for metric in comparison_metrics(reports):
+    for metric in metrics:
         values = [metric.value(report) for report in reports]
         cells = "".join(f"{format_value(value):>12}" for value in values)
         ratio = improvement(values[0], values[-1], metric.higher_is_better)
-        lines.append(f"{metric.label:<{width}}{cells}{ratio:>14}")
+        lines.append(f"{metric.label:<{width}}{cells}{ratio:>14}".rstrip())
     return lines
 
 
-def improvement(before: float, after: float, higher_is_better: bool) -> str:
+def improvement(before: float, after: float, higher_is_better: bool | None) -> str:
     """How many times better ``after`` is than ``before``, as ``1.23x``."""
+    if higher_is_better is None:
+        return ""
     numerator, denominator = (after, before) if higher_is_better else (before, after)
     return f"{numerator / denominator:.2f}x" if denominator > 0 else "n/a"
