@@ -1,5 +1,7 @@
 """Workers that die or hang: the caller gets WorkerCrashed / CallTimeout naming
-the cause, the gateway replaces the worker, and later calls succeed."""
+the cause, the gateway replaces the worker, and later calls succeed. A hung
+worker here is one that stopped itself with SIGSTOP: only a deadline (the
+client's or the gateway's ``--call-timeout``) catches it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import signal
 import time
 
 import pytest
+from system_state import process_alive, wait_until
 
 from distribute_challenge import CallTimeout, WorkerCrashed, compute_this
 
@@ -24,6 +27,11 @@ def segfault():
 
 def sigkill_self():
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stop_self():
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return "resumed"
 
 
 def sleep_then_return(seconds):
@@ -92,3 +100,21 @@ def test_the_gateway_call_timeout_is_call_timeout(start_gateway):
         compute_this(server=gateway.url)(sleep_then_return)(10).run()
     _recovered(gateway, restarts)
     assert compute_this(server=gateway.url)(sleep_then_return)(0.1).run() == 0.1
+
+
+@pytest.mark.parametrize("deadline", ["client-timeout", "gateway-call-timeout"])
+def test_a_stopped_worker_is_call_timeout_and_is_replaced(start_gateway, deadline):
+    if deadline == "client-timeout":
+        gateway = start_gateway()
+        stopper = compute_this(server=gateway.url, timeout=1)(stop_self)
+    else:
+        gateway = start_gateway("--call-timeout", "1")
+        stopper = compute_this(server=gateway.url)(stop_self)
+    pids = gateway.worker_pids()
+    with pytest.raises(CallTimeout):
+        stopper().run()
+    _recovered(gateway, 0)
+    assert gateway.restarts() == 1
+    (stopped,) = pids - gateway.worker_pids()
+    # Killed (SIGKILL ends a stopped process too) and reaped, not left stopped.
+    wait_until(lambda: not process_alive(stopped), f"the stopped worker {stopped} to go")

@@ -1,0 +1,107 @@
+"""What gateways leave on the machine, read from ``/proc`` and ``/dev/shm``.
+
+Helpers for the fault, shutdown and soak tests: whether a process is alive,
+this test process's descendants and open fds, a gateway's shared-memory
+segments and its private runtime directory (the naming rules are those of
+``src/transport/shm/runtime_dir.rs``), and polling until something holds.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+import time
+from collections.abc import Callable
+
+SHM_DIR = pathlib.Path("/dev/shm")
+SEGMENT_PREFIX = "mystic-"
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``/proc/<pid>/stat`` (``R``, ``S``, ``T``, ``Z``...),
+    or None when there is no such process."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name is in parentheses and may hold spaces: split after it.
+    return stat.rpartition(")")[2].split()[0]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped yet, does not)."""
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[1]) if fields[0] not in ("Z", "X") else None
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Living processes below ``pid`` (default: this process), at any depth."""
+    root = os.getpid() if pid is None else pid
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = _parent_of(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
+    found: set[int] = set()
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def open_fds() -> set[str]:
+    """This process's open file descriptors, each as ``"fd -> target"``."""
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.add(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except FileNotFoundError:  # the fd listdir itself used
+            pass
+    return fds
+
+
+def segments(gateway_pid: int | None = None) -> set[str]:
+    """Names of the gateways' segments in ``/dev/shm`` (one gateway's, given its pid)."""
+    prefix = SEGMENT_PREFIX if gateway_pid is None else f"{SEGMENT_PREFIX}{gateway_pid}-"
+    return {path.name for path in SHM_DIR.iterdir() if path.name.startswith(prefix)}
+
+
+def segment_owner(name: str) -> int | None:
+    """The pid of the gateway that made segment ``name``."""
+    owner = name.removeprefix(SEGMENT_PREFIX).split("-", 1)[0]
+    return int(owner) if owner.isdigit() else None
+
+
+def runtime_base() -> pathlib.Path:
+    """Where gateways started from this environment keep their runtime directories."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return pathlib.Path(xdg) / "mysticchallenge"
+    return pathlib.Path(tempfile.gettempdir()) / f"mysticchallenge-{os.geteuid()}"
+
+
+def runtime_dir(gateway_pid: int) -> pathlib.Path:
+    """The private directory (doorbell sockets) of the gateway with this pid."""
+    return runtime_base() / str(gateway_pid)
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Polls ``predicate`` until it holds; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
+        time.sleep(0.05)
