@@ -62,7 +62,7 @@ fn round_trips(c: &mut Criterion) {
             "--python",
             &python,
         ];
-        let config = Config::from(Args::parse_from(args));
+        let config = Config::try_from(Args::parse_from(args)).unwrap();
         let runtime_dir =
             (transport == "shm").then(|| std::sync::Arc::new(RuntimeDir::create().unwrap()));
         let (pool, mut tasks) = runtime.block_on(async { Pool::spawn(&config, runtime_dir) });

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -79,6 +80,36 @@ pub struct Args {
     /// How long a new worker may take to say it is ready, in seconds.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
     pub startup_timeout: Duration,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// File holding the token callers must send as `authorization: Bearer <token>`.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// PEM certificate chain for TLS (clients then use grpcs://); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS; needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow binding a non-loopback address without --auth-token-file:
+    /// anyone who can reach the port can then run code as this user.
+    #[arg(long)]
+    pub insecure_allow_remote_without_token: bool,
+
+    /// Address-space limit of each worker process (RLIMIT_AS), in bytes [default: none].
+    #[arg(long, value_name = "N", value_parser = parse_memory_limit)]
+    pub worker_memory_bytes: Option<u64>,
+
+    /// Payload bytes that may wait in the queue before new calls are refused
+    /// [default: 4 x --max-payload-bytes].
+    #[arg(long, value_name = "N")]
+    pub queue_max_bytes: Option<NonZeroUsize>,
 }
 
 /// Settings the gateway runs with, checked once at start-up.
@@ -94,15 +125,51 @@ pub struct Config {
     pub queue_capacity: usize,
     pub shutdown_grace: Duration,
     pub startup_timeout: Duration,
+    pub metrics_listen: Option<SocketAddr>,
+    pub auth_token_file: Option<PathBuf>,
+    pub tls: Option<TlsFiles>,
+    pub worker_memory_bytes: Option<u64>,
+    pub queue_max_bytes: usize,
 }
 
-impl From<Args> for Config {
-    fn from(args: Args) -> Self {
+/// Where the TLS certificate chain and key are (read at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Settings that cannot be used together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "refusing to listen on {0} without --auth-token-file: anyone who can reach it could run code as this user. Add --auth-token-file FILE, listen on 127.0.0.1, or pass --insecure-allow-remote-without-token if the network is trusted"
+    )]
+    RemoteWithoutToken(SocketAddr),
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Self, ConfigError> {
         let workers = args
             .workers
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
-        Config {
+        if !args.listen.ip().is_loopback()
+            && args.auth_token_file.is_none()
+            && !args.insecure_allow_remote_without_token
+        {
+            return Err(ConfigError::RemoteWithoutToken(args.listen));
+        }
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => None,
+        };
+        let queue_max_bytes = args
+            .queue_max_bytes
+            .map_or(args.max_payload_bytes.saturating_mul(4), NonZeroUsize::get);
+        Ok(Config {
             workers,
             transport: args.transport,
             listen: args.listen,
@@ -113,7 +180,12 @@ impl From<Args> for Config {
             queue_capacity: args.queue_capacity.get(),
             shutdown_grace: args.shutdown_grace,
             startup_timeout: args.startup_timeout,
-        }
+            metrics_listen: args.metrics_listen,
+            auth_token_file: args.auth_token_file,
+            tls,
+            worker_memory_bytes: args.worker_memory_bytes,
+            queue_max_bytes,
+        })
     }
 }
 
@@ -133,6 +205,17 @@ fn parse_ring_bytes(text: &str) -> Result<usize, String> {
         .map_err(|_| format!("`{text}` is not a whole number of bytes"))?;
     if bytes < 4096 || !bytes.is_power_of_two() || bytes > 1 << 32 {
         return Err("must be a power of two from 4096 to 4294967296".into());
+    }
+    Ok(bytes)
+}
+
+fn parse_memory_limit(text: &str) -> Result<u64, String> {
+    let bytes: u64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number of bytes"))?;
+    // Python itself needs some room before it can run anything.
+    if bytes < 64 << 20 {
+        return Err("must be at least 67108864 (64 MiB): Python needs that much to start".into());
     }
     Ok(bytes)
 }
@@ -157,7 +240,7 @@ mod tests {
         let args =
             Args::try_parse_from(std::iter::once("mysticchallenge").chain(args.iter().copied()))
                 .map_err(|err| err.to_string())?;
-        Ok(Config::from(args))
+        Config::try_from(args).map_err(|err| err.to_string())
     }
 
     #[test]
@@ -193,5 +276,33 @@ mod tests {
         for bad in ["0", "4095", "5000", "abc"] {
             assert!(parse(&["--ring-bytes", bad]).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn remote_listening_needs_a_token_or_a_loud_override() {
+        let err = parse(&["--listen", "0.0.0.0:8000"]).unwrap_err();
+        assert!(err.contains("--auth-token-file"), "{err}");
+        assert!(parse(&["--listen", "0.0.0.0:8000", "--auth-token-file", "t"]).is_ok());
+        let flag = "--insecure-allow-remote-without-token";
+        assert!(parse(&["--listen", "0.0.0.0:8000", flag]).is_ok());
+        assert!(parse(&["--listen", "[::1]:8000"]).is_ok());
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_memory_limits_leave_room_for_python() {
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
+        let config = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(config.tls.unwrap().key, PathBuf::from("k.pem"));
+        assert!(parse(&["--worker-memory-bytes", "1000"]).is_err());
+        let config = parse(&["--worker-memory-bytes", "1073741824"]).unwrap();
+        assert_eq!(config.worker_memory_bytes, Some(1 << 30));
+    }
+
+    #[test]
+    fn the_queue_byte_bound_defaults_to_four_payloads() {
+        let config = parse(&["--max-payload-bytes", "1000"]).unwrap();
+        assert_eq!(config.queue_max_bytes, 4000);
+        let config = parse(&["--queue-max-bytes", "10"]).unwrap();
+        assert_eq!(config.queue_max_bytes, 10);
     }
 }

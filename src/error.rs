@@ -51,6 +51,15 @@ pub enum GatewayError {
     QueueFull { capacity: usize },
 
     #[error(
+        "the gateway's queue holds {queued} payload bytes and this call's {size} would pass its limit of {limit}; retry later or raise --queue-max-bytes"
+    )]
+    QueueBytesFull {
+        queued: usize,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error(
         "the call ran longer than its {}s deadline; its worker was stopped and replaced", .0.as_secs_f64()
     )]
     Timeout(Duration),
@@ -66,6 +75,9 @@ pub enum GatewayError {
 
     #[error("the gateway is shutting down; retry against a running gateway")]
     ShuttingDown,
+
+    #[error("the call has no valid token (`authorization: Bearer <token>` is missing or wrong)")]
+    Unauthenticated,
 }
 
 impl GatewayError {
@@ -73,10 +85,13 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest => (Code::InvalidArgument, "invalid-request"),
             GatewayError::PayloadTooLarge { .. } => (Code::ResourceExhausted, "payload-too-large"),
-            GatewayError::QueueFull { .. } => (Code::ResourceExhausted, "queue-full"),
+            GatewayError::QueueFull { .. } | GatewayError::QueueBytesFull { .. } => {
+                (Code::ResourceExhausted, "queue-full")
+            }
             GatewayError::Timeout(_) => (Code::DeadlineExceeded, "call-timeout"),
             GatewayError::WorkerCrashed { .. } => (Code::Aborted, "worker-crashed"),
             GatewayError::ShuttingDown => (Code::Unavailable, "unavailable"),
+            GatewayError::Unauthenticated => (Code::Unauthenticated, "unauthenticated"),
         }
     }
 }
@@ -134,6 +149,11 @@ mod tests {
                 "worker-crashed",
             ),
             (GatewayError::ShuttingDown, Code::Unavailable, "unavailable"),
+            (
+                GatewayError::Unauthenticated,
+                Code::Unauthenticated,
+                "unauthenticated",
+            ),
         ];
         for (err, code, kind) in cases {
             let message = err.to_string();

@@ -1,8 +1,10 @@
-//! Wiring: bind the listener, start the pool and the gRPC server, report
-//! readiness, and shut down in order when asked.
+//! Wiring: read the access settings, bind the listeners, start the pool, the
+//! gRPC server and the metrics endpoint, report readiness, and shut down in
+//! order when asked.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -11,15 +13,16 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::config::{Config, TransportKind};
+use crate::config::{Config, TlsFiles, TransportKind};
+use crate::metrics;
 use crate::pool::{Pool, StartError, WorkerState};
-use crate::server::{self, GatewayService, SERVICE_NAME};
+use crate::server::{self, Access, GatewayService, SERVICE_NAME};
 use crate::transport::shm::runtime_dir::RuntimeDir;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot listen on {addr}: {source}; pick another --listen address")]
+    #[error("cannot listen on {addr}: {source}; pick another address")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -33,27 +36,35 @@ pub enum RunError {
     #[error(transparent)]
     Start(#[from] StartError),
 
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("the token file {0} is empty; put the token callers must send in it")]
+    EmptyToken(PathBuf),
+
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
 
 /// Runs the gateway until `stop` resolves. `on_serving` is called with the
-/// bound address once every worker is ready.
+/// gateway's URL (`grpc://` or, with TLS, `grpcs://` and the bound address)
+/// once every worker is ready.
 pub async fn run(
     config: Config,
     stop: impl Future<Output = ()>,
-    on_serving: impl FnOnce(SocketAddr),
+    on_serving: impl FnOnce(&str),
 ) -> Result<(), RunError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let access = read_access(&config)?;
+    let tls = access.tls.is_some();
+    let (listener, addr) = bind(config.listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
 
     let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
@@ -71,10 +82,21 @@ pub async fn run(
         call_timeout: config.call_timeout,
     };
     let stopping = CancellationToken::new();
+    if let Some((listener, addr)) = metrics_listener {
+        info!("metrics at http://{addr}/metrics");
+        let stopped = stopping.clone().cancelled_owned();
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            if let Err(err) = metrics::serve(listener, pool, stopped).await {
+                warn!(cause = %err, "the metrics endpoint failed");
+            }
+        });
+    }
     let mut server = tokio::spawn(server::serve(
         listener,
         service,
         health.clone(),
+        access,
         stopping.clone().cancelled_owned(),
     ));
     tokio::pin!(stop);
@@ -102,7 +124,8 @@ pub async fn run(
 
     set_health(&health, ServingStatus::Serving).await;
     info!(%addr, workers = config.workers, transport = config.transport.as_str(), "serving");
-    on_serving(addr);
+    let scheme = if tls { "grpcs" } else { "grpc" };
+    on_serving(&format!("{scheme}://{addr}"));
 
     let served = tokio::select! {
         () = &mut stop => None,
@@ -142,6 +165,48 @@ pub async fn run(
     tasks.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {
+    let bound = async {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound
+        .await
+        .map_err(|source| RunError::Bind { addr, source })
+}
+
+/// Reads the token file and the TLS identity named in `config`.
+fn read_access(config: &Config) -> Result<Access, RunError> {
+    let token = match &config.auth_token_file {
+        Some(path) => {
+            let text = read("the token file", path)?;
+            let text = String::from_utf8_lossy(&text);
+            Some(server::read_token(&text).ok_or_else(|| RunError::EmptyToken(path.clone()))?)
+        }
+        None => None,
+    };
+    let tls = match &config.tls {
+        Some(TlsFiles { cert, key }) => {
+            let identity = tonic::transport::Identity::from_pem(
+                read("the TLS certificate", cert)?,
+                read("the TLS key", key)?,
+            );
+            Some(tonic::transport::ServerTlsConfig::new().identity(identity))
+        }
+        None => None,
+    };
+    Ok(Access { token, tls })
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, RunError> {
+    std::fs::read(path).map_err(|source| RunError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -5,13 +5,15 @@
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
 //! - [`server`]: the tonic services (gateway, health) and graceful shutdown.
 //! - [`pool`]: the bounded job queue and one supervising actor per worker.
-//! - [`transport`]: how payloads reach a worker (pipe; shared memory later).
+//! - [`transport`]: how payloads reach a worker (pipe, or shared memory).
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`gateway`]: wiring it all together; [`shutdown`]: the stop signal.
 //! - [`pb`]: generated protobuf and gRPC code.
 
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod pb;
 pub mod pool;
 pub mod server;

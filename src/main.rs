@@ -17,7 +17,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = Config::from(args);
+    let config = match Config::try_from(args) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -46,8 +52,8 @@ async fn stop_signal() {
 
 /// Tells whoever started the gateway (a person, a script, a test) where it
 /// serves: one line on stdout, once every worker is ready.
-fn announce(addr: std::net::SocketAddr) {
+fn announce(url: &str) {
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "serving grpc://{addr}");
+    let _ = writeln!(stdout, "serving {url}");
     let _ = stdout.flush();
 }

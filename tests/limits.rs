@@ -82,3 +82,49 @@ async fn payloads_over_the_limit_are_resource_exhausted() {
         assert!(gateway.terminate().await.success());
     }
 }
+
+#[tokio::test]
+async fn the_queue_is_bounded_by_bytes_and_refusals_are_counted() {
+    for &transport in TRANSPORTS {
+        let metrics_port = common::free_port();
+        let metrics_listen = format!("127.0.0.1:{metrics_port}");
+        let mut gateway = Gateway::start(
+            transport,
+            &[
+                "--workers",
+                "1",
+                "--queue-max-bytes",
+                "1500000",
+                "--metrics-listen",
+                &metrics_listen,
+            ],
+        )
+        .await;
+        // The one worker is busy; one 1 MiB call fits the queue's byte
+        // bound, a second one does not.
+        let busy = tokio::spawn(gateway.execute_owned(call("sleep_1s")));
+        gateway.wait_for_busy_workers(1).await;
+        let queued = tokio::spawn(gateway.execute_owned(call("echo_1m")));
+        gateway.wait_for_queue_depth(1, &metrics_listen).await;
+        let status = gateway.execute(call("echo_1m")).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(status.metadata().get("mystic-error").unwrap(), "queue-full");
+        assert!(
+            status.message().contains("--queue-max-bytes"),
+            "{}",
+            status.message()
+        );
+        assert!(busy.await.unwrap().is_ok());
+        assert!(queued.await.unwrap().is_ok());
+
+        let text = common::scrape(&metrics_listen).await;
+        for line in [
+            r#"mystic_rejected_calls_total{reason="queue_full"} 1"#,
+            r#"mystic_calls_total{worker="0",outcome="ok"} 2"#,
+            "mystic_queue_depth 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(gateway.terminate().await.success());
+    }
+}

@@ -1,12 +1,15 @@
-"""Entry point: ``python -m worker_shim --transport pipe|shm [--shm-name N --doorbell P]``.
+"""Entry point: ``python -m worker_shim --transport pipe|shm [--shm-name N --doorbell P]
+[--memory-limit BYTES]``.
 
 Start-up order: parse arguments, tie the worker's life to the gateway's,
-move the protocol off fds 0/1, then serve calls until EOF.
+move the protocol off fds 0/1, cap the address space, then serve calls until
+EOF.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 
 from . import _parent, _stdio
@@ -20,7 +23,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transport", choices=("pipe", "shm"), required=True)
     parser.add_argument("--shm-name", help="shared-memory segment (shm transport)")
     parser.add_argument("--doorbell", help="doorbell socket path (shm transport)")
+    parser.add_argument(
+        "--memory-limit", type=int, help="address-space limit in bytes (RLIMIT_AS, soft and hard)"
+    )
     return parser.parse_args(argv)
+
+
+def limit_memory(limit: int) -> None:
+    """Caps this process's address space. Soft and hard limits are both set,
+    so that the functions it runs cannot raise it again; an allocation past
+    it raises ``MemoryError`` (or kills the worker, which the gateway reports
+    as a crash)."""
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     reader, writer = _stdio.take_protocol_streams()
 
     from . import _executor  # imported after fd hygiene: nothing may print to fd 1
+
+    if args.memory_limit is not None:
+        limit_memory(args.memory_limit)
 
     try:
         if args.transport == "shm":

@@ -26,6 +26,7 @@ pub use status::{WorkerSnapshot, WorkerState};
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::transport::TransportSpec;
 use crate::transport::shm::runtime_dir::RuntimeDir;
 use queue::{Job, JobQueue};
@@ -37,6 +38,7 @@ use worker::WorkerActor;
 pub struct Pool {
     queue: JobQueue,
     board: StatusBoard,
+    metrics: Arc<Metrics>,
 }
 
 /// The actors behind a [`Pool`].
@@ -52,8 +54,9 @@ impl Pool {
     /// Starts one actor per worker. Each spawns its process at once; wait
     /// for them with [`PoolTasks::ready`].
     pub fn spawn(config: &Config, runtime_dir: Option<Arc<RuntimeDir>>) -> (Pool, PoolTasks) {
-        let (queue, jobs) = JobQueue::bounded(config.queue_capacity);
+        let (queue, jobs) = JobQueue::bounded(config.queue_capacity, config.queue_max_bytes);
         let board = StatusBoard::new(config.workers);
+        let metrics = Arc::new(Metrics::new(config.workers, config.transport.as_str()));
         let abort = CancellationToken::new();
         let spec = Arc::new(WorkerSpec {
             python: config.python.clone(),
@@ -63,6 +66,7 @@ impl Pool {
                 ring_bytes: config.ring_bytes,
                 runtime_dir,
             },
+            memory_limit: config.worker_memory_bytes,
         });
         let mut actors = JoinSet::new();
         let mut first_starts = Vec::with_capacity(config.workers);
@@ -75,6 +79,7 @@ impl Pool {
                 board: board.clone(),
                 abort: abort.clone(),
                 startup_timeout: config.startup_timeout,
+                metrics: Arc::clone(&metrics),
             };
             actors.spawn(actor.run(report));
             first_starts.push(first_start);
@@ -82,6 +87,7 @@ impl Pool {
         let pool = Pool {
             queue: queue.clone(),
             board,
+            metrics,
         };
         (
             pool,
@@ -101,10 +107,13 @@ impl Pool {
         deadline: Option<Deadline>,
     ) -> Result<Bytes, GatewayError> {
         let (reply, response) = oneshot::channel();
+        let queued = self.queue.reserve(payload.len())?;
         self.queue.submit(Job {
             payload,
             deadline,
             reply,
+            queued_at: tokio::time::Instant::now(),
+            queued,
         })?;
         let response = async { response.await.unwrap_or(Err(GatewayError::ShuttingDown)) };
         match deadline {
@@ -120,6 +129,22 @@ impl Pool {
     /// Every worker slot, in index order.
     pub fn workers(&self) -> Vec<WorkerSnapshot> {
         self.board.snapshot()
+    }
+
+    /// The pool's metrics, to count what happens outside it (refusals).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+impl crate::metrics::Scrape for Pool {
+    fn scrape(&self) -> String {
+        let busy = self
+            .workers()
+            .iter()
+            .filter(|slot| slot.state == WorkerState::Busy)
+            .count();
+        self.metrics.render(self.queue.waiting(), busy)
     }
 }
 

@@ -32,6 +32,8 @@ const STDERR_SETTLE: Duration = Duration::from_millis(300);
 pub struct WorkerSpec {
     pub python: OsString,
     pub transport: TransportSpec,
+    /// RLIMIT_AS for the worker, which sets it on itself at start-up.
+    pub memory_limit: Option<u64>,
 }
 
 /// Why a worker process could not be started.
@@ -92,6 +94,12 @@ impl WorkerProcess {
         command
             .args(["-m", "worker_shim"])
             .args(prepared.worker_args())
+            .args(
+                spec.memory_limit
+                    .map(|bytes| ["--memory-limit".to_owned(), bytes.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
             .env("MYSTIC_WORKER_INDEX", index.to_string())
             .env("PYTHONUNBUFFERED", "1")
@@ -262,6 +270,7 @@ mod tests {
         let spec = WorkerSpec {
             python: "/nonexistent/python".into(),
             transport,
+            memory_limit: None,
         };
         match WorkerProcess::spawn(&spec, 0, 0).unwrap_err() {
             SpawnError::Process(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),

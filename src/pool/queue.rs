@@ -1,8 +1,12 @@
 //! The bounded job queue that free workers pull from.
 //!
 //! Pull, not push: a call waits only while every worker is busy. A job whose
-//! caller has gone away before a worker takes it is skipped, not run.
+//! caller has gone away before a worker takes it is skipped, not run. The
+//! queue is bounded by count and by payload bytes, so that a burst of calls
+//! cannot make the gateway hold unbounded memory.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +41,22 @@ pub struct Job {
     pub payload: Bytes,
     pub deadline: Option<Deadline>,
     pub reply: oneshot::Sender<JobResult>,
+    pub queued_at: Instant,
+    /// The job's share of the queue's byte bound, given back when dropped.
+    pub queued: QueuedBytes,
+}
+
+/// Payload bytes a job holds in the queue; released on drop.
+#[derive(Debug)]
+pub struct QueuedBytes {
+    len: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for QueuedBytes {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.len, Ordering::Relaxed);
+    }
 }
 
 impl Job {
@@ -51,15 +71,43 @@ impl Job {
 pub struct JobQueue {
     sender: async_channel::Sender<Job>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: Arc<AtomicUsize>,
 }
 
 /// The receiving side, one clone per worker actor.
 pub type JobReceiver = async_channel::Receiver<Job>;
 
 impl JobQueue {
-    pub fn bounded(capacity: usize) -> (JobQueue, JobReceiver) {
+    /// A queue of at most `capacity` jobs holding at most `max_bytes` of
+    /// payload (a single job of any size is always let in).
+    pub fn bounded(capacity: usize, max_bytes: usize) -> (JobQueue, JobReceiver) {
         let (sender, receiver) = async_channel::bounded(capacity);
-        (JobQueue { sender, capacity }, receiver)
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let queue = JobQueue {
+            sender,
+            capacity,
+            max_bytes,
+            bytes,
+        };
+        (queue, receiver)
+    }
+
+    /// Takes `len` bytes of the byte bound for a job about to be submitted.
+    pub fn reserve(&self, len: usize) -> Result<QueuedBytes, GatewayError> {
+        let queued = self.bytes.fetch_add(len, Ordering::Relaxed);
+        let reserved = QueuedBytes {
+            len,
+            total: Arc::clone(&self.bytes),
+        };
+        if queued > 0 && queued.saturating_add(len) > self.max_bytes {
+            return Err(GatewayError::QueueBytesFull {
+                queued,
+                size: len,
+                limit: self.max_bytes,
+            });
+        }
+        Ok(reserved)
     }
 
     /// Enqueues a job without waiting: a full queue is refused at once.
@@ -72,6 +120,11 @@ impl JobQueue {
         })
     }
 
+    /// Jobs waiting for a worker.
+    pub fn waiting(&self) -> usize {
+        self.sender.len()
+    }
+
     /// Refuses new jobs. Workers still drain what is queued, then stop.
     pub fn close(&self) {
         self.sender.close();
@@ -82,13 +135,15 @@ impl JobQueue {
 mod tests {
     use super::*;
 
-    fn job() -> (Job, oneshot::Receiver<JobResult>) {
+    fn job(queue: &JobQueue) -> (Job, oneshot::Receiver<JobResult>) {
         let (reply, rx) = oneshot::channel();
         (
             Job {
                 payload: Bytes::from_static(b"x"),
                 deadline: None,
                 reply,
+                queued_at: Instant::now(),
+                queued: queue.reserve(1).unwrap(),
             },
             rx,
         )
@@ -96,17 +151,17 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_refuses_and_closed_queue_says_shutting_down() {
-        let (queue, receiver) = JobQueue::bounded(1);
-        let (first, _rx1) = job();
+        let (queue, receiver) = JobQueue::bounded(1, 100);
+        let (first, _rx1) = job(&queue);
         queue.submit(first).unwrap();
-        let (second, _rx2) = job();
+        let (second, _rx2) = job(&queue);
         assert_eq!(
             queue.submit(second).unwrap_err(),
             GatewayError::QueueFull { capacity: 1 }
         );
 
         queue.close();
-        let (third, _rx3) = job();
+        let (third, _rx3) = job(&queue);
         assert_eq!(queue.submit(third).unwrap_err(), GatewayError::ShuttingDown);
         // What was queued before closing is still handed out.
         assert!(receiver.recv().await.is_ok());
@@ -114,8 +169,30 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_bound_refuses_what_would_pass_it_and_frees_on_drop() {
+        let (queue, _receiver) = JobQueue::bounded(10, 100);
+        // One job of any size gets in, so that no call is refused forever.
+        let huge = queue.reserve(1000).unwrap();
+        assert!(matches!(
+            queue.reserve(1),
+            Err(GatewayError::QueueBytesFull {
+                queued: 1000,
+                size: 1,
+                limit: 100
+            })
+        ));
+        drop(huge);
+        let first = queue.reserve(60).unwrap();
+        assert!(queue.reserve(41).is_err());
+        let second = queue.reserve(40).unwrap();
+        drop((first, second));
+        assert!(queue.reserve(100).is_ok());
+    }
+
+    #[test]
     fn a_dropped_caller_marks_the_job_abandoned() {
-        let (job, rx) = job();
+        let (queue, _receiver) = JobQueue::bounded(1, 100);
+        let (job, rx) = job(&queue);
         assert!(!job.is_abandoned());
         drop(rx);
         assert!(job.is_abandoned());

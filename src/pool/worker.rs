@@ -17,6 +17,7 @@ use super::restart::Backoff;
 use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
 use crate::error::{Direction, GatewayError};
+use crate::metrics::{Metrics, Outcome};
 use crate::transport::{Transport, TransportError};
 
 /// How long a worker whose stream broke gets to finish exiting before it is
@@ -44,6 +45,7 @@ pub struct WorkerActor {
     /// Cancelled when workers must stop now, even mid-call.
     pub abort: CancellationToken,
     pub startup_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl WorkerActor {
@@ -91,6 +93,7 @@ impl WorkerActor {
                 slot.pid = None;
                 slot.restarts += 1;
             });
+            self.metrics.restarted(self.index);
             tokio::select! {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
                 () = self.abort.cancelled() => break,
@@ -183,17 +186,30 @@ impl WorkerActor {
                 payload,
                 deadline,
                 reply,
+                queued_at,
+                queued,
             } = job;
-            if let Some(deadline) = deadline.filter(|deadline| deadline.at <= Instant::now()) {
+            drop(queued);
+            let started = Instant::now();
+            self.metrics.call_started(started - queued_at);
+            if let Some(deadline) = deadline.filter(|deadline| deadline.at <= started) {
+                self.metrics
+                    .call_finished(self.index, Outcome::Timeout, Duration::ZERO);
                 let _ = reply.send(Err(GatewayError::Timeout(deadline.budget)));
                 continue;
             }
 
             self.set_state(WorkerState::Busy);
+            self.metrics.moved(Direction::Request, payload.len());
+            let finished = |outcome| {
+                self.metrics
+                    .call_finished(self.index, outcome, started.elapsed());
+            };
             let outcome = tokio::select! {
                 outcome = transport.call(payload) => outcome,
                 () = sleep_until(deadline) => {
                     process.kill();
+                    finished(Outcome::Timeout);
                     let budget = deadline.map_or(Duration::ZERO, |deadline| deadline.budget);
                     warn!(worker = self.index, pid, "call ran past its deadline; replacing the worker");
                     let _ = reply.send(Err(GatewayError::Timeout(budget)));
@@ -201,6 +217,7 @@ impl WorkerActor {
                 }
                 () = self.abort.cancelled() => {
                     process.kill();
+                    finished(Outcome::Cancelled);
                     let _ = reply.send(Err(GatewayError::ShuttingDown));
                     return Ended::Shutdown;
                 }
@@ -208,12 +225,15 @@ impl WorkerActor {
             match outcome {
                 Ok(response) => {
                     self.count_call();
+                    finished(Outcome::Ok);
+                    self.metrics.moved(Direction::Response, response.len());
                     // A caller that left mid-call gets nothing; the worker is kept.
                     let _ = reply.send(Ok(response));
                 }
                 Err(TransportError::ResponseTooLarge { size, limit }) => {
                     // The oversized response was read and discarded: the worker is fine.
                     self.count_call();
+                    finished(Outcome::TooLarge);
                     let direction = Direction::Response;
                     let _ = reply.send(Err(GatewayError::PayloadTooLarge {
                         direction,
@@ -230,6 +250,7 @@ impl WorkerActor {
                         }
                     };
                     process.settle_stderr().await;
+                    finished(Outcome::Crashed);
                     warn!(
                         worker = self.index,
                         pid, cause, "worker died during a call; restarting it"

@@ -9,9 +9,11 @@ use crate::error::{Direction, GatewayError};
 /// tonic's message for a request over the decoding limit.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 
-/// Rewrites tonic's own "message too large" status into the gateway's.
+/// Rewrites tonic's own "message too large" status into the gateway's, and
+/// tells `refused` about it.
 pub fn rewrite_oversized_request<B>(
     limit: usize,
+    refused: impl Fn(&GatewayError) + Clone,
 ) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
     move |mut response| {
         let Some(status) = tonic::Status::from_header_map(response.headers()) else {
@@ -28,11 +30,13 @@ pub fn rewrite_oversized_request<B>(
         else {
             return response;
         };
-        let replacement = tonic::Status::from(GatewayError::PayloadTooLarge {
+        let err = GatewayError::PayloadTooLarge {
             direction: Direction::Request,
             size,
             limit,
-        });
+        };
+        refused(&err);
+        let replacement = tonic::Status::from(err);
         let headers = response.headers_mut();
         headers.remove("grpc-message");
         headers.remove("grpc-status-details-bin");
@@ -56,7 +60,7 @@ mod tests {
         let original = tonic::Status::out_of_range(
             "Error, decoded message length too large: found 2000 bytes, the limit is: 1064 bytes",
         );
-        let rewritten = rewrite_oversized_request(1000)(response_with(original));
+        let rewritten = rewrite_oversized_request(1000, |_| {})(response_with(original));
         let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(
@@ -78,11 +82,11 @@ mod tests {
     #[test]
     fn other_statuses_pass_untouched() {
         let original = tonic::Status::out_of_range("something else");
-        let rewritten = rewrite_oversized_request(1000)(response_with(original));
+        let rewritten = rewrite_oversized_request(1000, |_| {})(response_with(original));
         let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::OutOfRange);
         assert_eq!(status.message(), "something else");
-        let ok = rewrite_oversized_request(1000)(http::Response::new(()));
+        let ok = rewrite_oversized_request(1000, |_| {})(http::Response::new(()));
         assert!(ok.headers().is_empty());
     }
 }

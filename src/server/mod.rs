@@ -1,6 +1,7 @@
-//! The gRPC server: the gateway service, the health service, payload limits
-//! and graceful shutdown.
+//! The gRPC server: the gateway service, the health service, who may call
+//! (token, TLS), payload limits and graceful shutdown.
 
+mod auth;
 mod deadline;
 mod limits;
 mod service;
@@ -8,10 +9,12 @@ mod service;
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
+pub use auth::read_token;
 pub use service::{CallRequest, GatewayService, REQUEST_MAGIC};
 
 use crate::pb::gateway_server::GatewayServer;
@@ -22,25 +25,41 @@ const PROTOBUF_OVERHEAD: usize = 16;
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
+/// Who may call: the token callers must present, and the TLS identity.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub token: Option<Vec<u8>>,
+    pub tls: Option<ServerTlsConfig>,
+}
+
 /// Serves the gateway and health services on `listener` until `shutdown`
 /// resolves, then lets in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
     service: GatewayService,
     health: HealthReporter,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let limit = service.max_payload_bytes;
+    let metrics = std::sync::Arc::clone(service.pool.metrics());
+    let token_check = auth::TokenCheck::new(access.token, std::sync::Arc::clone(&metrics));
+    let refused = move |err: &crate::error::GatewayError| metrics.rejected(err);
     let message_limit = limit.saturating_add(PROTOBUF_OVERHEAD);
     let gateway = GatewayServer::new(service)
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);
+    let gateway = InterceptedService::new(gateway, token_check);
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health),
     );
-    http2_server()
+    let mut server = http2_server();
+    if let Some(tls) = access.tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .layer(tower::util::MapResponseLayer::new(
-            limits::rewrite_oversized_request(limit),
+            limits::rewrite_oversized_request(limit, refused),
         ))
         .add_service(health_service)
         .add_service(gateway)

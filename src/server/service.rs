@@ -55,9 +55,17 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let deadline = call_deadline(request.metadata(), self.call_timeout);
-        let call = CallRequest::parse(request.into_inner(), self.max_payload_bytes)?;
-        let payload = self.pool.run(call.payload, deadline).await?;
-        Ok(Response::new(pb::ExecuteResponse { payload }))
+        let outcome = match CallRequest::parse(request.into_inner(), self.max_payload_bytes) {
+            Ok(call) => self.pool.run(call.payload, deadline).await,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(payload) => Ok(Response::new(pb::ExecuteResponse { payload })),
+            Err(err) => {
+                self.pool.metrics().rejected(&err);
+                Err(err.into())
+            }
+        }
     }
 
     async fn get_workers(

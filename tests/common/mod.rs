@@ -124,21 +124,60 @@ impl Gateway {
     }
 
     pub async fn client(&self) -> GatewayClient<Channel> {
-        let endpoint = self.url.replace("grpc://", "http://");
-        GatewayClient::connect(endpoint)
-            .await
-            .expect("connect")
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+        client_at(&self.url).await
     }
 
     /// One call, with a deadline so that a hang fails the test instead of
     /// stalling the suite.
     pub async fn execute(&self, payload: Bytes) -> Result<Bytes, tonic::Status> {
-        let mut request = tonic::Request::new(ExecuteRequest { payload });
-        request.set_timeout(CALL_DEADLINE);
-        let response = self.client().await.execute(request).await?;
-        Ok(response.into_inner().payload)
+        self.execute_owned(payload).await
+    }
+
+    /// [`Gateway::execute`] as a future that does not borrow the gateway,
+    /// to spawn.
+    pub fn execute_owned(
+        &self,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Bytes, tonic::Status>> + Send + 'static {
+        let url = self.url.clone();
+        async move {
+            let mut request = tonic::Request::new(ExecuteRequest { payload });
+            request.set_timeout(CALL_DEADLINE);
+            let response = client_at(&url).await.execute(request).await?;
+            Ok(response.into_inner().payload)
+        }
+    }
+
+    /// Polls `GetWorkers` until `busy` workers are running a call.
+    pub async fn wait_for_busy_workers(&self, busy: usize) {
+        for _ in 0..500 {
+            let workers = self.workers().await.workers;
+            let now = workers
+                .iter()
+                .filter(|worker| worker.state() == mysticchallenge::pb::WorkerState::Busy)
+                .count();
+            if now == busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never saw {busy} busy workers");
+    }
+
+    /// Polls the metrics endpoint until the queue holds `depth` calls.
+    pub async fn wait_for_queue_depth(&self, depth: usize, metrics_listen: &str) {
+        let wanted = format!("mystic_queue_depth {depth}");
+        for _ in 0..500 {
+            if scrape(metrics_listen)
+                .await
+                .lines()
+                .any(|line| line == wanted)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the queue never held {depth} calls");
     }
 
     pub async fn workers(&self) -> GetWorkersResponse {
@@ -189,6 +228,43 @@ impl Gateway {
             .expect("gateway exits within 30s of SIGTERM")
             .unwrap()
     }
+}
+
+async fn client_at(url: &str) -> GatewayClient<Channel> {
+    GatewayClient::connect(url.replace("grpc://", "http://"))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /metrics` from a gateway's `--metrics-listen` address.
+pub async fn scrape(metrics_listen: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(metrics_listen)
+        .await
+        .expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
 }
 
 /// Deadline of every call made through [`Gateway::execute`].

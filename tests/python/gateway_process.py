@@ -28,7 +28,7 @@ DEFAULT_BINARY = REPO / "target" / "release" / "mysticchallenge"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
-_SERVING = re.compile(r"^serving (grpc://127\.0\.0\.1:\d+)$")
+_SERVING = re.compile(r"^serving (grpcs?://127\.0\.0\.1:\d+)$")
 
 
 def gateway_binary() -> pathlib.Path | None:
