@@ -15,8 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let limit = [0usize, 1, 3, 64, 4096][usize::from(shape) % 5];
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async {
-        let stdout: &'static [u8] = Box::leak(stdout.to_vec().into_boxed_slice());
-        let mut transport = PipeTransport::new(tokio::io::sink(), stdout, limit);
+        let reader = std::io::Cursor::new(stdout.to_vec());
+        let mut transport = PipeTransport::new(tokio::io::sink(), reader, limit);
         if shape & 0x80 != 0 && transport.handshake().await.is_err() {
             return;
         }
