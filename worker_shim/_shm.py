@@ -53,6 +53,9 @@ Execute = Callable[[memoryview], list[Buffer]]
 # Receive buffers up to this size are kept between calls: fresh memory costs
 # page faults on every call, and large payloads tend to come again.
 KEEP_BUFFER_BYTES = 256 << 20
+# Responses up to this size are joined and written to the ring in one go.
+SMALL_FRAME_BYTES = 64 << 10
+ZEROS = bytes(FRAME_ALIGN)
 
 
 class ShmProtocolError(Exception):
@@ -110,13 +113,6 @@ class Consumer:
         if filled > self.ring.capacity:
             raise ShmProtocolError(f"corrupt request ring: head {head}, tail {self.tail}")
         return filled
-
-    def contiguous(self, length: int) -> memoryview | None:
-        """A view of the next ``length`` bytes if they are all there and do not wrap."""
-        start = self.tail % self.ring.capacity
-        if length > self.available() or start + length > self.ring.capacity:
-            return None
-        return self.ring.data[start : start + length]
 
     def read_into(self, destination: memoryview) -> int:
         """Copies up to ``len(destination)`` bytes out and releases them."""
@@ -251,14 +247,22 @@ class Channel:
         ring bytes to release once the payload is no longer used (0 when the
         payload was copied out). Raises EOFError when the gateway is gone."""
         self._freed = False
-        header = bytearray(FRAME_HEADER.size)
-        self._read_exactly(memoryview(header))
-        length = decode_frame_header(header)
+        requests = self.requests
+        # Frames start 16-byte aligned in a ring whose size is a multiple of
+        # 16, so a header never wraps; it is written whole, into an empty ring.
+        while (available := requests.available()) < FRAME_HEADER.size:
+            self._wait_for_requests()
+        start = requests.tail % requests.ring.capacity
+        length = decode_frame_header(requests.ring.data[start : start + FRAME_HEADER.size])
+        frame = FRAME_HEADER.size + length + padding(length)
         # Fast path: the whole frame is already in the ring in one piece, so
-        # the payload is read in place, without a copy.
-        in_place = self.requests.contiguous(length)
-        if in_place is not None and self.requests.available() >= length + padding(length):
-            return in_place, length + padding(length)
+        # the payload is read in place, without a copy; the frame is released
+        # once the payload is no longer used.
+        if available >= frame and start + frame <= requests.ring.capacity:
+            body = start + FRAME_HEADER.size
+            return requests.ring.data[body : body + length], frame
+        requests.skip(FRAME_HEADER.size)
+        self._freed = True
         if length > len(self._buffer):
             buffer = bytearray(length)
             if length <= KEEP_BUFFER_BYTES:
@@ -280,8 +284,12 @@ class Channel:
         """Streams one response frame, made of ``pieces``, into the response ring."""
         views = [memoryview(piece).cast("B") for piece in pieces]
         length = sum(view.nbytes for view in views)
-        header = memoryview(encode_frame_header(length))
-        pending = [header, *views, memoryview(bytes(padding(length)))]
+        parts = [encode_frame_header(length), *views, ZEROS[: padding(length)]]
+        if length <= SMALL_FRAME_BYTES:
+            # One copy into one buffer costs less than a ring write per piece.
+            pending = [memoryview(b"".join(parts))]
+        else:
+            pending = [memoryview(part) for part in parts]
         while pending:
             wrote = False
             while pending:
