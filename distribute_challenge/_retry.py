@@ -12,6 +12,9 @@ stop at whichever comes first: the call's own ``timeout`` (which bounds the
 whole call, retries included: each attempt gets what is left of it) or its
 ``busy_timeout`` (60 s by default; 0 never retries). A wait that would end
 past that point is not started: the call fails with ``ServerBusy`` at once.
+Against the call's own deadline a wait must also leave the attempt after it
+at least as long again, so that the last attempt is refused (``ServerBusy``)
+rather than cut short by the deadline (``CallTimeout``).
 
 ``Call.run`` and ``Call.async_run`` both drive one :class:`BusyRetry` per call;
 they differ only in how they sleep.
@@ -72,7 +75,10 @@ class BusyRetry:
         if not is_queue_full(error):
             return None
         delay = self._uniform(self._delay / 2, self._delay)
-        if self._clock() + delay >= self._give_up:
+        now = self._clock()
+        if now + delay >= self._give_up:
+            return None
+        if self._deadline is not None and now + 2 * delay > self._deadline:
             return None
         self._delay = min(self._delay * 2, MAX_DELAY)
         return delay

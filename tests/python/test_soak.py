@@ -13,7 +13,8 @@ alternately with ``os._exit`` and with SIGKILL of itself. The test asserts:
   every other call as served;
 - once the gateway has stopped (exit 0), this process's descendants, its
   open file descriptors and the ``/dev/shm/mystic-*`` segments of its
-  gateways are back where they were before the gateway started.
+  gateways are back where they were before the gateway started: none is
+  left that was not there before.
 
 Two sizes, one per run (both on each transport)::
 
@@ -155,14 +156,14 @@ def _our_segments() -> set[str]:
     return {name for name in segments() if segment_owner(name) in ours}
 
 
-def _settled(snapshot, what: str, expected) -> None:
-    """Waits until ``snapshot()`` is back to ``expected`` (closing sockets and
-    reaping processes take a moment); fails with the difference."""
+def _settled(snapshot, what: str, before: set) -> None:
+    """Waits until ``snapshot()`` holds nothing that was not there ``before``
+    (closing sockets and reaping processes take a moment); fails with what is
+    left over. (Something of an earlier test may have gone meanwhile.)"""
     deadline = time.monotonic() + SETTLE_TIMEOUT
-    while (now := snapshot()) != expected:
+    while extra := snapshot() - before:
         if time.monotonic() > deadline:
-            extra, missing = sorted(now - expected), sorted(expected - now)
-            raise AssertionError(f"{what} not back: extra {extra}, missing {missing}")
+            raise AssertionError(f"{what} not back: left over {sorted(extra)}")
         gc.collect()
         time.sleep(0.1)
 
@@ -182,7 +183,6 @@ def _warm_up_grpc() -> None:
         compute_this(server="grpc://127.0.0.1:1", timeout=0.5)(abs)(-1).run()
     except Exception:
         pass
-    gc.collect()
 
 
 @pytest.mark.timeout(PROFILE.timeout)
@@ -190,6 +190,7 @@ def test_soak(launcher, capsys):
     seed = int(os.environ.get("MYSTIC_SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
     plan = Plan.make(PROFILE, random.Random(seed))
     _warm_up_grpc()
+    gc.collect()
     fds_before = open_fds()
     processes_before = descendants()
     segments_before = _our_segments()
