@@ -96,9 +96,10 @@ def test_magic_then_garbage_reaches_the_worker_which_answers_an_error(gateway):
 
 def test_a_full_queue_is_server_busy(start_gateway):
     # One worker and room for one waiting call: of four simultaneous calls at
-    # most two are running or waiting, so at least two are refused.
+    # most two are running or waiting, so at least two are refused (the
+    # client's retries are off: see test_retry.py for them).
     gateway = start_gateway("--workers", "1", "--queue-capacity", "1")
-    function = compute_this(server=gateway.url)(nap)
+    function = compute_this(server=gateway.url, busy_timeout=0)(nap)
 
     async def main():
         calls = (function(1.0).async_run() for _ in range(4))
