@@ -4,6 +4,7 @@ every result checked, the gateway's memory watched.
     cargo build --release
     .venv/bin/python bench/burst.py                       # 100,000 calls, both transports
     .venv/bin/python bench/burst.py --calls 20000 --transports shm --wave 10000
+    .venv/bin/python bench/burst.py --queue-capacity 1000   # the queue refuses, clients retry
 
 By default every call is started at once (``asyncio.gather`` over all of
 them); ``--wave N`` starts them N at a time instead. The client's own channel
@@ -110,8 +111,8 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
-def run(transport: str, calls: int, wave: int, workers: int) -> bool:
-    with gateway(transport, workers) as url:
+def run(transport: str, calls: int, wave: int, workers: int, flags: list[str]) -> bool:
+    with gateway(transport, workers, *flags) as url:
         pid = gateway_pid()
         asyncio.run(burst(url, 100, 100))  # warm-up: connection, workers' imports
         before = status_kib(pid, "VmRSS")
@@ -139,10 +140,12 @@ def main() -> None:
     parser.add_argument("--wave", type=int, default=0, help="calls started at once (0: all)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--transports", nargs="+", default=["pipe", "shm"])
+    parser.add_argument("--queue-capacity", type=int, help="the gateway's (default: its own)")
     args = parser.parse_args()
     _retry.BusyRetry = CountingRetry
     wave = args.wave or args.calls
-    ok = [run(transport, args.calls, wave, args.workers) for transport in args.transports]
+    flags = [] if args.queue_capacity is None else ["--queue-capacity", str(args.queue_capacity)]
+    ok = [run(transport, args.calls, wave, args.workers, flags) for transport in args.transports]
     sys.exit(0 if all(ok) else 1)
 
 
