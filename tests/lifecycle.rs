@@ -86,12 +86,13 @@ async fn a_killed_gateway_loses_its_workers_and_the_next_one_cleans_up() {
         wait_until(|| workers.iter().all(|worker| !process_alive(*worker))).await,
         "workers outlived a killed gateway"
     );
-    assert_eq!(
-        segments_of(pid).len(),
-        2,
+    // Its runtime directory is still there. (Its segments are too, unless a
+    // gateway of a test running alongside already removed them: any new
+    // gateway removes the segments of dead ones.)
+    assert!(
+        runtime_dir(base.path(), pid).exists(),
         "a killed gateway cannot clean up"
     );
-    assert!(runtime_dir(base.path(), pid).exists());
 
     let mut second = Gateway::start_with_env("shm", &[], &env).await;
     assert!(
