@@ -46,6 +46,11 @@ pub enum RunError {
     #[error("the token file {0} is empty; put the token callers must send in it")]
     EmptyToken(PathBuf),
 
+    #[error(
+        "the TLS certificate or key cannot be used: {0}; pass a PEM certificate chain to --tls-cert and its PEM private key to --tls-key"
+    )]
+    Tls(String),
+
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -194,11 +199,29 @@ fn read_access(config: &Config) -> Result<Access, RunError> {
                 read("the TLS certificate", cert)?,
                 read("the TLS key", key)?,
             );
-            Some(tonic::transport::ServerTlsConfig::new().identity(identity))
+            let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+            // Checked now, so that a bad file stops the gateway before it
+            // starts workers or says it is serving.
+            if let Err(err) = tonic::transport::Server::builder().tls_config(tls.clone()) {
+                return Err(RunError::Tls(error_chain(&err)));
+            }
+            Some(tls)
         }
         None => None,
     };
     Ok(Access { token, tls })
+}
+
+/// An error and its causes, as one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, RunError> {

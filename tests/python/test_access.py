@@ -75,6 +75,15 @@ def test_an_empty_token_file_stops_the_gateway_with_a_reason(launcher, tmp_path)
     assert "is empty" in result.stderr
 
 
+def test_unusable_tls_files_stop_the_gateway_before_it_serves(launcher, tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    result = run_gateway(launcher, "--tls-cert", str(junk), "--tls-key", str(junk))
+    assert result.returncode != 0
+    assert "TLS certificate or key cannot be used" in result.stderr
+    assert result.stdout == ""
+
+
 def test_listening_beyond_loopback_without_a_token_is_refused(launcher):
     result = run_gateway(launcher, "--listen", "0.0.0.0:0")
     assert result.returncode == 2, result.stderr
