@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::config::{Config, TlsFiles, TransportKind};
 use crate::metrics;
 use crate::pool::{Pool, StartError, WorkerState};
-use crate::server::{self, Access, GatewayService, SERVICE_NAME};
+use crate::server::{self, Access, GatewayService, SERVICE_NAME, TokenError};
 use crate::transport::shm::runtime_dir::RuntimeDir;
 
 /// Why the gateway could not run.
@@ -43,8 +43,8 @@ pub enum RunError {
         source: std::io::Error,
     },
 
-    #[error("the token file {0} is empty; put the token callers must send in it")]
-    EmptyToken(PathBuf),
+    #[error("the token file {path} {source}")]
+    Token { path: PathBuf, source: TokenError },
 
     #[error(
         "the TLS certificate or key cannot be used: {0}; pass a PEM certificate chain to --tls-cert and its PEM private key to --tls-key"
@@ -187,9 +187,12 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {
 fn read_access(config: &Config) -> Result<Access, RunError> {
     let token = match &config.auth_token_file {
         Some(path) => {
-            let text = read("the token file", path)?;
-            let text = String::from_utf8_lossy(&text);
-            Some(server::read_token(&text).ok_or_else(|| RunError::EmptyToken(path.clone()))?)
+            let content = read("the token file", path)?;
+            let token = server::read_token(&content).map_err(|source| RunError::Token {
+                path: path.clone(),
+                source,
+            })?;
+            Some(token)
         }
         None => None,
     };

@@ -39,7 +39,7 @@ pub enum Outcome {
     TooLarge,
     /// The worker died or broke the protocol during the call.
     Crashed,
-    /// The call's deadline passed (before or while it ran).
+    /// The call's deadline passed while it ran.
     Timeout,
     /// The gateway stopped while the call ran.
     Cancelled,
@@ -134,7 +134,7 @@ impl Metrics {
         let rejected = Family::<RejectedLabels, Counter>::default();
         registry.register(
             "rejected_calls",
-            "Calls refused before reaching a worker, by reason",
+            "Calls that never reached a worker, by reason",
             rejected.clone(),
         );
         let queue_depth = Gauge::default();
@@ -224,8 +224,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A call was refused before it reached a worker; other errors are
-    /// counted as call outcomes.
+    /// A call was refused before it reached a worker. Only refusals are
+    /// counted here: errors of calls that ran are counted as outcomes.
     pub fn rejected(&self, err: &GatewayError) {
         let reason = match err {
             GatewayError::QueueFull { .. } | GatewayError::QueueBytesFull { .. } => "queue_full",
@@ -233,8 +233,19 @@ impl Metrics {
             GatewayError::InvalidRequest => "invalid_request",
             GatewayError::Unauthenticated => "unauthenticated",
             GatewayError::ShuttingDown => "shutting_down",
-            GatewayError::Timeout(_) | GatewayError::WorkerCrashed { .. } => return,
+            GatewayError::Timeout(_) => "deadline_in_queue",
+            // Only a call that ran can crash its worker: an outcome.
+            GatewayError::WorkerCrashed { .. } => return,
         };
+        self.unserved(reason);
+    }
+
+    /// A worker took a queued call whose caller had already gone.
+    pub fn abandoned_in_queue(&self) {
+        self.unserved("caller_left");
+    }
+
+    fn unserved(&self, reason: &'static str) {
         self.rejected
             .get_or_create(&RejectedLabels { reason })
             .inc();

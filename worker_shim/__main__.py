@@ -29,12 +29,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def limit_memory(limit: int) -> None:
+def limit_memory(limit: int) -> bool:
     """Caps this process's address space. Soft and hard limits are both set,
     so that the functions it runs cannot raise it again; an allocation past
-    it raises ``MemoryError`` (or kills the worker, which the gateway reports
-    as a crash)."""
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    it raises ``MemoryError`` in the call, and the worker lives on. Says why
+    on stderr and returns False when the cap cannot be set."""
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError) as exc:
+        print(
+            f"worker_shim: cannot cap the address space at {limit} bytes: {exc}; "
+            "lower --worker-memory-bytes below the limit the gateway runs under (ulimit -v)",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import _executor  # imported after fd hygiene: nothing may print to fd 1
 
-    if args.memory_limit is not None:
-        limit_memory(args.memory_limit)
+    if args.memory_limit is not None and not limit_memory(args.memory_limit):
+        return 2
 
     try:
         if args.transport == "shm":
@@ -62,6 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         return _pipe.serve(reader, writer, _executor.execute)
     except OSError as exc:
         print(f"worker_shim: the protocol stream failed: {exc}; exiting", file=sys.stderr)
+        return 1
+    except MemoryError:
+        # Calls catch their own MemoryError; this is the worker itself (its
+        # imports, its rings, a request buffer) not fitting.
+        hint = ""
+        if args.memory_limit is not None:
+            hint = (
+                f" under --worker-memory-bytes {args.memory_limit}; raise it "
+                "(the shm rings alone take 2 x --ring-bytes)"
+            )
+        print(f"worker_shim: out of memory outside a call{hint}; exiting", file=sys.stderr)
         return 1
 
 

@@ -26,6 +26,7 @@ transport therefore runs on x86-64 only; ``serve`` refuses other machines.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import platform
@@ -278,8 +279,13 @@ class Channel:
         return payload, 0
 
     def release(self, count: int) -> None:
-        # No bell: the whole request was in the ring, so the gateway is not
-        # waiting for space.
+        """Frees the ``count`` ring bytes of a request read in place.
+
+        Call it before :meth:`send`, which rings the bell: release itself
+        does not ring, as the whole request was in the ring and the gateway
+        is not waiting for space. Space freed after the send would only be
+        seen by the gateway's next write, which is correct but never wakes
+        a gateway already waiting for room."""
         if count:
             self.requests.skip(count)
 
@@ -321,7 +327,10 @@ def serve(segment_name: str, doorbell_path: str, execute: Execute) -> int:
         segment = Segment(segment_name)
         bell = Doorbell(doorbell_path)
     except (OSError, ShmProtocolError) as exc:
-        print(f"worker_shim: cannot attach to shared memory: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+            hint = "; if --worker-memory-bytes is set, it must leave room for 2 x --ring-bytes"
+        print(f"worker_shim: cannot attach to shared memory: {exc}{hint}", file=sys.stderr)
         return 1
     channel = Channel(segment.requests, segment.responses, bell)
     bell.sock.sendall(READY)

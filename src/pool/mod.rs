@@ -107,14 +107,18 @@ impl Pool {
         deadline: Option<Deadline>,
     ) -> Result<Bytes, GatewayError> {
         let (reply, response) = oneshot::channel();
-        let queued = self.queue.reserve(payload.len())?;
-        self.queue.submit(Job {
-            payload,
-            deadline,
-            reply,
-            queued_at: tokio::time::Instant::now(),
-            queued,
-        })?;
+        self.queue
+            .reserve(payload.len())
+            .and_then(|queued| {
+                self.queue.submit(Job {
+                    payload,
+                    deadline,
+                    reply,
+                    queued_at: tokio::time::Instant::now(),
+                    queued,
+                })
+            })
+            .inspect_err(|err| self.metrics.rejected(err))?;
         let response = async { response.await.unwrap_or(Err(GatewayError::ShuttingDown)) };
         match deadline {
             None => response.await,
@@ -131,7 +135,7 @@ impl Pool {
         self.board.snapshot()
     }
 
-    /// The pool's metrics, to count what happens outside it (refusals).
+    /// The pool's metrics, to count refusals that happen before the pool.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

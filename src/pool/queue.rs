@@ -59,13 +59,6 @@ impl Drop for QueuedBytes {
     }
 }
 
-impl Job {
-    /// Whether the caller stopped waiting for this job.
-    pub fn is_abandoned(&self) -> bool {
-        self.reply.is_closed()
-    }
-}
-
 /// The sending side, held by the gRPC service.
 #[derive(Debug, Clone)]
 pub struct JobQueue {
@@ -93,21 +86,24 @@ impl JobQueue {
         (queue, receiver)
     }
 
-    /// Takes `len` bytes of the byte bound for a job about to be submitted.
+    /// Takes `len` bytes of the byte bound for a job about to be submitted;
+    /// nothing is taken when the bound would be passed.
     pub fn reserve(&self, len: usize) -> Result<QueuedBytes, GatewayError> {
-        let queued = self.bytes.fetch_add(len, Ordering::Relaxed);
-        let reserved = QueuedBytes {
-            len,
-            total: Arc::clone(&self.bytes),
-        };
-        if queued > 0 && queued.saturating_add(len) > self.max_bytes {
-            return Err(GatewayError::QueueBytesFull {
+        self.bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |queued| {
+                queued
+                    .checked_add(len)
+                    .filter(|&total| queued == 0 || total <= self.max_bytes)
+            })
+            .map_err(|queued| GatewayError::QueueBytesFull {
                 queued,
                 size: len,
                 limit: self.max_bytes,
-            });
-        }
-        Ok(reserved)
+            })?;
+        Ok(QueuedBytes {
+            len,
+            total: Arc::clone(&self.bytes),
+        })
     }
 
     /// Enqueues a job without waiting: a full queue is refused at once.
@@ -182,19 +178,12 @@ mod tests {
             })
         ));
         drop(huge);
+        // Refusals took nothing: the whole bound is free again.
+        assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
         let first = queue.reserve(60).unwrap();
         assert!(queue.reserve(41).is_err());
         let second = queue.reserve(40).unwrap();
         drop((first, second));
         assert!(queue.reserve(100).is_ok());
-    }
-
-    #[test]
-    fn a_dropped_caller_marks_the_job_abandoned() {
-        let (queue, _receiver) = JobQueue::bounded(1, 100);
-        let (job, rx) = job(&queue);
-        assert!(!job.is_abandoned());
-        drop(rx);
-        assert!(job.is_abandoned());
     }
 }

@@ -175,13 +175,6 @@ impl WorkerActor {
                     Err(_closed) => return Ended::Shutdown,
                 },
             };
-            if job.is_abandoned() {
-                debug!(
-                    worker = self.index,
-                    "caller left before its call started; dropped"
-                );
-                continue;
-            }
             let Job {
                 payload,
                 deadline,
@@ -191,13 +184,22 @@ impl WorkerActor {
             } = job;
             drop(queued);
             let started = Instant::now();
-            self.metrics.call_started(started - queued_at);
             if let Some(deadline) = deadline.filter(|deadline| deadline.at <= started) {
-                self.metrics
-                    .call_finished(self.index, Outcome::Timeout, Duration::ZERO);
-                let _ = reply.send(Err(GatewayError::Timeout(deadline.budget)));
+                // Its caller has been told (or is about to be) that it timed out.
+                let err = GatewayError::Timeout(deadline.budget);
+                self.metrics.rejected(&err);
+                let _ = reply.send(Err(err));
                 continue;
             }
+            if reply.is_closed() {
+                self.metrics.abandoned_in_queue();
+                debug!(
+                    worker = self.index,
+                    "caller left before its call started; dropped"
+                );
+                continue;
+            }
+            self.metrics.call_started(started - queued_at);
 
             self.set_state(WorkerState::Busy);
             self.metrics.moved(Direction::Request, payload.len());
@@ -242,6 +244,7 @@ impl WorkerActor {
                     }));
                 }
                 Err(err) => {
+                    let ran_for = started.elapsed();
                     let cause = match process.wait_for(EXIT_AFTER_BREAK).await {
                         Some(status) => describe_exit(status),
                         None => {
@@ -250,7 +253,8 @@ impl WorkerActor {
                         }
                     };
                     process.settle_stderr().await;
-                    finished(Outcome::Crashed);
+                    self.metrics
+                        .call_finished(self.index, Outcome::Crashed, ran_for);
                     warn!(
                         worker = self.index,
                         pid, cause, "worker died during a call; restarting it"

@@ -57,10 +57,31 @@ impl tonic::service::Interceptor for TokenCheck {
     }
 }
 
-/// Reads a token file: its content without surrounding whitespace.
-pub fn read_token(text: &str) -> Option<Vec<u8>> {
-    let token = text.trim();
-    (!token.is_empty()).then(|| token.as_bytes().to_vec())
+/// Why a token file's content cannot be the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("is empty; put the token callers must send in it")]
+    Empty,
+    #[error(
+        "holds byte {byte:#04x} at offset {offset}, which a client cannot send in a header; use printable ASCII without spaces (for example `openssl rand -hex 32`)"
+    )]
+    Unsendable { byte: u8, offset: usize },
+}
+
+/// Reads a token file: its content without surrounding whitespace, which
+/// must be printable ASCII so that every client can send it as metadata.
+pub fn read_token(content: &[u8]) -> Result<Vec<u8>, TokenError> {
+    let token = content.trim_ascii();
+    if token.is_empty() {
+        return Err(TokenError::Empty);
+    }
+    match token.iter().position(|byte| !byte.is_ascii_graphic()) {
+        Some(offset) => Err(TokenError::Unsendable {
+            byte: token[offset],
+            offset,
+        }),
+        None => Ok(token.to_vec()),
+    }
 }
 
 #[cfg(test)]
@@ -82,7 +103,7 @@ mod tests {
     #[test]
     fn only_the_right_bearer_token_passes() {
         let metrics = Arc::new(Metrics::new(1, "pipe"));
-        let mut check = TokenCheck::new(read_token("s3cret\n"), Arc::clone(&metrics));
+        let mut check = TokenCheck::new(read_token(b"s3cret\n").ok(), Arc::clone(&metrics));
         assert!(check.call(request(Some("Bearer s3cret"))).is_ok());
         for wrong in [
             None,
@@ -104,6 +125,25 @@ mod tests {
     fn without_a_token_every_call_passes_and_blank_files_hold_none() {
         let mut check = TokenCheck::new(None, Arc::new(Metrics::new(1, "pipe")));
         assert!(check.call(request(None)).is_ok());
-        assert_eq!(read_token(" \n"), None);
+    }
+
+    #[test]
+    fn token_files_must_hold_a_sendable_token() {
+        assert_eq!(read_token(b"  tok-3n_\r\n").unwrap(), b"tok-3n_");
+        assert_eq!(read_token(b" \n"), Err(TokenError::Empty));
+        assert_eq!(
+            read_token(b"two words"),
+            Err(TokenError::Unsendable {
+                byte: b' ',
+                offset: 3
+            })
+        );
+        assert_eq!(
+            read_token("caf\u{e9}".as_bytes()),
+            Err(TokenError::Unsendable {
+                byte: 0xc3,
+                offset: 3
+            })
+        );
     }
 }

@@ -14,7 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
-pub use auth::read_token;
+pub use auth::{TokenError, read_token};
 pub use service::{CallRequest, GatewayService, REQUEST_MAGIC};
 
 use crate::pb::gateway_server::GatewayServer;

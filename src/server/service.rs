@@ -55,17 +55,10 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let deadline = call_deadline(request.metadata(), self.call_timeout);
-        let outcome = match CallRequest::parse(request.into_inner(), self.max_payload_bytes) {
-            Ok(call) => self.pool.run(call.payload, deadline).await,
-            Err(err) => Err(err),
-        };
-        match outcome {
-            Ok(payload) => Ok(Response::new(pb::ExecuteResponse { payload })),
-            Err(err) => {
-                self.pool.metrics().rejected(&err);
-                Err(err.into())
-            }
-        }
+        let call = CallRequest::parse(request.into_inner(), self.max_payload_bytes)
+            .inspect_err(|err| self.pool.metrics().rejected(err))?;
+        let payload = self.pool.run(call.payload, deadline).await?;
+        Ok(Response::new(pb::ExecuteResponse { payload }))
     }
 
     async fn get_workers(

@@ -67,12 +67,20 @@ def test_health_answers_without_a_token(start_gateway, token_file):
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_an_empty_token_file_stops_the_gateway_with_a_reason(launcher, tmp_path):
-    empty = tmp_path / "empty"
-    empty.write_text("\n")
-    result = run_gateway(launcher, "--auth-token-file", str(empty))
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"\n", "is empty"), ("caf\u00e9\n".encode(), "cannot send in a header")],
+    ids=["empty", "non-ascii"],
+)
+def test_an_unusable_token_file_stops_the_gateway_with_a_reason(
+    launcher, tmp_path, content, reason
+):
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    result = run_gateway(launcher, "--auth-token-file", str(path))
     assert result.returncode != 0
-    assert "is empty" in result.stderr
+    assert reason in result.stderr
+    assert result.stdout == ""
 
 
 def test_unusable_tls_files_stop_the_gateway_before_it_serves(launcher, tmp_path):
@@ -148,3 +156,15 @@ def test_a_worker_memory_cap_turns_runaway_allocation_into_memory_error(start_ga
         compute_this(server=gateway.url)(allocate_without_bound)().run()
     assert compute_this(server=gateway.url)(double)(2).run() == 4
     assert gateway.restarts() == 0
+
+
+def test_a_memory_cap_too_small_for_the_rings_stops_the_gateway_with_a_reason(launcher):
+    if launcher.transport != "shm":
+        pytest.skip("the pipe transport maps no rings")
+    # The smallest cap accepted cannot hold two 32 MiB rings and Python.
+    result = run_gateway(
+        launcher, "--worker-memory-bytes", str(64 << 20), "--ring-bytes", str(32 << 20)
+    )
+    assert result.returncode != 0
+    assert "--worker-memory-bytes" in result.stderr
+    assert result.stdout == ""

@@ -34,7 +34,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
 
-from distribute_challenge import WorkerCrashed, compute_this
+from distribute_challenge import CallTimeout, PayloadTooLarge, WorkerCrashed, compute_this
 from distribute_challenge._pb import gateway_pb2
 
 MONITORING = REPO / "monitoring"
@@ -292,3 +292,48 @@ def test_metrics_endpoint_counts_every_call_per_worker(start_gateway, tmp_path):
     assert not missing, f"the dashboard reads series /metrics lacks: {missing}\n{scrape.text}"
     families = {family.name for family in scrape.families}
     assert {family_of(series) for series in used if series.endswith("_bucket")} <= families
+
+
+def sleep_then(seconds, value):
+    time.sleep(seconds)
+    return value
+
+
+def test_each_call_is_counted_once_as_an_outcome_or_as_never_served(start_gateway):
+    port = free_port()
+    gateway = start_gateway(
+        "--workers", "1", "--max-payload-bytes", "100000", "--metrics-listen", f"127.0.0.1:{port}"
+    )
+    remote = compute_this(server=gateway.url)
+
+    # A response over the limit ran: an outcome, not a refusal.
+    with pytest.raises(PayloadTooLarge):
+        remote(bytes)(200_000).run()
+
+    # A call that times out while the only worker is busy never ran.
+    async def one_waits_too_long():
+        busy = asyncio.ensure_future(remote(sleep_then)(2, "slept").async_run())
+        await asyncio.sleep(0.5)
+        with pytest.raises(CallTimeout):
+            await compute_this(server=gateway.url, timeout=0.5)(square)(3).async_run()
+        return await busy
+
+    assert asyncio.run(one_waits_too_long()) == "slept"
+
+    def counted(_gateway) -> bool:
+        return Scrape(port).value("mystic_rejected_calls_total") >= 1
+
+    gateway.wait_for(counted, "the expired call to be counted when the worker reached it")
+    scrape = Scrape(port)
+    assert scrape.value("mystic_calls_total", outcome="too_large") == 1, scrape.text
+    assert scrape.value("mystic_calls_total", outcome="ok") == 1, scrape.text
+    assert scrape.value("mystic_calls_total", outcome="timeout") == 0, scrape.text
+    rejected = {
+        sample.labels["reason"]: sample.value
+        for sample in scrape.series("mystic_rejected_calls_total")
+        if sample.value
+    }
+    assert rejected == {"deadline_in_queue": 1}, scrape.text
+    # Only the two calls that ran were timed.
+    assert scrape.value("mystic_call_duration_seconds_count") == 2, scrape.text
+    assert scrape.value("mystic_queue_wait_seconds_count") == 2, scrape.text
