@@ -224,8 +224,9 @@ impl Metrics {
             .inc();
     }
 
-    /// A call was refused before it reached a worker. Only refusals are
-    /// counted here: errors of calls that ran are counted as outcomes.
+    /// A call never reached a worker: it was refused, or (`Timeout`) its
+    /// deadline passed while it was queued. Errors of calls that ran are
+    /// counted as outcomes, not here.
     pub fn rejected(&self, err: &GatewayError) {
         let reason = match err {
             GatewayError::QueueFull { .. } | GatewayError::QueueBytesFull { .. } => "queue_full",
