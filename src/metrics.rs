@@ -224,9 +224,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A call never reached a worker: it was refused, or (`Timeout`) its
-    /// deadline passed while it was queued. Errors of calls that ran are
-    /// counted as outcomes, not here.
+    /// A call was refused before it reached a worker. Errors of calls that
+    /// ran are counted as outcomes, not here.
     pub fn rejected(&self, err: &GatewayError) {
         let reason = match err {
             GatewayError::QueueFull { .. } | GatewayError::QueueBytesFull { .. } => "queue_full",
@@ -234,11 +233,15 @@ impl Metrics {
             GatewayError::InvalidRequest => "invalid_request",
             GatewayError::Unauthenticated => "unauthenticated",
             GatewayError::ShuttingDown => "shutting_down",
-            GatewayError::Timeout(_) => "deadline_in_queue",
-            // Only a call that ran can crash its worker: an outcome.
-            GatewayError::WorkerCrashed { .. } => return,
+            // Only calls that reached a worker time out or crash: outcomes.
+            GatewayError::Timeout(_) | GatewayError::WorkerCrashed { .. } => return,
         };
         self.unserved(reason);
+    }
+
+    /// A worker took a queued call whose deadline had already passed.
+    pub fn expired_in_queue(&self) {
+        self.unserved("deadline_in_queue");
     }
 
     /// A worker took a queued call whose caller had already gone.

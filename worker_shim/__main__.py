@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         # imports, its rings, a request buffer) not fitting.
         hint = ""
         if args.memory_limit is not None:
-            hint = (
-                f" under --worker-memory-bytes {args.memory_limit}; raise it "
-                "(the shm rings alone take 2 x --ring-bytes)"
-            )
+            hint = f" under --worker-memory-bytes {args.memory_limit}; raise it"
         print(f"worker_shim: out of memory outside a call{hint}; exiting", file=sys.stderr)
         return 1
 

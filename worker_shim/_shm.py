@@ -281,11 +281,11 @@ class Channel:
     def release(self, count: int) -> None:
         """Frees the ``count`` ring bytes of a request read in place.
 
-        Call it before :meth:`send`, which rings the bell: release itself
-        does not ring, as the whole request was in the ring and the gateway
-        is not waiting for space. Space freed after the send would only be
-        seen by the gateway's next write, which is correct but never wakes
-        a gateway already waiting for room."""
+        Call it before :meth:`send`. Release does not ring the bell: the
+        whole request was in the ring, so the gateway is not waiting for
+        space now. Once the response is sent the gateway may start writing
+        the next request; space freed after that would come with no bell, and
+        a gateway that found the ring full would wait for it forever."""
         if count:
             self.requests.skip(count)
 

@@ -186,9 +186,8 @@ impl WorkerActor {
             let started = Instant::now();
             if let Some(deadline) = deadline.filter(|deadline| deadline.at <= started) {
                 // Its caller has been told (or is about to be) that it timed out.
-                let err = GatewayError::Timeout(deadline.budget);
-                self.metrics.rejected(&err);
-                let _ = reply.send(Err(err));
+                self.metrics.expired_in_queue();
+                let _ = reply.send(Err(GatewayError::Timeout(deadline.budget)));
                 continue;
             }
             if reply.is_closed() {
