@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mysticchallenge::transport::shm::frame::{FrameReader, FrameWriter};
-use mysticchallenge::transport::shm::ring::{
-    CONTROL_BYTES, HeapMapping, Mapping, RingPlacement, create,
-};
+use mysticchallenge::transport::shm::mapping::{HeapMapping, Mapping};
+use mysticchallenge::transport::shm::ring::{CONTROL_BYTES, RingPlacement, create};
 
 fn stream_frames(c: &mut Criterion) {
     let ring_bytes = 4 << 20;

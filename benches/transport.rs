@@ -11,8 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser as _;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mysticchallenge::metrics::Metrics;
 use mysticchallenge::pool::Pool;
-use mysticchallenge::transport::shm::runtime_dir::RuntimeDir;
+use mysticchallenge::transport::Spec;
 use mysticchallenge::{Args, Config};
 
 const SIZES: [usize; 6] = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20];
@@ -63,16 +64,22 @@ fn round_trips(c: &mut Criterion) {
             &python,
         ];
         let config = Config::try_from(Args::parse_from(args)).unwrap();
-        let runtime_dir =
-            (transport == "shm").then(|| std::sync::Arc::new(RuntimeDir::create().unwrap()));
-        let (pool, mut tasks) = runtime.block_on(async { Pool::spawn(&config, runtime_dir) });
+        let spec = Spec::new(
+            config.transport,
+            config.max_payload_bytes,
+            config.ring_bytes,
+        )
+        .unwrap();
+        let metrics = std::sync::Arc::new(Metrics::new(config.workers, transport));
+        let (pool, mut tasks) = runtime.block_on(async { Pool::spawn(&config, spec, metrics) });
         runtime.block_on(tasks.ready()).unwrap();
         for (size, request) in &requests {
             group.throughput(Throughput::Bytes(*size as u64));
             group.measurement_time(Duration::from_secs(if *size >= 16 << 20 { 20 } else { 3 }));
             group.bench_with_input(BenchmarkId::new(transport, size), request, |b, request| {
                 b.to_async(&runtime).iter(|| async {
-                    let response = pool.run(request.clone(), None).await.unwrap();
+                    let pending = pool.submit(request.clone(), None).unwrap();
+                    let response = pending.outcome().await.unwrap();
                     assert!(response.len() > *size);
                 });
             });

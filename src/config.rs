@@ -7,29 +7,12 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+
+use crate::transport::{DEFAULT_RING_BYTES, TransportKind};
 
 /// Default `--max-payload-bytes`: 1 GiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 30;
-
-/// How payloads reach the workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
-    /// Base64 lines over the worker's stdin/stdout.
-    Pipe,
-    /// Per-worker shared-memory rings with Unix-socket doorbells.
-    Shm,
-}
-
-impl TransportKind {
-    /// The name used on the command line, in `GetWorkers` and by the worker shim.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportKind::Pipe => "pipe",
-            TransportKind::Shm => "shm",
-        }
-    }
-}
 
 /// Command-line arguments of the `mysticchallenge` binary.
 #[derive(Debug, Parser)]
@@ -64,7 +47,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "N",
-        default_value_t = crate::transport::shm::DEFAULT_RING_BYTES,
+        default_value_t = DEFAULT_RING_BYTES,
         value_parser = parse_ring_bytes
     )]
     pub ring_bytes: usize,

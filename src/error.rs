@@ -1,5 +1,7 @@
-//! [`GatewayError`], every way a call can fail inside the gateway, and the one
-//! place where those failures become gRPC statuses.
+//! [`GatewayError`], every way a call can fail inside the gateway, its
+//! [`ErrorKind`] (one word per case, used for the `mystic-error` metadata and
+//! for metric labels alike), and the one place where those failures become
+//! gRPC statuses.
 //!
 //! Each status also carries the trailing metadata key [`ERROR_KIND_KEY`] so
 //! that clients can tell apart failures that share a code (a full queue and an
@@ -80,29 +82,69 @@ pub enum GatewayError {
     Unauthenticated,
 }
 
-impl GatewayError {
-    fn code_and_kind(&self) -> (Code, &'static str) {
+/// What kind of failure a [`GatewayError`] is: the word clients read in the
+/// `mystic-error` metadata and dashboards read in metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidRequest,
+    PayloadTooLarge,
+    QueueFull,
+    CallTimeout,
+    WorkerCrashed,
+    Unavailable,
+    Unauthenticated,
+}
+
+impl ErrorKind {
+    /// The kind's one spelling.
+    pub fn as_str(self) -> &'static str {
         match self {
-            GatewayError::InvalidRequest => (Code::InvalidArgument, "invalid-request"),
-            GatewayError::PayloadTooLarge { .. } => (Code::ResourceExhausted, "payload-too-large"),
+            ErrorKind::InvalidRequest => "invalid-request",
+            ErrorKind::PayloadTooLarge => "payload-too-large",
+            ErrorKind::QueueFull => "queue-full",
+            ErrorKind::CallTimeout => "call-timeout",
+            ErrorKind::WorkerCrashed => "worker-crashed",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unauthenticated => "unauthenticated",
+        }
+    }
+
+    /// The gRPC status code failures of this kind are sent with.
+    pub fn code(self) -> Code {
+        match self {
+            ErrorKind::InvalidRequest => Code::InvalidArgument,
+            ErrorKind::PayloadTooLarge | ErrorKind::QueueFull => Code::ResourceExhausted,
+            ErrorKind::CallTimeout => Code::DeadlineExceeded,
+            ErrorKind::WorkerCrashed => Code::Aborted,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+        }
+    }
+}
+
+impl GatewayError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GatewayError::InvalidRequest => ErrorKind::InvalidRequest,
+            GatewayError::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             GatewayError::QueueFull { .. } | GatewayError::QueueBytesFull { .. } => {
-                (Code::ResourceExhausted, "queue-full")
+                ErrorKind::QueueFull
             }
-            GatewayError::Timeout(_) => (Code::DeadlineExceeded, "call-timeout"),
-            GatewayError::WorkerCrashed { .. } => (Code::Aborted, "worker-crashed"),
-            GatewayError::ShuttingDown => (Code::Unavailable, "unavailable"),
-            GatewayError::Unauthenticated => (Code::Unauthenticated, "unauthenticated"),
+            GatewayError::Timeout(_) => ErrorKind::CallTimeout,
+            GatewayError::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
+            GatewayError::ShuttingDown => ErrorKind::Unavailable,
+            GatewayError::Unauthenticated => ErrorKind::Unauthenticated,
         }
     }
 }
 
 impl From<GatewayError> for Status {
     fn from(err: GatewayError) -> Self {
-        let (code, kind) = err.code_and_kind();
-        let mut status = Status::new(code, err.to_string());
+        let kind = err.kind();
+        let mut status = Status::new(kind.code(), err.to_string());
         status.metadata_mut().insert(
             ERROR_KIND_KEY,
-            tonic::metadata::MetadataValue::from_static(kind),
+            tonic::metadata::MetadataValue::from_static(kind.as_str()),
         );
         status
     }

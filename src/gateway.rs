@@ -13,11 +13,11 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::config::{Config, TlsFiles, TransportKind};
-use crate::metrics;
+use crate::config::{Config, TlsFiles};
+use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, StartError, WorkerState};
-use crate::server::{self, Access, GatewayService, SERVICE_NAME, TokenError};
-use crate::transport::shm::runtime_dir::RuntimeDir;
+use crate::server::{self, Access, GatewayService, Refusals, SERVICE_NAME, TokenError};
+use crate::transport;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +28,8 @@ pub enum RunError {
         source: std::io::Error,
     },
 
-    #[error(
-        "cannot create the private runtime directory for shared memory: {0}; set XDG_RUNTIME_DIR to a directory of yours, or start the gateway with --transport pipe"
-    )]
-    RuntimeDir(std::io::Error),
+    #[error(transparent)]
+    Transport(#[from] transport::SetupError),
 
     #[error(transparent)]
     Start(#[from] StartError),
@@ -73,18 +71,19 @@ pub async fn run(
 
     let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
-    let runtime_dir = match config.transport {
-        TransportKind::Pipe => None,
-        TransportKind::Shm => Some(Arc::new(
-            RuntimeDir::create().map_err(RunError::RuntimeDir)?,
-        )),
-    };
-    let (pool, mut tasks) = Pool::spawn(&config, runtime_dir);
+    let transport = transport::Spec::new(
+        config.transport,
+        config.max_payload_bytes,
+        config.ring_bytes,
+    )?;
+    let metrics = Arc::new(Metrics::new(config.workers, config.transport.as_str()));
+    let (pool, mut tasks) = Pool::spawn(&config, transport, Arc::clone(&metrics));
     let service = GatewayService {
         pool: pool.clone(),
         transport: config.transport,
         max_payload_bytes: config.max_payload_bytes,
         call_timeout: config.call_timeout,
+        refusals: Refusals::new(metrics),
     };
     let stopping = CancellationToken::new();
     if let Some((listener, addr)) = metrics_listener {

@@ -10,6 +10,9 @@
 //! - [`gateway`]: wiring it all together; [`shutdown`]: the stop signal.
 //! - [`pb`]: generated protobuf and gRPC code.
 
+// `unsafe` is allowed only in the shared-memory mapping and ring modules.
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod error;
 pub mod gateway;

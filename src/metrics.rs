@@ -24,35 +24,54 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 
-use crate::error::{Direction, GatewayError};
+use crate::error::{Direction, ErrorKind, GatewayError};
 
 /// The media type of what `/metrics` returns.
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// How a call that reached a worker ended.
+/// How a call that reached a worker ended: a response came back (the
+/// function may still have raised: that is its own business, carried in the
+/// payload), or its caller got an error of this kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A response came back (the function may still have raised: that is
-    /// its own business, carried in the payload).
     Ok,
-    /// The response was over the payload limit; the worker was kept.
-    TooLarge,
-    /// The worker died or broke the protocol during the call.
-    Crashed,
-    /// The call's deadline passed while it ran.
-    Timeout,
-    /// The gateway stopped while the call ran.
-    Cancelled,
+    Failed(ErrorKind),
 }
 
 impl Outcome {
+    /// The outcome of a call answered with `result`.
+    pub fn of<T>(result: &Result<T, GatewayError>) -> Self {
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(err) => Outcome::Failed(err.kind()),
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
-            Outcome::TooLarge => "too_large",
-            Outcome::Crashed => "crashed",
-            Outcome::Timeout => "timeout",
-            Outcome::Cancelled => "cancelled",
+            Outcome::Failed(kind) => kind.as_str(),
+        }
+    }
+}
+
+/// Why a call never reached a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unserved {
+    /// Refused on arrival, with this kind of error.
+    Refused(ErrorKind),
+    /// Its deadline passed while it waited in the queue.
+    ExpiredInQueue,
+    /// Its caller went away while it waited in the queue.
+    CallerLeft,
+}
+
+impl Unserved {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unserved::Refused(kind) => kind.as_str(),
+            Unserved::ExpiredInQueue => "deadline-in-queue",
+            Unserved::CallerLeft => "caller-left",
         }
     }
 }
@@ -224,34 +243,13 @@ impl Metrics {
             .inc();
     }
 
-    /// A call was refused before it reached a worker. Errors of calls that
-    /// ran are counted as outcomes, not here.
-    pub fn rejected(&self, err: &GatewayError) {
-        let reason = match err {
-            GatewayError::QueueFull { .. } | GatewayError::QueueBytesFull { .. } => "queue_full",
-            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
-            GatewayError::InvalidRequest => "invalid_request",
-            GatewayError::Unauthenticated => "unauthenticated",
-            GatewayError::ShuttingDown => "shutting_down",
-            // Only calls that reached a worker time out or crash: outcomes.
-            GatewayError::Timeout(_) | GatewayError::WorkerCrashed { .. } => return,
-        };
-        self.unserved(reason);
-    }
-
-    /// A worker took a queued call whose deadline had already passed.
-    pub fn expired_in_queue(&self) {
-        self.unserved("deadline_in_queue");
-    }
-
-    /// A worker took a queued call whose caller had already gone.
-    pub fn abandoned_in_queue(&self) {
-        self.unserved("caller_left");
-    }
-
-    fn unserved(&self, reason: &'static str) {
+    /// A call never reached a worker, for `reason`. Calls that reached one
+    /// are counted by [`Metrics::call_finished`] instead.
+    pub fn unserved(&self, reason: Unserved) {
         self.rejected
-            .get_or_create(&RejectedLabels { reason })
+            .get_or_create(&RejectedLabels {
+                reason: reason.as_str(),
+            })
             .inc();
     }
 
@@ -299,21 +297,27 @@ mod tests {
     fn every_worker_has_series_from_the_start_and_counts_add_up() {
         let metrics = Metrics::new(2, "shm");
         metrics.call_finished(1, Outcome::Ok, Duration::from_millis(3));
-        metrics.call_finished(1, Outcome::Crashed, Duration::from_millis(3));
+        metrics.call_finished(
+            1,
+            Outcome::Failed(ErrorKind::WorkerCrashed),
+            Duration::from_millis(3),
+        );
         metrics.restarted(1);
         metrics.moved(Direction::Request, 100);
         metrics.moved(Direction::Request, 28);
-        metrics.rejected(&GatewayError::QueueFull { capacity: 1 });
+        metrics.unserved(Unserved::Refused(ErrorKind::QueueFull));
+        metrics.unserved(Unserved::CallerLeft);
         let text = metrics.render(5, 2);
 
         for line in [
             r#"mystic_calls_total{worker="0",outcome="ok"} 0"#,
             r#"mystic_calls_total{worker="1",outcome="ok"} 1"#,
-            r#"mystic_calls_total{worker="1",outcome="crashed"} 1"#,
+            r#"mystic_calls_total{worker="1",outcome="worker-crashed"} 1"#,
             r#"mystic_worker_restarts_total{worker="0"} 0"#,
             r#"mystic_worker_restarts_total{worker="1"} 1"#,
             r#"mystic_transport_bytes_total{transport="shm",direction="request"} 128"#,
-            r#"mystic_rejected_calls_total{reason="queue_full"} 1"#,
+            r#"mystic_rejected_calls_total{reason="queue-full"} 1"#,
+            r#"mystic_rejected_calls_total{reason="caller-left"} 1"#,
             "mystic_call_duration_seconds_count 2",
             "mystic_queue_depth 5",
             "mystic_busy_workers 2",

@@ -119,7 +119,7 @@ async fn the_queue_is_bounded_by_bytes_and_refusals_are_counted() {
 
         let text = common::scrape(&metrics_listen).await;
         for line in [
-            r#"mystic_rejected_calls_total{reason="queue_full"} 1"#,
+            r#"mystic_rejected_calls_total{reason="queue-full"} 1"#,
             r#"mystic_calls_total{worker="0",outcome="ok"} 2"#,
             "mystic_queue_depth 0",
         ] {

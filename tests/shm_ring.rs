@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use mysticchallenge::transport::shm::frame::{FrameReader, FrameWriter};
+use mysticchallenge::transport::shm::mapping::{HeapMapping, Mapping};
 use mysticchallenge::transport::shm::ring::{
-    CONTROL_BYTES, Consumer, HeapMapping, Mapping, Producer, RingPlacement, create,
+    CONTROL_BYTES, Consumer, Producer, RingPlacement, create,
 };
 use proptest::prelude::*;
 

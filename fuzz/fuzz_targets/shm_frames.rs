@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use mysticchallenge::transport::shm::frame::FrameReader;
-use mysticchallenge::transport::shm::ring::{CONTROL_BYTES, HeapMapping, RingPlacement, attach_consumer, create};
+use mysticchallenge::transport::shm::mapping::HeapMapping;
+use mysticchallenge::transport::shm::ring::{CONTROL_BYTES, RingPlacement, attach_consumer, create};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&shape, rest)) = data.split_first() else { return };

@@ -1,25 +1,33 @@
 //! The worker pool: a bounded job queue and one actor per worker slot.
 //!
 //! - [`Pool`]: the cheap, cloneable handle the gRPC service submits calls to.
+//! - [`PendingCall`]: a submitted call, awaited for its outcome.
 //! - [`PoolTasks`]: the running actors; waits for start-up and shuts down.
-//! - `worker`: the per-slot actor; `process`: the OS process; `queue`: jobs;
+//! - `worker`: the per-slot actor; `spawn`: what the actor needs from a
+//!   process (traits); `process`: the real OS process; `queue`: jobs;
 //!   `restart`: backoff; `startup`: start-up errors; `status`: the status board.
 
 mod process;
 mod queue;
 mod restart;
+#[cfg(test)]
+mod scripted;
+mod spawn;
 mod startup;
 mod status;
 mod worker;
+#[cfg(test)]
+mod worker_tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use process::{WorkerSpec, describe_exit};
+pub use process::describe_exit;
 pub use queue::Deadline;
 pub use startup::StartError;
 pub use status::{WorkerSnapshot, WorkerState};
@@ -27,9 +35,10 @@ pub use status::{WorkerSnapshot, WorkerState};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::transport::TransportSpec;
-use crate::transport::shm::runtime_dir::RuntimeDir;
-use queue::{Job, JobQueue};
+use crate::transport;
+use process::PythonSpawner;
+use queue::{Job, JobQueue, JobResult};
+use spawn::Spawner;
 use status::StatusBoard;
 use worker::WorkerActor;
 
@@ -50,35 +59,73 @@ pub struct PoolTasks {
     first_starts: Vec<oneshot::Receiver<Result<(), StartError>>>,
 }
 
+/// How big the pool is and how patient.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub queue_max_bytes: usize,
+    pub startup_timeout: Duration,
+}
+
+impl From<&Config> for PoolSettings {
+    fn from(config: &Config) -> Self {
+        PoolSettings {
+            workers: config.workers,
+            queue_capacity: config.queue_capacity,
+            queue_max_bytes: config.queue_max_bytes,
+            startup_timeout: config.startup_timeout,
+        }
+    }
+}
+
+/// A call in the queue or on a worker.
+#[derive(Debug)]
+pub struct PendingCall {
+    response: oneshot::Receiver<JobResult>,
+    deadline: Option<Deadline>,
+}
+
 impl Pool {
-    /// Starts one actor per worker. Each spawns its process at once; wait
+    /// Starts one actor per worker, each running `config.python -m
+    /// worker_shim` over `transport`. Each spawns its process at once; wait
     /// for them with [`PoolTasks::ready`].
-    pub fn spawn(config: &Config, runtime_dir: Option<Arc<RuntimeDir>>) -> (Pool, PoolTasks) {
-        let (queue, jobs) = JobQueue::bounded(config.queue_capacity, config.queue_max_bytes);
-        let board = StatusBoard::new(config.workers);
-        let metrics = Arc::new(Metrics::new(config.workers, config.transport.as_str()));
-        let abort = CancellationToken::new();
-        let spec = Arc::new(WorkerSpec {
+    pub fn spawn(
+        config: &Config,
+        transport: transport::Spec,
+        metrics: Arc<Metrics>,
+    ) -> (Pool, PoolTasks) {
+        let spawner = PythonSpawner {
             python: config.python.clone(),
-            transport: TransportSpec {
-                kind: config.transport,
-                max_payload_bytes: config.max_payload_bytes,
-                ring_bytes: config.ring_bytes,
-                runtime_dir,
-            },
             memory_limit: config.worker_memory_bytes,
-        });
+        };
+        Pool::spawn_with(PoolSettings::from(config), spawner, transport, metrics)
+    }
+
+    /// As [`Pool::spawn`], with workers started by `spawner`.
+    fn spawn_with<S: Spawner>(
+        settings: PoolSettings,
+        spawner: S,
+        transport: transport::Spec,
+        metrics: Arc<Metrics>,
+    ) -> (Pool, PoolTasks) {
+        let (queue, jobs) = JobQueue::bounded(settings.queue_capacity, settings.queue_max_bytes);
+        let board = StatusBoard::new(settings.workers);
+        let abort = CancellationToken::new();
+        let spawner = Arc::new(spawner);
+        let transport = Arc::new(transport);
         let mut actors = JoinSet::new();
-        let mut first_starts = Vec::with_capacity(config.workers);
-        for index in 0..config.workers {
+        let mut first_starts = Vec::with_capacity(settings.workers);
+        for index in 0..settings.workers {
             let (report, first_start) = oneshot::channel();
             let actor = WorkerActor {
                 index,
-                spec: Arc::clone(&spec),
+                spawner: Arc::clone(&spawner),
+                transport: Arc::clone(&transport),
                 jobs: jobs.clone(),
                 board: board.clone(),
                 abort: abort.clone(),
-                startup_timeout: config.startup_timeout,
+                startup_timeout: settings.startup_timeout,
                 metrics: Arc::clone(&metrics),
             };
             actors.spawn(actor.run(report));
@@ -89,38 +136,49 @@ impl Pool {
             board,
             metrics,
         };
-        (
-            pool,
-            PoolTasks {
-                queue,
-                abort,
-                actors,
-                first_starts,
-            },
-        )
+        let tasks = PoolTasks {
+            queue,
+            abort,
+            actors,
+            first_starts,
+        };
+        (pool, tasks)
     }
 
-    /// Runs one call on the next free worker and waits for its response.
-    pub async fn run(
+    /// Queues one call for the next free worker. A refusal (queue full,
+    /// shutting down) is returned at once; the caller counts it.
+    pub fn submit(
         &self,
         payload: Bytes,
         deadline: Option<Deadline>,
-    ) -> Result<Bytes, GatewayError> {
+    ) -> Result<PendingCall, GatewayError> {
         let (reply, response) = oneshot::channel();
-        self.queue
-            .reserve(payload.len())
-            .and_then(|queued| {
-                self.queue.submit(Job {
-                    payload,
-                    deadline,
-                    reply,
-                    queued_at: tokio::time::Instant::now(),
-                    queued,
-                })
-            })
-            .inspect_err(|err| self.metrics.rejected(err))?;
-        let response = async { response.await.unwrap_or(Err(GatewayError::ShuttingDown)) };
-        match deadline {
+        let queued = self.queue.reserve(payload.len())?;
+        self.queue.submit(Job {
+            payload,
+            deadline,
+            reply,
+            queued_at: tokio::time::Instant::now(),
+            queued,
+        })?;
+        Ok(PendingCall { response, deadline })
+    }
+
+    /// Every worker slot, in index order.
+    pub fn workers(&self) -> Vec<WorkerSnapshot> {
+        self.board.snapshot()
+    }
+}
+
+impl PendingCall {
+    /// Waits for the call's response, or its deadline.
+    pub async fn outcome(self) -> Result<Bytes, GatewayError> {
+        let response = async {
+            self.response
+                .await
+                .unwrap_or(Err(GatewayError::ShuttingDown))
+        };
+        match self.deadline {
             None => response.await,
             Some(deadline) => tokio::select! {
                 biased;
@@ -128,16 +186,6 @@ impl Pool {
                 () = tokio::time::sleep_until(deadline.at) => Err(GatewayError::Timeout(deadline.budget)),
             },
         }
-    }
-
-    /// Every worker slot, in index order.
-    pub fn workers(&self) -> Vec<WorkerSnapshot> {
-        self.board.snapshot()
-    }
-
-    /// The pool's metrics, to count refusals that happen before the pool.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 }
 

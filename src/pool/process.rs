@@ -1,6 +1,7 @@
-//! One worker's operating-system process: spawning `<python> -m worker_shim`,
-//! draining its stderr into the log, and stopping it (EOF, then SIGTERM to
-//! its process group, then SIGKILL).
+//! Workers as operating-system processes: [`PythonSpawner`] starts
+//! `<python> -m worker_shim` in its own process group, [`OsProcess`] drains
+//! its stderr into the log and stops it (EOF, then SIGTERM to its process
+//! group, then SIGKILL).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -15,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
-use crate::transport::{Prepared, Transport, TransportError, TransportSpec};
+use super::spawn::{Spawned, Spawner, WorkerProcess};
 
 /// Longest stderr line logged as one line; longer ones are split.
 const STDERR_LINE_LIMIT: u64 = 16 * 1024;
@@ -27,22 +28,12 @@ const STOP_STEP: Duration = Duration::from_secs(2);
 /// How long to wait for the last stderr lines of a worker that ended.
 const STDERR_SETTLE: Duration = Duration::from_millis(300);
 
-/// How to start a worker.
+/// Starts workers as `<python> -m worker_shim`.
 #[derive(Debug, Clone)]
-pub struct WorkerSpec {
+pub struct PythonSpawner {
     pub python: OsString,
-    pub transport: TransportSpec,
     /// RLIMIT_AS for the worker, which sets it on itself at start-up.
     pub memory_limit: Option<u64>,
-}
-
-/// Why a worker process could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    #[error("{0}")]
-    Process(#[from] io::Error),
-    #[error("cannot set up the transport: {0}")]
-    Transport(#[from] TransportError),
 }
 
 /// The last lines a worker wrote to stderr.
@@ -62,7 +53,7 @@ impl StderrTail {
     }
 
     /// The kept lines, oldest first.
-    pub fn lines(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -74,28 +65,23 @@ impl StderrTail {
 
 /// A running worker process.
 #[derive(Debug)]
-pub struct WorkerProcess {
+pub struct OsProcess {
     child: Child,
     pid: u32,
     stderr_tail: StderrTail,
     drain: tokio::task::JoinHandle<()>,
 }
 
-impl WorkerProcess {
-    /// Starts slot `index`'s `generation`-th worker and returns it with the
-    /// transport wired to it.
-    pub fn spawn(
-        spec: &WorkerSpec,
-        index: usize,
-        generation: u64,
-    ) -> Result<(WorkerProcess, Transport), SpawnError> {
-        let prepared = Prepared::new(&spec.transport, index, generation)?;
-        let mut command = Command::new(&spec.python);
+impl Spawner for PythonSpawner {
+    type Process = OsProcess;
+
+    fn spawn(&self, index: usize, transport_args: &[String]) -> io::Result<Spawned<OsProcess>> {
+        let mut command = Command::new(&self.python);
         command
             .args(["-m", "worker_shim"])
-            .args(prepared.worker_args())
+            .args(transport_args)
             .args(
-                spec.memory_limit
+                self.memory_limit
                     .map(|bytes| ["--memory-limit".to_owned(), bytes.to_string()])
                     .into_iter()
                     .flatten(),
@@ -117,51 +103,41 @@ impl WorkerProcess {
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(io::Error::other("worker started without piped stdio").into());
+            return Err(io::Error::other("worker started without piped stdio"));
         };
         let stderr_tail = StderrTail::default();
         let drain = tokio::spawn(drain_stderr(stderr, index, pid, stderr_tail.clone()));
-        let transport = prepared.connect(stdin, stdout);
-        Ok((
-            WorkerProcess {
+        Ok(Spawned {
+            process: OsProcess {
                 child,
                 pid,
                 stderr_tail,
                 drain,
             },
-            transport,
-        ))
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+        })
     }
 
-    pub fn pid(&self) -> u32 {
+    fn program(&self) -> String {
+        self.python.to_string_lossy().into_owned()
+    }
+}
+
+impl WorkerProcess for OsProcess {
+    fn pid(&self) -> u32 {
         self.pid
     }
 
-    pub fn stderr_tail(&self) -> &StderrTail {
-        &self.stderr_tail
-    }
-
-    /// Waits for the process to exit. Cancel-safe.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
         self.child.wait().await
     }
 
-    /// Waits up to `limit` for the process to exit.
-    pub async fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .ok()?
-            .ok()
-    }
-
-    /// Kills the process group at once (a hung or timed-out call).
-    pub fn kill(&self) {
+    fn kill(&self) {
         self.signal_group(Signal::SIGKILL);
     }
 
-    /// Stops the worker: the caller has already dropped its transport (EOF on
-    /// stdin asks the shim to exit); then SIGTERM, then SIGKILL, to its group.
-    pub async fn stop(mut self) -> Option<ExitStatus> {
+    async fn stop(mut self) -> Option<ExitStatus> {
         let mut status = self.wait_for(STOP_STEP).await;
         if status.is_none() {
             self.signal_group(Signal::SIGTERM);
@@ -178,13 +154,18 @@ impl WorkerProcess {
         status
     }
 
-    /// Gives the stderr drain a moment to log what a dead worker wrote last.
-    pub async fn settle_stderr(&mut self) {
+    fn stderr_tail(&self) -> Vec<String> {
+        self.stderr_tail.lines()
+    }
+
+    async fn settle_stderr(&mut self) {
         if !self.drain.is_finished() {
             let _ = tokio::time::timeout(STDERR_SETTLE, &mut self.drain).await;
         }
     }
+}
 
+impl OsProcess {
     fn signal_group(&self, signal: Signal) {
         let Ok(raw) = i32::try_from(self.pid) else {
             return;
@@ -261,20 +242,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_interpreter_is_an_io_error() {
-        let transport = TransportSpec {
-            kind: crate::config::TransportKind::Pipe,
-            max_payload_bytes: 1024,
-            ring_bytes: 4096,
-            runtime_dir: None,
-        };
-        let spec = WorkerSpec {
+        let spawner = PythonSpawner {
             python: "/nonexistent/python".into(),
-            transport,
             memory_limit: None,
         };
-        match WorkerProcess::spawn(&spec, 0, 0).unwrap_err() {
-            SpawnError::Process(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
-            other => panic!("unexpected {other}"),
+        match spawner.spawn(0, &[]) {
+            Err(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
+            Ok(_) => panic!("a missing interpreter started"),
         }
     }
 }

@@ -19,9 +19,13 @@ pub enum StartError {
     Spawn { python: String, source: io::Error },
 
     #[error(
-        "cannot set up the shared-memory transport for worker {index}: {cause}; check that /dev/shm is mounted and writable, or start the gateway with --transport pipe"
+        "cannot set up the shared-memory transport for worker {index}: {source}; check that /dev/shm is mounted and writable, or start the gateway with --transport pipe"
     )]
-    Transport { index: usize, cause: String },
+    Transport {
+        index: usize,
+        #[source]
+        source: TransportError,
+    },
 
     #[error(
         "the workers cannot import `worker_shim` with `{python}`; install the package into that interpreter (`{python} -m pip install .` at the repository root) or pass --python with the python of a virtualenv that has it (`make run` does this)"
@@ -40,8 +44,12 @@ pub enum StartError {
     )]
     TimedOut { index: usize, limit: Duration },
 
-    #[error("worker {index} broke the start-up handshake: {cause}")]
-    Handshake { index: usize, cause: String },
+    #[error("worker {index} broke the start-up handshake: {source}")]
+    Handshake {
+        index: usize,
+        #[source]
+        source: TransportError,
+    },
 }
 
 impl StartError {
@@ -79,7 +87,7 @@ impl StartError {
             }
             None => StartError::Handshake {
                 index,
-                cause: error.to_string(),
+                source: error,
             },
         }
     }

@@ -1,7 +1,8 @@
-//! The actor that owns one worker slot: it spawns the process, waits for its
-//! handshake, pulls jobs from the queue one at a time, notices when the
-//! process dies (while idle or mid-call), answers the call it was running
-//! with a crash error, and starts a new process with backoff.
+//! The actor that owns one worker slot: it prepares the worker's channel,
+//! spawns the process, waits for its handshake, pulls jobs from the queue one
+//! at a time, notices when the process dies (while idle or mid-call), answers
+//! the call it was running with a crash error, and starts a new process with
+//! backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,18 +12,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::process::{SpawnError, WorkerProcess, WorkerSpec, describe_exit};
-use super::queue::{Deadline, Job, JobReceiver};
+use super::process::describe_exit;
+use super::queue::{Deadline, Job, JobReceiver, JobResult};
 use super::restart::Backoff;
+use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
 use crate::error::{Direction, GatewayError};
-use crate::metrics::{Metrics, Outcome};
-use crate::transport::{Transport, TransportError};
+use crate::metrics::{Metrics, Outcome, Unserved};
+use crate::transport::{self, Transport, TransportError};
 
 /// How long a worker whose stream broke gets to finish exiting before it is
 /// killed.
-const EXIT_AFTER_BREAK: Duration = Duration::from_secs(2);
+pub(super) const EXIT_AFTER_BREAK: Duration = Duration::from_secs(2);
 
 /// Why a worker stopped serving.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,9 +39,10 @@ enum Ended {
 
 /// One worker slot's actor.
 #[derive(Debug)]
-pub struct WorkerActor {
+pub struct WorkerActor<S> {
     pub index: usize,
-    pub spec: Arc<WorkerSpec>,
+    pub spawner: Arc<S>,
+    pub transport: Arc<transport::Spec>,
     pub jobs: JobReceiver,
     pub board: StatusBoard,
     /// Cancelled when workers must stop now, even mid-call.
@@ -48,7 +51,7 @@ pub struct WorkerActor {
     pub metrics: Arc<Metrics>,
 }
 
-impl WorkerActor {
+impl<S: Spawner> WorkerActor<S> {
     /// Runs the slot until the pool shuts down. The outcome of the first start
     /// goes to `first_start`; if that start fails, the slot gives up.
     pub async fn run(self, first_start: oneshot::Sender<Result<(), StartError>>) {
@@ -105,20 +108,27 @@ impl WorkerActor {
         });
     }
 
-    /// Spawns a process and waits for its handshake.
-    async fn start(&self, generation: u64) -> Result<(WorkerProcess, Transport), StartError> {
-        let python = self.spec.python.to_string_lossy().into_owned();
-        let (mut process, mut transport) = WorkerProcess::spawn(&self.spec, self.index, generation)
-            .map_err(|err| match err {
-                SpawnError::Process(source) => StartError::Spawn {
-                    python: python.clone(),
-                    source,
-                },
-                SpawnError::Transport(cause) => StartError::Transport {
-                    index: self.index,
-                    cause: cause.to_string(),
-                },
+    /// Prepares the channel, spawns a process and waits for its handshake.
+    async fn start(&self, generation: u64) -> Result<(S::Process, Transport), StartError> {
+        let prepared = self
+            .transport
+            .prepare(self.index, generation)
+            .map_err(|source| StartError::Transport {
+                index: self.index,
+                source,
             })?;
+        let Spawned {
+            mut process,
+            stdin,
+            stdout,
+        } = self
+            .spawner
+            .spawn(self.index, &prepared.worker_args())
+            .map_err(|source| StartError::Spawn {
+                python: self.spawner.program(),
+                source,
+            })?;
+        let mut transport = prepared.connect(stdin, stdout);
         let pid = process.pid();
         self.board.update(self.index, |slot| slot.pid = Some(pid));
 
@@ -139,10 +149,14 @@ impl WorkerActor {
                 drop(transport);
                 let exit = process.wait_for(EXIT_AFTER_BREAK).await;
                 process.settle_stderr().await;
-                let tail = process.stderr_tail().lines();
+                let tail = process.stderr_tail();
                 process.stop().await;
                 Err(StartError::from_failed_handshake(
-                    self.index, python, exit, &tail, err,
+                    self.index,
+                    self.spawner.program(),
+                    exit,
+                    &tail,
+                    err,
                 ))
             }
             Err(_elapsed) => {
@@ -158,7 +172,7 @@ impl WorkerActor {
     }
 
     /// Serves jobs one at a time until the process ends or the pool stops.
-    async fn serve(&self, process: &mut WorkerProcess, transport: &mut Transport) -> Ended {
+    async fn serve(&self, process: &mut S::Process, transport: &mut Transport) -> Ended {
         let pid = process.pid();
         loop {
             self.set_state(WorkerState::Idle);
@@ -186,12 +200,12 @@ impl WorkerActor {
             let started = Instant::now();
             if let Some(deadline) = deadline.filter(|deadline| deadline.at <= started) {
                 // Its caller has been told (or is about to be) that it timed out.
-                self.metrics.expired_in_queue();
+                self.metrics.unserved(Unserved::ExpiredInQueue);
                 let _ = reply.send(Err(GatewayError::Timeout(deadline.budget)));
                 continue;
             }
             if reply.is_closed() {
-                self.metrics.abandoned_in_queue();
+                self.metrics.unserved(Unserved::CallerLeft);
                 debug!(
                     worker = self.index,
                     "caller left before its call started; dropped"
@@ -202,45 +216,44 @@ impl WorkerActor {
 
             self.set_state(WorkerState::Busy);
             self.metrics.moved(Direction::Request, payload.len());
-            let finished = |outcome| {
+            // `ran_for` is the call's own time, not including waiting for a
+            // dead worker's exit status.
+            let answer = |result: JobResult, ran_for: Duration| {
                 self.metrics
-                    .call_finished(self.index, outcome, started.elapsed());
+                    .call_finished(self.index, Outcome::of(&result), ran_for);
+                // A caller that left mid-call gets nothing; that is fine.
+                let _ = reply.send(result);
             };
             let outcome = tokio::select! {
                 outcome = transport.call(payload) => outcome,
                 () = sleep_until(deadline) => {
                     process.kill();
-                    finished(Outcome::Timeout);
                     let budget = deadline.map_or(Duration::ZERO, |deadline| deadline.budget);
                     warn!(worker = self.index, pid, "call ran past its deadline; replacing the worker");
-                    let _ = reply.send(Err(GatewayError::Timeout(budget)));
+                    answer(Err(GatewayError::Timeout(budget)), started.elapsed());
                     return Ended::TimedOut;
                 }
                 () = self.abort.cancelled() => {
                     process.kill();
-                    finished(Outcome::Cancelled);
-                    let _ = reply.send(Err(GatewayError::ShuttingDown));
+                    answer(Err(GatewayError::ShuttingDown), started.elapsed());
                     return Ended::Shutdown;
                 }
             };
             match outcome {
                 Ok(response) => {
                     self.count_call();
-                    finished(Outcome::Ok);
                     self.metrics.moved(Direction::Response, response.len());
-                    // A caller that left mid-call gets nothing; the worker is kept.
-                    let _ = reply.send(Ok(response));
+                    answer(Ok(response), started.elapsed());
                 }
                 Err(TransportError::ResponseTooLarge { size, limit }) => {
                     // The oversized response was read and discarded: the worker is fine.
                     self.count_call();
-                    finished(Outcome::TooLarge);
-                    let direction = Direction::Response;
-                    let _ = reply.send(Err(GatewayError::PayloadTooLarge {
-                        direction,
+                    let too_large = GatewayError::PayloadTooLarge {
+                        direction: Direction::Response,
                         size,
                         limit,
-                    }));
+                    };
+                    answer(Err(too_large), started.elapsed());
                 }
                 Err(err) => {
                     let ran_for = started.elapsed();
@@ -252,17 +265,16 @@ impl WorkerActor {
                         }
                     };
                     process.settle_stderr().await;
-                    self.metrics
-                        .call_finished(self.index, Outcome::Crashed, ran_for);
                     warn!(
                         worker = self.index,
                         pid, cause, "worker died during a call; restarting it"
                     );
-                    let _ = reply.send(Err(GatewayError::WorkerCrashed {
+                    let crashed = GatewayError::WorkerCrashed {
                         worker: self.index,
                         pid,
                         cause,
-                    }));
+                    };
+                    answer(Err(crashed), ran_for);
                     return Ended::Died;
                 }
             }

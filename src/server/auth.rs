@@ -10,8 +10,8 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
 use tonic::{Request, Status};
 
+use super::refusals::Refusals;
 use crate::error::GatewayError;
-use crate::metrics::Metrics;
 
 /// The metadata key the token travels in.
 const AUTHORIZATION: &str = "authorization";
@@ -22,15 +22,15 @@ const BEARER: &[u8] = b"Bearer ";
 #[derive(Debug, Clone)]
 pub struct TokenCheck {
     expected: Option<Arc<[u8]>>,
-    metrics: Arc<Metrics>,
+    refusals: Refusals,
 }
 
 impl TokenCheck {
-    /// Checks against `expected`; refusals are counted in `metrics`.
-    pub fn new(expected: Option<Vec<u8>>, metrics: Arc<Metrics>) -> Self {
+    /// Checks against `expected`; refusals go through `refusals`.
+    pub fn new(expected: Option<Vec<u8>>, refusals: Refusals) -> Self {
         TokenCheck {
             expected: expected.map(Arc::from),
-            metrics,
+            refusals,
         }
     }
 
@@ -51,9 +51,7 @@ impl tonic::service::Interceptor for TokenCheck {
         if self.allows(&request) {
             return Ok(request);
         }
-        let err = GatewayError::Unauthenticated;
-        self.metrics.rejected(&err);
-        Err(err.into())
+        Err(self.refusals.refuse(GatewayError::Unauthenticated))
     }
 }
 
@@ -89,6 +87,7 @@ mod tests {
     use tonic::service::Interceptor as _;
 
     use super::*;
+    use crate::metrics::Metrics;
 
     fn request(authorization: Option<&'static str>) -> Request<()> {
         let mut request = Request::new(());
@@ -103,7 +102,8 @@ mod tests {
     #[test]
     fn only_the_right_bearer_token_passes() {
         let metrics = Arc::new(Metrics::new(1, "pipe"));
-        let mut check = TokenCheck::new(read_token(b"s3cret\n").ok(), Arc::clone(&metrics));
+        let refusals = Refusals::new(Arc::clone(&metrics));
+        let mut check = TokenCheck::new(read_token(b"s3cret\n").ok(), refusals);
         assert!(check.call(request(Some("Bearer s3cret"))).is_ok());
         for wrong in [
             None,
@@ -123,7 +123,8 @@ mod tests {
 
     #[test]
     fn without_a_token_every_call_passes_and_blank_files_hold_none() {
-        let mut check = TokenCheck::new(None, Arc::new(Metrics::new(1, "pipe")));
+        let refusals = Refusals::new(Arc::new(Metrics::new(1, "pipe")));
+        let mut check = TokenCheck::new(None, refusals);
         assert!(check.call(request(None)).is_ok());
     }
 

@@ -4,16 +4,17 @@
 //! our handler sees it; the contract says `RESOURCE_EXHAUSTED` with the
 //! `payload-too-large` kind. This response hook rewrites exactly that status.
 
+use super::refusals::Refusals;
 use crate::error::{Direction, GatewayError};
 
 /// tonic's message for a request over the decoding limit.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 
-/// Rewrites tonic's own "message too large" status into the gateway's, and
-/// tells `refused` about it.
+/// Rewrites tonic's own "message too large" status into the gateway's,
+/// refused through `refusals`.
 pub fn rewrite_oversized_request<B>(
     limit: usize,
-    refused: impl Fn(&GatewayError) + Clone,
+    refusals: Refusals,
 ) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
     move |mut response| {
         let Some(status) = tonic::Status::from_header_map(response.headers()) else {
@@ -35,8 +36,7 @@ pub fn rewrite_oversized_request<B>(
             size,
             limit,
         };
-        refused(&err);
-        let replacement = tonic::Status::from(err);
+        let replacement = refusals.refuse(err);
         let headers = response.headers_mut();
         headers.remove("grpc-message");
         headers.remove("grpc-status-details-bin");
@@ -55,12 +55,16 @@ mod tests {
         status.into_http()
     }
 
+    fn refusals() -> Refusals {
+        Refusals::new(std::sync::Arc::new(crate::metrics::Metrics::new(1, "pipe")))
+    }
+
     #[test]
     fn tonic_too_large_becomes_resource_exhausted() {
         let original = tonic::Status::out_of_range(
             "Error, decoded message length too large: found 2000 bytes, the limit is: 1064 bytes",
         );
-        let rewritten = rewrite_oversized_request(1000, |_| {})(response_with(original));
+        let rewritten = rewrite_oversized_request(1000, refusals())(response_with(original));
         let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(
@@ -82,11 +86,11 @@ mod tests {
     #[test]
     fn other_statuses_pass_untouched() {
         let original = tonic::Status::out_of_range("something else");
-        let rewritten = rewrite_oversized_request(1000, |_| {})(response_with(original));
+        let rewritten = rewrite_oversized_request(1000, refusals())(response_with(original));
         let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::OutOfRange);
         assert_eq!(status.message(), "something else");
-        let ok = rewrite_oversized_request(1000, |_| {})(http::Response::new(()));
+        let ok = rewrite_oversized_request(1000, refusals())(http::Response::new(()));
         assert!(ok.headers().is_empty());
     }
 }

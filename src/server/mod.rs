@@ -4,6 +4,7 @@
 mod auth;
 mod deadline;
 mod limits;
+mod refusals;
 mod service;
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
 pub use auth::{TokenError, read_token};
+pub use refusals::Refusals;
 pub use service::{CallRequest, GatewayService, REQUEST_MAGIC};
 
 use crate::pb::gateway_server::GatewayServer;
@@ -42,9 +44,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let limit = service.max_payload_bytes;
-    let metrics = std::sync::Arc::clone(service.pool.metrics());
-    let token_check = auth::TokenCheck::new(access.token, std::sync::Arc::clone(&metrics));
-    let refused = move |err: &crate::error::GatewayError| metrics.rejected(err);
+    let refusals = service.refusals.clone();
+    let token_check = auth::TokenCheck::new(access.token, refusals.clone());
     let message_limit = limit.saturating_add(PROTOBUF_OVERHEAD);
     let gateway = GatewayServer::new(service)
         .max_decoding_message_size(message_limit)
@@ -59,7 +60,7 @@ pub async fn serve(
     }
     server
         .layer(tower::util::MapResponseLayer::new(
-            limits::rewrite_oversized_request(limit, refused),
+            limits::rewrite_oversized_request(limit, refusals),
         ))
         .add_service(health_service)
         .add_service(gateway)

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::deadline::call_deadline;
-use crate::config::TransportKind;
+use super::refusals::Refusals;
 use crate::error::{Direction, GatewayError};
 use crate::pb;
 use crate::pool::{Pool, WorkerSnapshot, WorkerState};
+use crate::transport::TransportKind;
 
 /// Every encoded call starts with these bytes (see `distribute_challenge/_codec.py`).
 pub const REQUEST_MAGIC: &[u8] = b"MCQ1";
@@ -46,6 +47,7 @@ pub struct GatewayService {
     pub transport: TransportKind,
     pub max_payload_bytes: usize,
     pub call_timeout: Option<Duration>,
+    pub refusals: Refusals,
 }
 
 #[tonic::async_trait]
@@ -55,9 +57,10 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let deadline = call_deadline(request.metadata(), self.call_timeout);
-        let call = CallRequest::parse(request.into_inner(), self.max_payload_bytes)
-            .inspect_err(|err| self.pool.metrics().rejected(err))?;
-        let payload = self.pool.run(call.payload, deadline).await?;
+        let pending = CallRequest::parse(request.into_inner(), self.max_payload_bytes)
+            .and_then(|call| self.pool.submit(call.payload, deadline))
+            .map_err(|err| self.refusals.refuse(err))?;
+        let payload = pending.outcome().await?;
         Ok(Response::new(pb::ExecuteResponse { payload }))
     }
 

@@ -1,16 +1,18 @@
 //! How one request reaches a worker and its response comes back.
 //!
-//! [`Transport`] is the one type the worker actor talks to; it dispatches to
-//! the implementation chosen on the command line, so the actor does not know
-//! which one runs.
+//! The transport is chosen once, as a [`Spec`] built from the command line;
+//! the worker actor asks it to [`Spec::prepare`] each new worker's channel
+//! and never names an implementation.
 //!
+//! - [`TransportKind`]: the choice on the command line.
+//! - [`Spec`]: what every worker's channel is made from (for shm, the
+//!   private runtime directory too).
+//! - [`Prepared`]: what must exist before a worker starts (a segment, a
+//!   socket) and the arguments that tell the worker where it is;
+//!   [`Prepared::connect`] wires it to the started process.
+//! - [`Transport`]: the channel to one worker: a handshake, then calls.
 //! - [`pipe`]: base64 lines over the worker's stdin/stdout.
 //! - [`shm`]: shared-memory rings with a Unix-socket doorbell.
-//!
-//! A worker's transport is made in two steps: [`Prepared`] sets up what must
-//! exist before the process starts (a segment, a socket) and names the
-//! arguments the worker needs; [`Prepared::connect`] then wires it to the
-//! spawned process.
 
 pub mod pipe;
 pub mod shm;
@@ -18,98 +20,131 @@ pub mod shm;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::TransportKind;
-pub use pipe::PipeTransport;
-pub use shm::ShmTransport;
-use shm::doorbell::DoorbellListener;
+pub use pipe::{PipeError, PipeTransport};
 use shm::runtime_dir::RuntimeDir;
-use shm::segment::Segment;
+pub use shm::{DEFAULT_RING_BYTES, ShmError, ShmTransport};
 
-/// What every worker's transport is made from.
-#[derive(Debug, Clone)]
-pub struct TransportSpec {
-    pub kind: TransportKind,
-    pub max_payload_bytes: usize,
-    pub ring_bytes: usize,
-    /// Where doorbell sockets live; set for the shm transport.
-    pub runtime_dir: Option<Arc<RuntimeDir>>,
+/// How payloads reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// Base64 lines over the worker's stdin/stdout.
+    Pipe,
+    /// Per-worker shared-memory rings with Unix-socket doorbells.
+    Shm,
 }
 
-/// A transport set up for a worker that has not started yet.
-#[derive(Debug)]
-pub enum Prepared {
+impl TransportKind {
+    /// The name used on the command line, in `GetWorkers` and by the worker shim.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Pipe => "pipe",
+            TransportKind::Shm => "shm",
+        }
+    }
+}
+
+/// The transport every worker of a gateway uses, set up once.
+#[derive(Debug, Clone)]
+pub enum Spec {
     Pipe {
         max_payload_bytes: usize,
     },
     Shm {
-        segment: Segment,
-        listener: DoorbellListener,
         max_payload_bytes: usize,
+        ring_bytes: usize,
+        /// Where doorbell sockets live; removed with the last clone.
+        runtime_dir: Arc<RuntimeDir>,
     },
 }
 
-impl Prepared {
-    /// Sets up the transport for slot `index`'s `generation`-th process.
+/// The transport cannot be set up for this gateway at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "cannot create the private runtime directory for shared memory: {0}; set XDG_RUNTIME_DIR to a directory of yours, or start the gateway with --transport pipe"
+    )]
+    RuntimeDir(#[source] std::io::Error),
+}
+
+impl Spec {
+    /// Sets up `kind` for a gateway: for shm, creates the private runtime
+    /// directory (removing what killed gateways left behind).
     pub fn new(
-        spec: &TransportSpec,
-        index: usize,
-        generation: u64,
-    ) -> Result<Prepared, TransportError> {
-        let max_payload_bytes = spec.max_payload_bytes;
-        match spec.kind {
-            TransportKind::Pipe => Ok(Prepared::Pipe { max_payload_bytes }),
-            TransportKind::Shm => {
-                let runtime_dir = spec.runtime_dir.as_ref().ok_or_else(|| {
-                    TransportError::Protocol("the shm transport needs a runtime directory".into())
-                })?;
-                let name = runtime_dir.segment_name(index, generation);
-                let segment = Segment::create(&name, spec.ring_bytes)
-                    .map_err(|err| TransportError::Io(std::io::Error::other(err.to_string())))?;
-                let listener = DoorbellListener::bind(&runtime_dir.socket_path(index, generation))?;
-                Ok(Prepared::Shm {
-                    segment,
-                    listener,
-                    max_payload_bytes,
-                })
-            }
+        kind: TransportKind,
+        max_payload_bytes: usize,
+        ring_bytes: usize,
+    ) -> Result<Spec, SetupError> {
+        Ok(match kind {
+            TransportKind::Pipe => Spec::Pipe { max_payload_bytes },
+            TransportKind::Shm => Spec::Shm {
+                max_payload_bytes,
+                ring_bytes,
+                runtime_dir: Arc::new(RuntimeDir::create().map_err(SetupError::RuntimeDir)?),
+            },
+        })
+    }
+
+    pub fn kind(&self) -> TransportKind {
+        match self {
+            Spec::Pipe { .. } => TransportKind::Pipe,
+            Spec::Shm { .. } => TransportKind::Shm,
         }
     }
 
+    /// Sets up the channel for slot `index`'s `generation`-th process.
+    pub fn prepare(&self, index: usize, generation: u64) -> Result<Prepared, TransportError> {
+        match self {
+            Spec::Pipe { max_payload_bytes } => Ok(Prepared::Pipe {
+                max_payload_bytes: *max_payload_bytes,
+            }),
+            Spec::Shm {
+                max_payload_bytes,
+                ring_bytes,
+                runtime_dir,
+            } => {
+                let prepared = shm::Prepared::new(
+                    runtime_dir,
+                    *ring_bytes,
+                    *max_payload_bytes,
+                    index,
+                    generation,
+                )?;
+                Ok(Prepared::Shm(Box::new(prepared)))
+            }
+        }
+    }
+}
+
+/// A channel set up for a worker that has not started yet.
+#[derive(Debug)]
+pub enum Prepared {
+    Pipe { max_payload_bytes: usize },
+    Shm(Box<shm::Prepared>),
+}
+
+impl Prepared {
     /// Command-line arguments that tell `worker_shim` how to reach us.
     pub fn worker_args(&self) -> Vec<String> {
         match self {
             Prepared::Pipe { .. } => vec!["--transport".into(), "pipe".into()],
-            Prepared::Shm {
-                segment, listener, ..
-            } => vec![
-                "--transport".into(),
-                "shm".into(),
-                "--shm-name".into(),
-                segment.name.clone(),
-                "--doorbell".into(),
-                listener.path().to_string_lossy().into_owned(),
-            ],
+            Prepared::Shm(shm) => shm.worker_args(),
         }
     }
 
-    /// Wires the transport to the started worker's stdin and stdout.
-    pub fn connect(self, stdin: ChildStdin, stdout: ChildStdout) -> Transport {
+    /// Wires the channel to the started worker's stdin and stdout.
+    pub fn connect(
+        self,
+        stdin: impl AsyncWrite + Send + Unpin + 'static,
+        stdout: impl AsyncRead + Send + Unpin + 'static,
+    ) -> Transport {
         match self {
             Prepared::Pipe { max_payload_bytes } => {
                 Transport::Pipe(PipeTransport::new(stdin, stdout, max_payload_bytes))
             }
             // The shm worker ignores its stdio; dropping our ends is harmless.
-            Prepared::Shm {
-                segment,
-                listener,
-                max_payload_bytes,
-            } => Transport::Shm(Box::new(ShmTransport::new(
-                segment,
-                listener,
-                max_payload_bytes,
-            ))),
+            Prepared::Shm(shm) => Transport::Shm(Box::new(shm.connect())),
         }
     }
 }
@@ -124,9 +159,13 @@ pub enum TransportError {
     #[error("i/o error talking to the worker: {0}")]
     Io(#[from] std::io::Error),
 
-    /// The worker said something the protocol does not allow.
+    /// The worker broke the pipe protocol.
     #[error("the worker broke the protocol: {0}")]
-    Protocol(String),
+    Pipe(#[from] PipeError),
+
+    /// The shared memory could not be set up, or the worker broke its protocol.
+    #[error(transparent)]
+    Shm(#[from] ShmError),
 
     /// The worker's response was over the payload limit. It was read and
     /// discarded, so the worker can serve the next call.

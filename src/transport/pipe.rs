@@ -13,6 +13,16 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 
 use super::TransportError;
 
+/// Ways a worker breaks the line protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    #[error("expected `ready` as the first line, got `{0}`")]
+    NotReady(String),
+
+    #[error("the response line is not valid base64: {0}")]
+    NotBase64(#[source] base64::DecodeError),
+}
+
 /// What a worker writes once it can take calls.
 const READY_LINE: &[u8] = b"ready";
 
@@ -65,9 +75,7 @@ impl PipeTransport {
         self.read_line(HANDSHAKE_LINE_LIMIT).await?;
         if self.line != READY_LINE {
             let shown = String::from_utf8_lossy(&self.line[..self.line.len().min(80)]).into_owned();
-            return Err(TransportError::Protocol(format!(
-                "expected `ready` as the first line, got `{shown}`"
-            )));
+            return Err(PipeError::NotReady(shown).into());
         }
         Ok(())
     }
@@ -90,9 +98,7 @@ impl PipeTransport {
         let (decoded, mut line) = decoded;
         line.clear();
         self.line = line;
-        let payload = decoded.map_err(|err| {
-            TransportError::Protocol(format!("the response line is not valid base64: {err}"))
-        })?;
+        let payload = decoded.map_err(PipeError::NotBase64)?;
         if payload.len() > self.max_payload_bytes {
             return Err(TransportError::ResponseTooLarge {
                 size: payload.len(),
@@ -193,7 +199,10 @@ mod tests {
         let (mut transport, _stdin, mut stdout) = wired(1024);
         stdout.write_all(b"Traceback\n").await.unwrap();
         let err = transport.handshake().await.unwrap_err();
-        assert!(matches!(err, TransportError::Protocol(_)), "{err}");
+        assert!(
+            matches!(err, TransportError::Pipe(PipeError::NotReady(_))),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -263,7 +272,10 @@ mod tests {
         let (mut transport, _stdin, mut stdout) = wired(1024);
         stdout.write_all(b"not base64!\n").await.unwrap();
         let err = transport.call(Bytes::from_static(b"a")).await.unwrap_err();
-        assert!(matches!(err, TransportError::Protocol(_)), "{err}");
+        assert!(
+            matches!(err, TransportError::Pipe(PipeError::NotBase64(_))),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -267,8 +267,8 @@ def test_metrics_endpoint_counts_every_call_per_worker(start_gateway, tmp_path):
         restarts = scrape.value("mystic_worker_restarts_total", worker=str(index))
         assert restarts == worker.restarts, scrape.text
     assert scrape.value("mystic_calls_total", outcome="ok") == ok_calls
-    assert scrape.value("mystic_calls_total", outcome="crashed") == 1
-    (crashed,) = [sample for sample in calls if sample.labels["outcome"] == "crashed"]
+    assert scrape.value("mystic_calls_total", outcome="worker-crashed") == 1
+    (crashed,) = [sample for sample in calls if sample.labels["outcome"] == "worker-crashed"]
     assert info[int(crashed.labels["worker"])].restarts == 1
 
     # Every call that reached a worker was timed, and had waited in the queue.
@@ -276,7 +276,7 @@ def test_metrics_endpoint_counts_every_call_per_worker(start_gateway, tmp_path):
     assert reached == ok_calls + 1
     assert scrape.value("mystic_call_duration_seconds_count") == reached
     assert scrape.value("mystic_queue_wait_seconds_count") == reached
-    assert scrape.value("mystic_rejected_calls_total", reason="invalid_request") == 1
+    assert scrape.value("mystic_rejected_calls_total", reason="invalid-request") == 1
     assert scrape.value("mystic_workers") == 2
 
     # Bytes are counted under this gateway's transport, both ways.
@@ -325,15 +325,15 @@ def test_each_call_is_counted_once_as_an_outcome_or_as_never_served(start_gatewa
 
     gateway.wait_for(counted, "the expired call to be counted when the worker reached it")
     scrape = Scrape(port)
-    assert scrape.value("mystic_calls_total", outcome="too_large") == 1, scrape.text
+    assert scrape.value("mystic_calls_total", outcome="payload-too-large") == 1, scrape.text
     assert scrape.value("mystic_calls_total", outcome="ok") == 1, scrape.text
-    assert scrape.value("mystic_calls_total", outcome="timeout") == 0, scrape.text
+    assert scrape.value("mystic_calls_total", outcome="call-timeout") == 0, scrape.text
     rejected = {
         sample.labels["reason"]: sample.value
         for sample in scrape.series("mystic_rejected_calls_total")
         if sample.value
     }
-    assert rejected == {"deadline_in_queue": 1}, scrape.text
+    assert rejected == {"deadline-in-queue": 1}, scrape.text
     # Only the two calls that ran were timed.
     assert scrape.value("mystic_call_duration_seconds_count") == 2, scrape.text
     assert scrape.value("mystic_queue_wait_seconds_count") == 2, scrape.text

@@ -67,17 +67,11 @@ impl Drop for DoorbellListener {
 }
 
 impl Doorbell {
-    /// Waits for the worker's `ready\n`.
-    pub async fn handshake(&mut self) -> io::Result<()> {
+    /// Waits for the worker's greeting; whether it said `ready\n`.
+    pub async fn handshake(&mut self) -> io::Result<bool> {
         let mut greeting = [0u8; READY.len()];
         self.stream.read_exact(&mut greeting).await?;
-        if greeting != READY {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the worker did not say `ready`",
-            ));
-        }
-        Ok(())
+        Ok(greeting == READY)
     }
 
     /// Wakes the peer.

@@ -241,7 +241,8 @@ impl FrameReader {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ring::{CONTROL_BYTES, HeapMapping, RingPlacement, create};
+    use super::super::mapping::HeapMapping;
+    use super::super::ring::{CONTROL_BYTES, RingPlacement, create};
     use super::*;
 
     fn ring(capacity: usize) -> (Producer, Consumer) {

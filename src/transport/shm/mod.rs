@@ -3,7 +3,8 @@
 //! Payloads never touch the socket and are never base64-encoded; a message
 //! larger than a ring streams through it with flow control.
 //!
-//! - `ring`: the SPSC byte rings (all `unsafe` lives there).
+//! - `mapping`: the memory rings live in (the segment; a heap stand-in for
+//!   tests). `ring`: the SPSC byte rings. Only these two hold `unsafe`.
 //! - `frame`: frame headers (`rkyv`) and resumable frame reader/writer.
 //! - `segment`: the segment layout and its creation.
 //! - `doorbell`: the wake-up socket; `runtime_dir`: where sockets live and
@@ -11,6 +12,9 @@
 
 pub mod doorbell;
 pub mod frame;
+#[allow(unsafe_code)]
+pub mod mapping;
+#[allow(unsafe_code)]
 pub mod ring;
 pub mod runtime_dir;
 pub mod segment;
@@ -18,6 +22,7 @@ pub mod segment;
 mod vectors;
 
 use std::io;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 
@@ -25,10 +30,87 @@ use super::TransportError;
 use doorbell::{Doorbell, DoorbellListener};
 use frame::{FrameError, FrameReader, FrameWriter};
 use ring::{Consumer, CorruptRing, Producer};
-use segment::Segment;
+use runtime_dir::RuntimeDir;
+use segment::{Segment, SegmentError};
 
 /// Default `--ring-bytes`.
 pub const DEFAULT_RING_BYTES: usize = 4 << 20;
+
+/// What can go wrong with a worker's shared memory.
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+
+    #[error("cannot bind the doorbell socket {path}: {source}")]
+    Doorbell {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the worker did not say `ready` on its doorbell")]
+    NotReady,
+
+    #[error("the worker broke the shared-memory protocol: {0}")]
+    Frame(#[from] FrameError),
+
+    #[error("the worker broke the shared-memory protocol: {0}")]
+    Corrupt(#[from] CorruptRing),
+}
+
+/// A worker's segment and doorbell, made before the worker starts.
+#[derive(Debug)]
+pub struct Prepared {
+    segment: Segment,
+    listener: DoorbellListener,
+    max_payload_bytes: usize,
+}
+
+impl Prepared {
+    /// Creates slot `index`'s `generation`-th segment and binds its doorbell.
+    pub fn new(
+        runtime_dir: &RuntimeDir,
+        ring_bytes: usize,
+        max_payload_bytes: usize,
+        index: usize,
+        generation: u64,
+    ) -> Result<Prepared, ShmError> {
+        let segment = Segment::create(&runtime_dir.segment_name(index, generation), ring_bytes)?;
+        let path = runtime_dir.socket_path(index, generation);
+        let listener =
+            DoorbellListener::bind(&path).map_err(|source| ShmError::Doorbell { path, source })?;
+        Ok(Prepared {
+            segment,
+            listener,
+            max_payload_bytes,
+        })
+    }
+
+    /// Arguments that tell `worker_shim` where its segment and doorbell are.
+    pub fn worker_args(&self) -> Vec<String> {
+        vec![
+            "--transport".into(),
+            "shm".into(),
+            "--shm-name".into(),
+            self.segment.name.clone(),
+            "--doorbell".into(),
+            self.listener.path().to_string_lossy().into_owned(),
+        ]
+    }
+
+    /// The gateway's end, ready for the worker's handshake.
+    pub fn connect(self) -> ShmTransport {
+        ShmTransport {
+            requests: self.segment.requests,
+            responses: self.segment.responses,
+            listener: Some(self.listener),
+            bell: None,
+            max_payload_bytes: self.max_payload_bytes,
+            segment_name: self.segment.name,
+        }
+    }
+}
 
 /// The gateway's end of one worker's segment and doorbell.
 pub struct ShmTransport {
@@ -49,22 +131,13 @@ impl std::fmt::Debug for ShmTransport {
 }
 
 impl ShmTransport {
-    pub fn new(segment: Segment, listener: DoorbellListener, max_payload_bytes: usize) -> Self {
-        ShmTransport {
-            requests: segment.requests,
-            responses: segment.responses,
-            listener: Some(listener),
-            bell: None,
-            max_payload_bytes,
-            segment_name: segment.name,
-        }
-    }
-
     /// Waits for the worker to connect to the doorbell and say `ready`.
     pub async fn handshake(&mut self) -> Result<(), TransportError> {
         let listener = self.listener.take().ok_or(TransportError::Closed)?;
         let mut bell = listener.accept().await.map_err(from_io)?;
-        bell.handshake().await.map_err(from_io)?;
+        if !bell.handshake().await.map_err(from_io)? {
+            return Err(ShmError::NotReady.into());
+        }
         self.bell = Some(bell);
         Ok(())
     }
@@ -83,7 +156,7 @@ impl ShmTransport {
         let bell = self.bell.as_mut().ok_or(TransportError::Closed)?;
         let mut writer = FrameWriter::new(request);
         loop {
-            let pumped = writer.pump(&mut self.requests).map_err(corrupt)?;
+            let pumped = writer.pump(&mut self.requests).map_err(ShmError::from)?;
             if pumped.moved > 0 {
                 bell.ring().await.map_err(from_io)?;
             }
@@ -108,14 +181,10 @@ impl ShmTransport {
                     let size = usize::try_from(len).unwrap_or(usize::MAX);
                     return Err(TransportError::ResponseTooLarge { size, limit });
                 }
-                Err(err) => return Err(TransportError::Protocol(err.to_string())),
+                Err(err) => return Err(ShmError::from(err).into()),
             }
         }
     }
-}
-
-fn corrupt(err: CorruptRing) -> TransportError {
-    TransportError::Protocol(err.to_string())
 }
 
 fn from_io(err: io::Error) -> TransportError {
@@ -123,7 +192,6 @@ fn from_io(err: io::Error) -> TransportError {
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::BrokenPipe
         | io::ErrorKind::ConnectionReset => TransportError::Closed,
-        io::ErrorKind::InvalidData => TransportError::Protocol(err.to_string()),
         _ => TransportError::Io(err),
     }
 }

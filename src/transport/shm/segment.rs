@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use shared_memory::ShmemConf;
 
-use super::ring::{self, Consumer, Mapping, Producer, RingPlacement, SharedSegment};
+use super::mapping::{Mapping, OutOfBounds, SharedSegment, write_at};
+use super::ring::{self, BadPlacement, Consumer, Producer, RingPlacement};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"MYSTSHM1";
 pub const LAYOUT_VERSION: u32 = 1;
@@ -56,11 +57,31 @@ pub fn placements(ring_bytes: usize) -> (RingPlacement, RingPlacement) {
 /// A segment could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
-    #[error("cannot create shared-memory segment {name}: {cause}")]
-    Create { name: String, cause: String },
+    #[error("cannot create shared-memory segment {name}: {source}")]
+    Create {
+        name: String,
+        #[source]
+        source: shared_memory::ShmemError,
+    },
+
+    #[error(
+        "cannot reserve {size} bytes in /dev/shm for segment {name} ({source}); free shared memory, use a smaller --ring-bytes or fewer --workers"
+    )]
+    Reserve {
+        name: String,
+        size: usize,
+        #[source]
+        source: nix::Error,
+    },
 
     #[error("ring size {0} is not a power of two of at least {MIN_RING_BYTES} bytes")]
     BadRingSize(usize),
+
+    #[error("the segment layout does not fit its mapping: {0}")]
+    Placement(#[from] BadPlacement),
+
+    #[error("the segment layout does not fit its mapping: {0}")]
+    OutOfBounds(#[from] OutOfBounds),
 }
 
 /// The gateway's side of a fresh segment: it owns the mapping (and unlinks
@@ -85,34 +106,31 @@ impl Segment {
         if ring_bytes < MIN_RING_BYTES || !ring_bytes.is_power_of_two() {
             return Err(SegmentError::BadRingSize(ring_bytes));
         }
-        let failed = |cause: String| SegmentError::Create {
-            name: name.to_owned(),
-            cause,
-        };
         let size = DATA_OFFSET + 2 * ring_bytes;
         let shmem = ShmemConf::new()
             .os_id(name)
             .size(size)
             .create()
-            .map_err(|err| failed(err.to_string()))?;
-        reserve(name, size).map_err(|err| {
-            failed(format!("cannot reserve {size} bytes in /dev/shm ({err}); free shared memory, use a smaller --ring-bytes or fewer --workers"))
+            .map_err(|source| SegmentError::Create {
+                name: name.to_owned(),
+                source,
+            })?;
+        reserve(name, size).map_err(|source| SegmentError::Reserve {
+            name: name.to_owned(),
+            size,
+            source,
         })?;
         let mapping: Arc<dyn Mapping> = SharedSegment::new(shmem);
         let (request_place, response_place) = placements(ring_bytes);
-        let (requests, _) = ring::create(Arc::clone(&mapping), request_place)
-            .map_err(|err| failed(err.to_string()))?;
-        let (_, responses) = ring::create(Arc::clone(&mapping), response_place)
-            .map_err(|err| failed(err.to_string()))?;
+        let (requests, _) = ring::create(Arc::clone(&mapping), request_place)?;
+        let (_, responses) = ring::create(Arc::clone(&mapping), response_place)?;
         // The magic goes in last: a peer that sees it sees initialised rings.
-        ring::write_at(mapping.as_ref(), 0, &header_bytes(ring_bytes))
-            .map_err(|err| failed(err.to_string()))?;
+        write_at(mapping.as_ref(), 0, &header_bytes(ring_bytes))?;
         // Fault every page in now: the rings are walked from start to end, so
         // otherwise the first laps would take a page fault every 4 KiB of
         // traffic, on the latency path of every small call.
         for offset in (DATA_OFFSET..size).step_by(PAGE_BYTES) {
-            ring::write_at(mapping.as_ref(), offset, &[0])
-                .map_err(|err| failed(err.to_string()))?;
+            write_at(mapping.as_ref(), offset, &[0])?;
         }
         Ok(Segment {
             name: name.to_owned(),

@@ -2,7 +2,8 @@
 //! the file the Python tests check too, so both languages agree byte for byte.
 
 use super::frame::{FrameHeader, FrameReader, FrameWriter};
-use super::ring::{CONTROL_BYTES, HeapMapping, RingPlacement, create};
+use super::mapping::HeapMapping;
+use super::ring::{CONTROL_BYTES, RingPlacement, create};
 use super::segment::header_bytes;
 
 const VECTORS: &str = include_str!("../../../tests/vectors/shm_layout.txt");

@@ -1,0 +1,242 @@
+//! A scripted stand-in for a worker process, for the worker actor's unit
+//! tests: it speaks the real pipe protocol (`ready`, then one base64 line per
+//! request and per response) over in-memory pipes, and does what its
+//! [`Script`] says: serve, crash mid-call, die while idle, hang, or fail to
+//! start. Its exit status is what a real process's would be, and a kill ends
+//! it at once.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, duplex};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::spawn::{Spawned, Spawner, WorkerProcess};
+
+/// What one scripted worker does.
+#[derive(Debug, Clone)]
+pub enum Script {
+    /// Says `ready`, then answers every call after `delay` with `echo:` and
+    /// the request.
+    Serve { delay: Duration },
+    /// Says `ready`, then dies with `status` when the first call arrives.
+    CrashOnCall(ExitStatus),
+    /// Says `ready`, then dies with `status` after `after`, without a call.
+    DieIdle { after: Duration, status: ExitStatus },
+    /// Says `ready`, then reads calls and never answers.
+    Hang,
+    /// Dies with `status` before saying `ready`.
+    FailStart(ExitStatus),
+}
+
+/// An exit with `code`.
+pub fn exit_code(code: i32) -> ExitStatus {
+    ExitStatus::from_raw(code << 8)
+}
+
+/// Death by `signal`.
+pub fn signalled(signal: i32) -> ExitStatus {
+    ExitStatus::from_raw(signal)
+}
+
+/// What the scripted workers did, for tests to check.
+#[derive(Debug, Default, Clone)]
+pub struct Log {
+    /// When each worker was spawned.
+    pub spawns: Vec<Instant>,
+    /// Every request a worker read, in order.
+    pub requests: Vec<Vec<u8>>,
+    /// How many workers were killed.
+    pub kills: usize,
+}
+
+/// Hands out scripted workers: the scripts in order, then workers that serve.
+#[derive(Debug, Default)]
+pub struct ScriptedSpawner {
+    scripts: Mutex<VecDeque<Script>>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl ScriptedSpawner {
+    pub fn new(scripts: impl IntoIterator<Item = Script>) -> Self {
+        ScriptedSpawner {
+            scripts: Mutex::new(scripts.into_iter().collect()),
+            log: Arc::default(),
+        }
+    }
+
+    /// A handle on the log that stays valid once the spawner is moved.
+    pub fn log(&self) -> Arc<Mutex<Log>> {
+        Arc::clone(&self.log)
+    }
+}
+
+impl Spawner for ScriptedSpawner {
+    type Process = ScriptedProcess;
+
+    fn spawn(
+        &self,
+        _index: usize,
+        transport_args: &[String],
+    ) -> io::Result<Spawned<Self::Process>> {
+        assert_eq!(transport_args, ["--transport", "pipe"]);
+        let script = self
+            .scripts
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Script::Serve {
+                delay: Duration::ZERO,
+            });
+        let pid = {
+            let mut log = self.log.lock().unwrap();
+            log.spawns.push(Instant::now());
+            1000 + log.spawns.len() as u32
+        };
+        let (stdin, worker_in) = duplex(1 << 16);
+        let (worker_out, stdout) = duplex(1 << 16);
+        let exit = Arc::new(watch::Sender::new(None));
+        let worker = tokio::spawn(run(
+            script,
+            worker_in,
+            worker_out,
+            Arc::clone(&exit),
+            Arc::clone(&self.log),
+        ));
+        Ok(Spawned {
+            process: ScriptedProcess {
+                pid,
+                exit,
+                worker: worker.abort_handle(),
+                log: Arc::clone(&self.log),
+            },
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+        })
+    }
+
+    fn program(&self) -> String {
+        "scripted-python".into()
+    }
+}
+
+/// One scripted worker, as the actor sees it.
+#[derive(Debug)]
+pub struct ScriptedProcess {
+    pid: u32,
+    exit: Arc<watch::Sender<Option<ExitStatus>>>,
+    worker: AbortHandle,
+    log: Arc<Mutex<Log>>,
+}
+
+impl WorkerProcess for ScriptedProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let mut exit = self.exit.subscribe();
+        let status = exit
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| io::Error::other("the scripted worker vanished"))?;
+        Ok(status.expect("waited for Some"))
+    }
+
+    fn kill(&self) {
+        let killed = self.exit.send_if_modified(|status| {
+            let alive = status.is_none();
+            if alive {
+                *status = Some(signalled(9));
+            }
+            alive
+        });
+        if killed {
+            self.log.lock().unwrap().kills += 1;
+        }
+        self.worker.abort();
+    }
+
+    async fn stop(mut self) -> Option<ExitStatus> {
+        // Like a real worker, it exits on EOF; one that does not is killed.
+        if let Some(status) = self.wait_for(Duration::from_secs(2)).await {
+            return Some(status);
+        }
+        self.kill();
+        *self.exit.borrow()
+    }
+
+    fn stderr_tail(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn settle_stderr(&mut self) {}
+}
+
+/// The scripted worker's body.
+async fn run(
+    script: Script,
+    stdin: DuplexStream,
+    mut stdout: DuplexStream,
+    exit: Arc<watch::Sender<Option<ExitStatus>>>,
+    log: Arc<Mutex<Log>>,
+) {
+    let die = |status| {
+        exit.send_if_modified(|current| current.replace(status).is_none());
+    };
+    if let Script::FailStart(status) = script {
+        die(status);
+        return;
+    }
+    if stdout.write_all(b"ready\n").await.is_err() {
+        return;
+    }
+    if let Script::DieIdle { after, status } = script {
+        tokio::time::sleep(after).await;
+        die(status);
+        return;
+    }
+    let mut requests = BufReader::new(stdin);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match requests.read_line(&mut line).await {
+            Ok(0) | Err(_) => {
+                // EOF on stdin: the gateway asks the worker to exit.
+                die(exit_code(0));
+                return;
+            }
+            Ok(_) => {}
+        }
+        let request = BASE64
+            .decode(line.trim_end())
+            .expect("the gateway sends base64 lines");
+        log.lock().unwrap().requests.push(request.clone());
+        match &script {
+            Script::Serve { delay } => {
+                tokio::time::sleep(*delay).await;
+                let mut answer = b"echo:".to_vec();
+                answer.extend_from_slice(&request);
+                let mut response = BASE64.encode(answer);
+                response.push('\n');
+                if stdout.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Script::CrashOnCall(status) => {
+                die(*status);
+                return;
+            }
+            Script::Hang => std::future::pending::<()>().await,
+            Script::DieIdle { .. } | Script::FailStart(_) => unreachable!("handled above"),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Unit tests of the worker actor, driven through the pool's handle with
+//! scripted workers (`scripted.rs`) that speak the real pipe protocol, under
+//! paused time: crashes, timeouts, restarts and queue expiry run in
+//! milliseconds.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::scripted::{Log, Script, ScriptedSpawner, exit_code, signalled};
+use super::{Deadline, Pool, PoolSettings, PoolTasks, WorkerState};
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::transport;
+
+/// A one-worker pool whose workers follow `scripts` (then serve).
+async fn pool(scripts: impl IntoIterator<Item = Script>) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
+    let spawner = ScriptedSpawner::new(scripts);
+    let log = spawner.log();
+    let settings = PoolSettings {
+        workers: 1,
+        queue_capacity: 16,
+        queue_max_bytes: 1 << 20,
+        startup_timeout: Duration::from_secs(10),
+    };
+    let transport = transport::Spec::Pipe {
+        max_payload_bytes: 1 << 20,
+    };
+    let metrics = Arc::new(Metrics::new(1, "pipe"));
+    let (pool, mut tasks) = Pool::spawn_with(settings, spawner, transport, metrics);
+    tasks.ready().await.expect("the first worker starts");
+    (pool, tasks, log)
+}
+
+async fn call(pool: &Pool, payload: &'static [u8]) -> Result<Bytes, GatewayError> {
+    call_within(pool, payload, None).await
+}
+
+async fn call_within(
+    pool: &Pool,
+    payload: &'static [u8],
+    deadline: Option<Deadline>,
+) -> Result<Bytes, GatewayError> {
+    pool.submit(Bytes::from_static(payload), deadline)?
+        .outcome()
+        .await
+}
+
+fn restarts(pool: &Pool) -> u64 {
+    pool.workers()[0].restarts
+}
+
+fn scrape(pool: &Pool) -> String {
+    crate::metrics::Scrape::scrape(pool)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_serves_calls_one_after_another() {
+    let (pool, tasks, log) = pool([]).await;
+    assert_eq!(&call(&pool, b"one").await.unwrap()[..], b"echo:one");
+    assert_eq!(&call(&pool, b"two").await.unwrap()[..], b"echo:two");
+    let slot = &pool.workers()[0];
+    assert_eq!((slot.calls_served, slot.restarts), (2, 0));
+    assert_eq!(slot.state, WorkerState::Idle);
+    assert_eq!(
+        log.lock().unwrap().requests,
+        [b"one".to_vec(), b"two".to_vec()]
+    );
+    tasks.shutdown().await;
+    assert_eq!(pool.workers()[0].state, WorkerState::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_mid_call_answers_that_call_and_the_worker_is_replaced() {
+    let (pool, tasks, log) = pool([Script::CrashOnCall(exit_code(3))]).await;
+    let err = call(&pool, b"boom").await.unwrap_err();
+    match err {
+        GatewayError::WorkerCrashed { worker, pid, cause } => {
+            assert_eq!(worker, 0);
+            assert_eq!(pid, 1001);
+            assert_eq!(cause, "exit code 3");
+        }
+        other => panic!("expected a crash, got {other}"),
+    }
+    assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
+    assert_eq!(restarts(&pool), 1);
+    assert_eq!(pool.workers()[0].pid, Some(1002));
+    assert_eq!(log.lock().unwrap().spawns.len(), 2);
+    assert!(scrape(&pool).contains(r#"mystic_calls_total{worker="0",outcome="worker-crashed"} 1"#));
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_dies_while_idle_is_replaced_before_the_next_call() {
+    let (pool, tasks, log) = pool([Script::DieIdle {
+        after: Duration::from_secs(1),
+        status: signalled(11),
+    }])
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(restarts(&pool), 1);
+    assert_eq!(pool.workers()[0].state, WorkerState::Idle);
+    assert_eq!(&call(&pool, b"x").await.unwrap()[..], b"echo:x");
+    // Only the replacement saw a call.
+    assert_eq!(log.lock().unwrap().requests.len(), 1);
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_past_its_deadline_kills_and_replaces_its_worker() {
+    let (pool, tasks, log) = pool([Script::Hang]).await;
+    let started = tokio::time::Instant::now();
+    let deadline = Deadline::after(Duration::from_secs(5));
+    let err = call_within(&pool, b"slow", Some(deadline))
+        .await
+        .unwrap_err();
+    assert_eq!(err, GatewayError::Timeout(Duration::from_secs(5)));
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(&call(&pool, b"after").await.unwrap()[..], b"echo:after");
+    assert_eq!(log.lock().unwrap().kills, 1);
+    assert_eq!(restarts(&pool), 1);
+    assert!(scrape(&pool).contains(r#"mystic_calls_total{worker="0",outcome="call-timeout"} 1"#));
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_back_off_while_starts_fail_and_reset_after_a_good_start() {
+    let idle_death = Script::DieIdle {
+        after: Duration::from_secs(1),
+        status: exit_code(1),
+    };
+    let failed = Script::FailStart(exit_code(1));
+    let (pool, tasks, log) = pool([
+        idle_death.clone(),
+        failed.clone(),
+        failed.clone(),
+        failed,
+        idle_death,
+    ])
+    .await;
+    // Five scripted workers, then one that serves.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let spawns = log.lock().unwrap().spawns.clone();
+    assert_eq!(spawns.len(), 6);
+    let gaps: Vec<Duration> = spawns.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    let ms = Duration::from_millis;
+    assert_eq!(
+        gaps,
+        [
+            ms(1000 + 50), // ran 1 s, then the quick first restart
+            ms(100),       // failed to start: the delay doubles ...
+            ms(200),
+            ms(400),
+            ms(1000 + 50), // ... and a good start resets it
+        ]
+    );
+    assert_eq!(restarts(&pool), 5);
+    assert_eq!(&call(&pool, b"ok").await.unwrap()[..], b"echo:ok");
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_expired_in_the_queue_is_not_run() {
+    let (pool, tasks, log) = pool([Script::Serve {
+        delay: Duration::from_secs(10),
+    }])
+    .await;
+    let busy = pool.submit(Bytes::from_static(b"long"), None).unwrap();
+    let deadline = Deadline::after(Duration::from_secs(1));
+    let err = call_within(&pool, b"expires", Some(deadline))
+        .await
+        .unwrap_err();
+    assert_eq!(err, GatewayError::Timeout(Duration::from_secs(1)));
+    assert_eq!(&busy.outcome().await.unwrap()[..], b"echo:long");
+    assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
+    let requests = log.lock().unwrap().requests.clone();
+    assert_eq!(requests, [b"long".to_vec(), b"then".to_vec()]);
+    assert!(scrape(&pool).contains(r#"mystic_rejected_calls_total{reason="deadline-in-queue"} 1"#));
+    assert_eq!(restarts(&pool), 0);
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_caller_left_while_queued_is_not_run() {
+    let (pool, tasks, log) = pool([Script::Serve {
+        delay: Duration::from_secs(10),
+    }])
+    .await;
+    let busy = pool.submit(Bytes::from_static(b"long"), None).unwrap();
+    let left = pool.submit(Bytes::from_static(b"left"), None).unwrap();
+    drop(left);
+    assert_eq!(&busy.outcome().await.unwrap()[..], b"echo:long");
+    assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
+    let requests = log.lock().unwrap().requests.clone();
+    assert_eq!(requests, [b"long".to_vec(), b"then".to_vec()]);
+    assert!(scrape(&pool).contains(r#"mystic_rejected_calls_total{reason="caller-left"} 1"#));
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_mid_call_answers_unavailable_and_kills_the_worker() {
+    let (pool, tasks, log) = pool([Script::Hang]).await;
+    let running = pool.submit(Bytes::from_static(b"stuck"), None).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool.workers()[0].state, WorkerState::Busy);
+    tasks.shutdown().await;
+    assert_eq!(
+        running.outcome().await.unwrap_err(),
+        GatewayError::ShuttingDown
+    );
+    assert_eq!(log.lock().unwrap().kills, 1);
+    assert!(matches!(
+        pool.submit(Bytes::from_static(b"late"), None),
+        Err(GatewayError::ShuttingDown)
+    ));
+}
