@@ -29,6 +29,9 @@ pub enum Script {
     Serve { delay: Duration },
     /// Says `ready`, then dies with `status` when the first call arrives.
     CrashOnCall(ExitStatus),
+    /// As `CrashOnCall`, but its pipes stay open, as when children the
+    /// function forked inherited them.
+    CrashHoldingPipes(ExitStatus),
     /// Says `ready`, then dies with `status` after `after`, without a call.
     DieIdle { after: Duration, status: ExitStatus },
     /// Says `ready`, then reads calls and never answers.
@@ -54,7 +57,7 @@ pub struct Log {
     pub spawns: Vec<Instant>,
     /// Every request a worker read, in order.
     pub requests: Vec<Vec<u8>>,
-    /// How many workers were killed.
+    /// How many times a worker's process group was killed.
     pub kills: usize,
 }
 
@@ -151,17 +154,17 @@ impl WorkerProcess for ScriptedProcess {
         Ok(status.expect("waited for Some"))
     }
 
+    /// Like a kill of the process group: the worker and whatever holds its
+    /// pipes end now.
     fn kill(&self) {
-        let killed = self.exit.send_if_modified(|status| {
+        self.exit.send_if_modified(|status| {
             let alive = status.is_none();
             if alive {
                 *status = Some(signalled(9));
             }
             alive
         });
-        if killed {
-            self.log.lock().unwrap().kills += 1;
-        }
+        self.log.lock().unwrap().kills += 1;
         self.worker.abort();
     }
 
@@ -234,6 +237,10 @@ async fn run(
             Script::CrashOnCall(status) => {
                 die(*status);
                 return;
+            }
+            Script::CrashHoldingPipes(status) => {
+                die(*status);
+                std::future::pending::<()>().await;
             }
             Script::Hang => std::future::pending::<()>().await,
             Script::DieIdle { .. } | Script::FailStart(_) => unreachable!("handled above"),

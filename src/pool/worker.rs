@@ -37,6 +37,14 @@ enum Ended {
     TimedOut,
 }
 
+/// Why a call did not produce a response.
+enum Failure {
+    /// The channel failed (the worker closed it, or broke the protocol).
+    Transport(TransportError),
+    /// The process exited while the channel was still open.
+    Exited(std::io::Result<std::process::ExitStatus>),
+}
+
 /// One worker slot's actor.
 #[derive(Debug)]
 pub struct WorkerActor<S> {
@@ -225,7 +233,10 @@ impl<S: Spawner> WorkerActor<S> {
                 let _ = reply.send(result);
             };
             let outcome = tokio::select! {
-                outcome = transport.call(payload) => outcome,
+                outcome = transport.call(payload) => outcome.map_err(Failure::Transport),
+                // Watched during the call too: children the function forked
+                // may hold the channel open long after the worker died.
+                exit = process.wait() => Err(Failure::Exited(exit)),
                 () = sleep_until(deadline) => {
                     process.kill();
                     let budget = deadline.map_or(Duration::ZERO, |deadline| deadline.budget);
@@ -245,7 +256,7 @@ impl<S: Spawner> WorkerActor<S> {
                     self.metrics.moved(Direction::Response, response.len());
                     answer(Ok(response), started.elapsed());
                 }
-                Err(TransportError::ResponseTooLarge { size, limit }) => {
+                Err(Failure::Transport(TransportError::ResponseTooLarge { size, limit })) => {
                     // The oversized response was read and discarded: the worker is fine.
                     self.count_call();
                     let too_large = GatewayError::PayloadTooLarge {
@@ -255,15 +266,19 @@ impl<S: Spawner> WorkerActor<S> {
                     };
                     answer(Err(too_large), started.elapsed());
                 }
-                Err(err) => {
+                Err(failure) => {
                     let ran_for = started.elapsed();
-                    let cause = match process.wait_for(EXIT_AFTER_BREAK).await {
-                        Some(status) => describe_exit(status),
-                        None => {
-                            process.kill();
-                            err.to_string()
+                    let cause = match failure {
+                        Failure::Exited(exit) => {
+                            exit.map_or_else(|err| err.to_string(), describe_exit)
                         }
+                        Failure::Transport(err) => match process.wait_for(EXIT_AFTER_BREAK).await {
+                            Some(status) => describe_exit(status),
+                            None => err.to_string(),
+                        },
                     };
+                    // The whole group: nothing the function started outlives it.
+                    process.kill();
                     process.settle_stderr().await;
                     warn!(
                         worker = self.index,

@@ -87,7 +87,25 @@ async fn a_crash_mid_call_answers_that_call_and_the_worker_is_replaced() {
     assert_eq!(restarts(&pool), 1);
     assert_eq!(pool.workers()[0].pid, Some(1002));
     assert_eq!(log.lock().unwrap().spawns.len(), 2);
+    assert_eq!(log.lock().unwrap().kills, 1);
     assert!(scrape(&pool).contains(r#"mystic_calls_total{worker="0",outcome="worker-crashed"} 1"#));
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_is_seen_at_once_even_while_its_children_hold_the_pipes() {
+    let (pool, tasks, log) = pool([Script::CrashHoldingPipes(signalled(11))]).await;
+    let started = tokio::time::Instant::now();
+    let err = call(&pool, b"forks").await.unwrap_err();
+    assert!(
+        matches!(&err, GatewayError::WorkerCrashed { cause, .. } if cause == "killed by signal 11 (SIGSEGV)"),
+        "{err}"
+    );
+    // No waiting for the pipes to close: the exit itself was seen.
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    // Its group was killed: what it left running (here: holding the pipes) too.
+    assert_eq!(log.lock().unwrap().kills, 1);
+    assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
     tasks.shutdown().await;
 }
 
