@@ -2,12 +2,12 @@
 //! gRPC server and the metrics endpoint, report readiness, and shut down in
 //! order when asked.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -51,14 +51,20 @@ pub enum RunError {
 
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+
+    #[error(
+        "stopped at once on a second {signal}: {busy} running calls were cut off and their callers told the gateway is unavailable"
+    )]
+    Interrupted { signal: &'static str, busy: usize },
 }
 
-/// Runs the gateway until `stop` resolves. `on_serving` is called with the
-/// gateway's URL (`grpc://` or, with TLS, `grpcs://` and the bound address)
-/// once every worker is ready.
+/// Runs the gateway until the first item of `stop` (a graceful stop: calls
+/// in flight get `--shutdown-grace` to finish); a second item stops it at
+/// once. `on_serving` is called with the gateway's URL (`grpc://` or, with
+/// TLS, `grpcs://` and the bound address) once every worker is ready.
 pub async fn run(
     config: Config,
-    stop: impl Future<Output = ()>,
+    mut stop: impl Stream<Item = &'static str> + Unpin,
     on_serving: impl FnOnce(&str),
 ) -> Result<(), RunError> {
     let access = read_access(&config)?;
@@ -103,11 +109,9 @@ pub async fn run(
         access,
         stopping.clone().cancelled_owned(),
     ));
-    tokio::pin!(stop);
-
     let started = tokio::select! {
         started = tasks.ready() => Some(started),
-        () = &mut stop => None,
+        _ = stop.next() => None,
     };
     match started {
         Some(Ok(())) => {}
@@ -132,7 +136,7 @@ pub async fn run(
     on_serving(&format!("{scheme}://{addr}"));
 
     let served = tokio::select! {
-        () = &mut stop => None,
+        _ = stop.next() => None,
         served = &mut server => Some(served),
     };
     if let Some(served) = served {
@@ -150,25 +154,32 @@ pub async fn run(
     );
     set_health(&health, ServingStatus::NotServing).await;
     stopping.cancel();
-    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(join)) => panic!("the gRPC server task panicked: {join}"),
-        Err(_elapsed) => {
-            let busy = pool
-                .workers()
-                .iter()
-                .filter(|slot| slot.state == WorkerState::Busy)
-                .count();
-            warn!(
-                busy,
-                "grace period over; cancelling the calls still running"
-            );
+    let busy = || {
+        pool.workers()
+            .iter()
+            .filter(|slot| slot.state == WorkerState::Busy)
+            .count()
+    };
+    let mut interrupted = None;
+    tokio::select! {
+        finished = tokio::time::timeout(config.shutdown_grace, &mut server) => match finished {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) => panic!("the gRPC server task panicked: {join}"),
+            Err(_elapsed) => {
+                warn!(busy = busy(), "grace period over; cancelling the calls still running");
+                server.abort();
+            }
+        },
+        Some(signal) = stop.next() => {
+            let busy = busy();
+            warn!(signal, busy, "asked again to stop: cutting off the calls still running");
             server.abort();
+            interrupted = Some(RunError::Interrupted { signal, busy });
         }
     }
     tasks.shutdown().await;
     info!("stopped");
-    Ok(())
+    interrupted.map_or(Ok(()), Err)
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {

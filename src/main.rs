@@ -1,11 +1,13 @@
 //! The `mysticchallenge` binary: parses the command line, sets up logging,
-//! and runs the gateway until SIGINT or SIGTERM.
+//! and runs the gateway until SIGINT or SIGTERM (a second one stops it at
+//! once).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use mysticchallenge::{Args, Config, gateway, shutdown};
+use tokio_stream::{Stream, StreamExt as _};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -31,7 +33,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gateway::run(config, stop_signal(), announce)) {
+    let stop = runtime.block_on(async { stop_requests() });
+    match runtime.block_on(gateway::run(config, stop, announce)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -40,12 +43,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn stop_signal() {
-    match shutdown::signalled().await {
-        Ok(name) => tracing::info!(signal = name, "shutdown requested"),
+/// SIGINT and SIGTERM, logged as they come.
+fn stop_requests() -> Box<dyn Stream<Item = &'static str> + Send + Unpin> {
+    match shutdown::requests() {
+        Ok(requests) => Box::new(requests.map(|signal| {
+            tracing::info!(signal, "shutdown requested");
+            signal
+        })),
         Err(err) => {
             tracing::error!(cause = %err, "cannot listen for SIGINT/SIGTERM; stop the gateway with SIGKILL");
-            std::future::pending::<()>().await;
+            Box::new(tokio_stream::pending())
         }
     }
 }

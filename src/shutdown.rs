@@ -1,13 +1,13 @@
-//! The shutdown signal: SIGINT or SIGTERM, whichever comes first.
+//! Requests to stop: every SIGINT and SIGTERM the process receives. The
+//! first asks for a graceful stop; a second one, for an immediate one.
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::SignalStream;
+use tokio_stream::{Stream, StreamExt as _};
 
-/// Resolves when the process is asked to stop.
-pub async fn signalled() -> std::io::Result<&'static str> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    })
+/// Each SIGINT or SIGTERM, by name, as it arrives.
+pub fn requests() -> std::io::Result<impl Stream<Item = &'static str> + Send + Unpin> {
+    let interrupt = SignalStream::new(signal(SignalKind::interrupt())?).map(|()| "SIGINT");
+    let terminate = SignalStream::new(signal(SignalKind::terminate())?).map(|()| "SIGTERM");
+    Ok(interrupt.merge(terminate))
 }

@@ -111,3 +111,40 @@ def test_sigkill_workers_exit_by_themselves_and_the_next_gateway_cleans_up(launc
     assert segments(pid) == set(), "the next gateway removes stale segments"
     assert not runtime_dir(pid).exists(), "the next gateway removes stale runtime directories"
     assert compute_this(server=successor.url)(abs)(-4).run() == 4
+
+
+def test_a_second_sigterm_stops_at_once_and_still_leaves_nothing(launcher, tmp_path):
+    gateway = launcher.start()  # not start_gateway: it would insist on exit status 0
+    pid = gateway.process.pid
+    workers = gateway.worker_pids()
+    started, release = tmp_path / "started", tmp_path / "never"
+    remote = compute_this(server=gateway.url)(hold)
+    outcome: list[BaseException | object] = []
+
+    def run():
+        try:
+            outcome.append(remote(str(started), str(release), "done").run())
+        except Exception as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    wait_until(started.exists, "the call to start")
+    begun = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the first signal starts the 30 s grace period
+    gateway.process.send_signal(signal.SIGTERM)
+    status = gateway.process.wait(20)
+    caller.join(20)
+
+    assert time.monotonic() - begun < 15, "the second signal did not cut the grace period short"
+    assert status != 0
+    assert "cut off" in gateway.log(), gateway._tail()
+    assert len(outcome) == 1 and isinstance(outcome[0], Exception), outcome
+    assert segments(pid) == set()
+    assert not runtime_dir(pid).exists()
+    wait_until(
+        lambda: not any(process_alive(worker) for worker in workers),
+        "the workers to be stopped",
+        timeout=WORKERS_EXIT_WITHIN,
+    )
