@@ -130,7 +130,12 @@ pub async fn run(
         }
     }
 
-    set_health(&health, ServingStatus::Serving).await;
+    let stop_following = CancellationToken::new();
+    let health_follower = tokio::spawn(follow_workers(
+        pool.serving(),
+        health.clone(),
+        stop_following.clone(),
+    ));
     info!(%addr, workers = config.workers, transport = config.transport.as_str(), "serving");
     let scheme = if tls { "grpcs" } else { "grpc" };
     on_serving(&format!("{scheme}://{addr}"));
@@ -152,6 +157,9 @@ pub async fn run(
         grace_secs = config.shutdown_grace.as_secs_f64(),
         "stopping: letting in-flight calls finish"
     );
+    // The follower stops first, so that it cannot undo what is set next.
+    stop_following.cancel();
+    let _ = health_follower.await;
     set_health(&health, ServingStatus::NotServing).await;
     stopping.cancel();
     let busy = || {
@@ -243,6 +251,38 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, RunError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Keeps health SERVING while at least one worker can take a call and
+/// NOT_SERVING while none can (all of them restarting or failing to start),
+/// until the gateway stops.
+async fn follow_workers(
+    mut serving: tokio::sync::watch::Receiver<usize>,
+    health: HealthReporter,
+    stopping: CancellationToken,
+) {
+    let mut reported = None;
+    loop {
+        let now = *serving.borrow_and_update() > 0;
+        if reported != Some(now) {
+            reported = Some(now);
+            if now {
+                info!("a worker can take calls: health is SERVING");
+            } else {
+                warn!("no worker can take a call: health is NOT_SERVING until one is back");
+            }
+            let status = if now {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, status).await;
+        }
+        tokio::select! {
+            changed = serving.changed() => if changed.is_err() { return },
+            () = stopping.cancelled() => return,
+        }
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

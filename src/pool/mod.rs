@@ -168,6 +168,11 @@ impl Pool {
     pub fn workers(&self) -> Vec<WorkerSnapshot> {
         self.board.snapshot()
     }
+
+    /// How many workers can take a call now, updated as it changes.
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.board.serving()
+    }
 }
 
 impl PendingCall {

@@ -1,7 +1,10 @@
 //! The pool's status board: one entry per worker slot, written by that slot's
-//! actor and read by `GetWorkers`.
+//! actor and read by `GetWorkers`, and how many workers can take a call now,
+//! watched by the health service.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
 
 /// What a worker slot is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +21,13 @@ pub enum WorkerState {
     Stopped,
 }
 
+impl WorkerState {
+    /// Whether a worker in this state has a live process that serves calls.
+    pub fn serves(self) -> bool {
+        matches!(self, WorkerState::Idle | WorkerState::Busy)
+    }
+}
+
 /// One worker slot as seen from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSnapshot {
@@ -32,6 +42,8 @@ pub struct WorkerSnapshot {
 #[derive(Debug, Clone)]
 pub struct StatusBoard {
     slots: Arc<[Mutex<WorkerSnapshot>]>,
+    /// Slots whose worker [serves](WorkerState::serves) calls.
+    serving: Arc<watch::Sender<usize>>,
 }
 
 impl StatusBoard {
@@ -47,7 +59,15 @@ impl StatusBoard {
                 })
             })
             .collect();
-        StatusBoard { slots }
+        StatusBoard {
+            slots,
+            serving: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// How many workers serve calls, updated as their states change.
+    pub fn serving(&self) -> watch::Receiver<usize> {
+        self.serving.subscribe()
     }
 
     /// Every slot, in index order.
@@ -59,7 +79,21 @@ impl StatusBoard {
 
     /// Updates one slot.
     pub fn update(&self, index: usize, change: impl FnOnce(&mut WorkerSnapshot)) {
-        change(&mut self.slot(index));
+        let mut slot = self.slot(index);
+        let served = slot.state.serves();
+        change(&mut slot);
+        let serves = slot.state.serves();
+        // Counted under the slot's lock, so that updates of one slot are
+        // counted in the order they happen.
+        if served != serves {
+            self.serving.send_modify(|count| {
+                if serves {
+                    *count += 1;
+                } else {
+                    *count -= 1;
+                }
+            });
+        }
     }
 
     fn slot(&self, index: usize) -> MutexGuard<'_, WorkerSnapshot> {
@@ -88,5 +122,21 @@ mod tests {
         assert_eq!(snapshot[1].pid, Some(42));
         assert_eq!(snapshot[1].state, WorkerState::Busy);
         assert_eq!(snapshot[1].calls_served, 1);
+    }
+
+    #[test]
+    fn the_serving_count_follows_the_states() {
+        let board = StatusBoard::new(2);
+        let serving = board.serving();
+        assert_eq!(*serving.borrow(), 0);
+        board.update(0, |slot| slot.state = WorkerState::Idle);
+        board.update(1, |slot| slot.state = WorkerState::Idle);
+        board.update(1, |slot| slot.state = WorkerState::Busy);
+        assert_eq!(*serving.borrow(), 2);
+        board.update(0, |slot| slot.state = WorkerState::Restarting);
+        board.update(1, |slot| slot.calls_served += 1);
+        assert_eq!(*serving.borrow(), 1);
+        board.update(1, |slot| slot.state = WorkerState::Stopped);
+        assert_eq!(*serving.borrow(), 0);
     }
 }
