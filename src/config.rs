@@ -93,6 +93,21 @@ pub struct Args {
     /// [default: 4 x --max-payload-bytes].
     #[arg(long, value_name = "N")]
     pub queue_max_bytes: Option<NonZeroUsize>,
+
+    /// Bytes of requests that may be arriving at once, before they are
+    /// decoded; a request that would pass it is refused as queue-full
+    /// [default: --queue-max-bytes].
+    #[arg(long, value_name = "N")]
+    pub max_receiving_bytes: Option<NonZeroUsize>,
+
+    /// Client connections open at once; more wait until one closes.
+    #[arg(long, value_name = "N", default_value = "1024")]
+    pub max_connections: NonZeroUsize,
+
+    /// Calls (HTTP/2 streams) open at once on one connection; a client
+    /// queues the rest.
+    #[arg(long, value_name = "N", default_value = "1024")]
+    pub max_streams_per_connection: std::num::NonZeroU32,
 }
 
 /// Settings the gateway runs with, checked once at start-up.
@@ -113,6 +128,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub worker_memory_bytes: Option<u64>,
     pub queue_max_bytes: usize,
+    pub max_receiving_bytes: usize,
+    pub max_connections: usize,
+    pub max_streams_per_connection: u32,
 }
 
 /// Where the TLS certificate chain and key are (read at start-up).
@@ -168,6 +186,11 @@ impl TryFrom<Args> for Config {
             tls,
             worker_memory_bytes: args.worker_memory_bytes,
             queue_max_bytes,
+            max_receiving_bytes: args
+                .max_receiving_bytes
+                .map_or(queue_max_bytes, NonZeroUsize::get),
+            max_connections: args.max_connections.get(),
+            max_streams_per_connection: args.max_streams_per_connection.get(),
         })
     }
 }
@@ -287,5 +310,17 @@ mod tests {
         assert_eq!(config.queue_max_bytes, 4000);
         let config = parse(&["--queue-max-bytes", "10"]).unwrap();
         assert_eq!(config.queue_max_bytes, 10);
+        assert_eq!(config.max_receiving_bytes, 10);
+        let config = parse(&["--max-receiving-bytes", "7"]).unwrap();
+        assert_eq!(config.max_receiving_bytes, 7);
+    }
+
+    #[test]
+    fn connections_and_streams_are_bounded_by_default() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.max_streams_per_connection, 1024);
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-streams-per-connection", "0"]).is_err());
     }
 }

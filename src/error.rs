@@ -62,6 +62,15 @@ pub enum GatewayError {
     },
 
     #[error(
+        "the gateway is receiving {receiving} bytes of other requests and this one's {size} would pass its limit of {limit}; retry later or raise --max-receiving-bytes"
+    )]
+    ReceivingFull {
+        receiving: usize,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error(
         "the call ran longer than its {}s deadline; its worker was stopped and replaced", .0.as_secs_f64()
     )]
     Timeout(Duration),
@@ -127,9 +136,9 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest => ErrorKind::InvalidRequest,
             GatewayError::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
-            GatewayError::QueueFull { .. } | GatewayError::QueueBytesFull { .. } => {
-                ErrorKind::QueueFull
-            }
+            GatewayError::QueueFull { .. }
+            | GatewayError::QueueBytesFull { .. }
+            | GatewayError::ReceivingFull { .. } => ErrorKind::QueueFull,
             GatewayError::Timeout(_) => ErrorKind::CallTimeout,
             GatewayError::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
             GatewayError::ShuttingDown => ErrorKind::Unavailable,

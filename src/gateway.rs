@@ -102,11 +102,17 @@ pub async fn run(
             }
         });
     }
+    let bounds = server::Bounds {
+        max_connections: config.max_connections,
+        max_streams_per_connection: config.max_streams_per_connection,
+        max_receiving_bytes: config.max_receiving_bytes,
+    };
     let mut server = tokio::spawn(server::serve(
         listener,
         service,
         health.clone(),
         access,
+        bounds,
         stopping.clone().cancelled_owned(),
     ));
     let started = tokio::select! {

@@ -2,7 +2,9 @@
 //! (token, TLS), payload limits and graceful shutdown.
 
 mod auth;
+mod connections;
 mod deadline;
+mod inflight;
 mod limits;
 mod refusals;
 mod service;
@@ -34,6 +36,17 @@ pub struct Access {
     pub tls: Option<ServerTlsConfig>,
 }
 
+/// Bounds on what clients may make the gateway hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Bytes of requests being received at once, before they are decoded.
+    pub max_receiving_bytes: usize,
+}
+
 /// Serves the gateway and health services on `listener` until `shutdown`
 /// resolves, then lets in-flight calls finish.
 pub async fn serve(
@@ -41,6 +54,7 @@ pub async fn serve(
     service: GatewayService,
     health: HealthReporter,
     access: Access,
+    bounds: Bounds,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let limit = service.max_payload_bytes;
@@ -54,17 +68,29 @@ pub async fn serve(
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health),
     );
-    let mut server = http2_server();
+    let mut server = http2_server()
+        .max_concurrent_streams(bounds.max_streams_per_connection)
+        .http2_keepalive_interval(Some(connections::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(connections::KEEPALIVE_TIMEOUT));
     if let Some(tls) = access.tls {
         server = server.tls_config(tls)?;
     }
+    let receiving = inflight::Budget::new(bounds.max_receiving_bytes);
     server
         .layer(tower::util::MapResponseLayer::new(
-            limits::rewrite_oversized_request(limit, refusals),
+            limits::rewrite_oversized_request(limit, refusals.clone()),
+        ))
+        .layer(inflight::InflightLayer::new(
+            receiving,
+            refusals,
+            message_limit,
         ))
         .add_service(health_service)
         .add_service(gateway)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            connections::limited(listener, bounds.max_connections),
+            shutdown,
+        )
         .await
 }
 
@@ -76,7 +102,8 @@ pub fn http2_server() -> Server {
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
 }
 
-/// Accepted connections on `listener`, with Nagle's algorithm off.
+/// Accepted connections on `listener`, with Nagle's algorithm off (the bare
+/// echo server of the benchmarks; the gateway also bounds them).
 pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -36,6 +36,10 @@ const BLOCKING_CODEC_THRESHOLD: usize = 256 * 1024;
 /// Read buffer for the worker's stdout.
 const READ_BUFFER_BYTES: usize = 1 << 20;
 
+/// The line buffer is kept between calls up to this size; one that grew
+/// past it for a large response is given back.
+const KEEP_LINE_BYTES: usize = 4 << 20;
+
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 type Reader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
 
@@ -97,7 +101,9 @@ impl PipeTransport {
         .await;
         let (decoded, mut line) = decoded;
         line.clear();
-        self.line = line;
+        if line.capacity() <= KEEP_LINE_BYTES {
+            self.line = line;
+        }
         let payload = decoded.map_err(PipeError::NotBase64)?;
         if payload.len() > self.max_payload_bytes {
             return Err(TransportError::ResponseTooLarge {

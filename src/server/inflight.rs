@@ -1,0 +1,229 @@
+//! Request bytes being received count against a bound before a request is
+//! buffered whole.
+//!
+//! tonic reads a request's whole message into memory before our handler
+//! sees it, so the queue's byte bound (`--queue-max-bytes`) alone would not
+//! bound what the gateway holds while many large requests arrive at once.
+//! [`InflightLayer`] wraps every request body: each data frame takes its
+//! bytes from one shared budget (`--max-receiving-bytes`) as it arrives, and
+//! gives them back once tonic has decoded the message (the body is dropped).
+//! A frame that would pass the bound ends the request with `queue-full`,
+//! which the client retries; a request alone is always let in, so that no
+//! request is refused forever. A request whose gRPC length prefix is over
+//! the message limit is not counted: tonic refuses it as too large as soon
+//! as it reads the prefix, and that is the answer its caller should get.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::body::Body;
+
+use super::refusals::Refusals;
+use crate::error::GatewayError;
+
+/// Bytes of requests being received, and their bound.
+#[derive(Debug)]
+pub struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Budget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `len` more bytes for a request that holds `held` already.
+    fn take(&self, held: usize, len: usize) -> Result<(), GatewayError> {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                let total = used.checked_add(len)?;
+                (used == held || total <= self.limit).then_some(total)
+            })
+            .map(drop)
+            .map_err(|used| GatewayError::ReceivingFull {
+                receiving: used - held,
+                size: held + len,
+                limit: self.limit,
+            })
+    }
+
+    fn give_back(&self, len: usize) {
+        if len > 0 {
+            self.used.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A tower layer that counts every request body against a [`Budget`].
+#[derive(Debug, Clone)]
+pub struct InflightLayer {
+    budget: Arc<Budget>,
+    refusals: Refusals,
+    /// The largest message tonic decodes.
+    message_limit: usize,
+}
+
+impl InflightLayer {
+    pub fn new(budget: Arc<Budget>, refusals: Refusals, message_limit: usize) -> Self {
+        InflightLayer {
+            budget,
+            refusals,
+            message_limit,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for InflightLayer {
+    type Service = Inflight<S>;
+
+    fn layer(&self, inner: S) -> Inflight<S> {
+        Inflight {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`InflightLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct Inflight<S> {
+    inner: S,
+    layer: InflightLayer,
+}
+
+impl<S> tower::Service<http::Request<Body>> for Inflight<S>
+where
+    S: tower::Service<http::Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let counted = Counted {
+            body,
+            budget: Arc::clone(&self.layer.budget),
+            refusals: self.layer.refusals.clone(),
+            message_limit: self.layer.message_limit,
+            held: 0,
+            first: true,
+            oversized: false,
+        };
+        self.inner
+            .call(http::Request::from_parts(parts, Body::new(counted)))
+    }
+}
+
+/// A request body whose data frames are counted as they arrive.
+struct Counted {
+    body: Body,
+    budget: Arc<Budget>,
+    refusals: Refusals,
+    message_limit: usize,
+    held: usize,
+    /// No data frame seen yet.
+    first: bool,
+    /// Its length prefix is over the limit: tonic refuses it, uncounted.
+    oversized: bool,
+}
+
+/// The message length in a gRPC frame prefix (a compression flag byte, then
+/// a big-endian u32), if `data` holds one.
+fn declared_length(data: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = data.get(1..5)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(prefix)).ok()
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        let frame = match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref().filter(|_| !this.oversized) {
+            if std::mem::take(&mut this.first) {
+                this.oversized = declared_length(data).is_some_and(|len| len > this.message_limit);
+                if this.oversized {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+            }
+            if let Err(err) = this.budget.take(this.held, data.len()) {
+                return Poll::Ready(Some(Err(this.refusals.refuse(err))));
+            }
+            this.held += data.len();
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_length_prefix_is_read_from_the_first_frame() {
+        assert_eq!(declared_length(&[0, 0, 0, 1, 0, 9, 9]), Some(256));
+        assert_eq!(
+            declared_length(&[1, 0xff, 0xff, 0xff, 0xff]),
+            Some(u32::MAX as usize)
+        );
+        assert_eq!(declared_length(&[0, 0, 0]), None);
+    }
+
+    #[test]
+    fn a_request_alone_always_fits_and_others_must_share_the_bound() {
+        let budget = Budget::new(100);
+        budget.take(0, 80).unwrap();
+        // Alone, a request may grow past the bound ...
+        budget.take(80, 80).unwrap();
+        // ... but a second one cannot join while it passes it.
+        assert_eq!(
+            budget.take(0, 1),
+            Err(GatewayError::ReceivingFull {
+                receiving: 160,
+                size: 1,
+                limit: 100
+            })
+        );
+        budget.give_back(160);
+        budget.take(0, 60).unwrap();
+        budget.take(0, 40).unwrap();
+        assert!(budget.take(40, 1).is_err());
+        assert_eq!(budget.used.load(Ordering::Relaxed), 100);
+    }
+}
