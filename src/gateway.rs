@@ -136,6 +136,8 @@ pub async fn run(
         }
     }
 
+    // Every worker is ready: serving now, before anyone is told so.
+    set_health(&health, ServingStatus::Serving).await;
     let stop_following = CancellationToken::new();
     let health_follower = tokio::spawn(follow_workers(
         pool.serving(),
@@ -259,15 +261,15 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, RunError> {
     })
 }
 
-/// Keeps health SERVING while at least one worker can take a call and
-/// NOT_SERVING while none can (all of them restarting or failing to start),
-/// until the gateway stops.
+/// Keeps health SERVING (as it is when this starts) while at least one
+/// worker can take a call and NOT_SERVING while none can (all of them
+/// restarting or failing to start), until the gateway stops.
 async fn follow_workers(
     mut serving: tokio::sync::watch::Receiver<usize>,
     health: HealthReporter,
     stopping: CancellationToken,
 ) {
-    let mut reported = None;
+    let mut reported = Some(true);
     loop {
         let now = *serving.borrow_and_update() > 0;
         if reported != Some(now) {
