@@ -9,5 +9,5 @@ The gateway runs ``<python> -m worker_shim --transport pipe``. Map:
 - ``_executor.py``: run one encoded call and encode its outcome.
 - ``_tracebacks.py``: pickle a raised exception with its traceback and chain.
 
-The payload format is ``distribute_challenge._codec``.
+The payload format is the ``mystic_wire`` package.
 """

@@ -35,13 +35,15 @@ import operator
 import os
 import resource
 import struct
+import sys
 from collections.abc import Iterator
 
+import cloudpickle
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from distribute_challenge._codec import (
+from mystic_wire import (
     ERROR,
     KINDS,
     OK,
@@ -65,6 +67,10 @@ from worker_shim._shm import (
     decode_frame_header,
     encode_frame_header,
 )
+
+# Functions and classes of this module travel by value, as the client
+# arranges for a module the workers cannot import (distribute_challenge._by_value).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 settings.register_profile(
     "ci",
