@@ -59,7 +59,7 @@ from mystic_wire import (
     encode_response,
     encode_response_parts,
 )
-from worker_shim import _executor, _pipe
+from worker_shim import _executor, _loop, _pipe
 from worker_shim._shm import (
     FRAME_HEADER,
     MAX_FRAME_LEN,
@@ -386,7 +386,8 @@ def _is_base64(line: bytes) -> bool:
 def test_the_pipe_loop_answers_valid_lines_and_stops_at_the_first_bad_one(lines):
     writer = io.BytesIO()
     with memory_headroom():
-        status = _pipe.serve(io.BytesIO(b"".join(lines)), writer, _executor.execute)
+        channel = _pipe.PipeChannel(io.BytesIO(b"".join(lines)), writer)
+        status = _loop.serve(channel, _executor.execute)
     good = 0
     for line in lines:
         if not line.endswith(b"\n") or not _is_base64(line[:-1]):
