@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 GATEWAY = REPO / "target" / "release" / "mysticchallenge"
 ECHO_SERVER = REPO / "target" / "release" / "examples" / "echo_server"
 
