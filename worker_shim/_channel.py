@@ -32,7 +32,7 @@ class Channel(Protocol):
         """Waits for the next request. Returns its payload and a ticket to
         pass to :meth:`release` once the payload is no longer used."""
 
-    def release(self, ticket: int) -> None:
+    def release(self, ticket: int, /) -> None:
         """Lets go of what :meth:`receive` handed out; called before :meth:`send`."""
 
     def send(self, pieces: list[Buffer]) -> None:
