@@ -5,7 +5,7 @@ VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 GATEWAY := target/release/mysticchallenge
 ARGS    ?=
-PY_SOURCES := pyproject.toml $(shell find distribute_challenge worker_shim -name '*.py' 2>/dev/null)
+PY_SOURCES := pyproject.toml $(shell find distribute_challenge mystic_wire worker_shim -name '*.py' 2>/dev/null)
 
 .PHONY: run test build venv lint fmt clean
 

@@ -6,15 +6,16 @@ Map of the package:
 - ``_client.py``: cached gRPC channels (sync per process, asyncio per loop).
 - ``_target.py``: the server address and the token.
 - ``_status.py``: gRPC status codes → the exceptions below, in one function.
-- ``_codec.py``: the request/response payload format, shared with ``worker_shim``.
-- ``_depmodules.py``: modules imported and bound in the worker before a call.
+- ``_retry.py``: sending a call again while the gateway's queue is full.
 - ``_by_value.py``: which modules' functions travel by value.
-- ``_exceptions.py``: the exception tree.
 - ``_pb/``: gRPC stubs generated from ``proto/`` by ``tools/gen_stubs.py``.
+
+The payload format, the depmodules spec and the exception tree are the
+``mystic_wire`` package, shared with ``worker_shim``; the exceptions are
+re-exported here and shown as ``distribute_challenge.X``.
 """
 
-from ._api import compute_this
-from ._exceptions import (
+from mystic_wire import (
     AuthenticationError,
     CallTimeout,
     DistributeError,
@@ -25,6 +26,8 @@ from ._exceptions import (
     ServerUnavailable,
     WorkerCrashed,
 )
+
+from ._api import compute_this
 
 __all__ = [
     "AuthenticationError",

@@ -18,9 +18,17 @@ from typing import Any
 
 import grpc
 
-from . import _client, _depmodules, _retry
-from ._codec import ERROR, OK, decode_response, encode_request
-from ._exceptions import SerializationError
+from mystic_wire import (
+    ERROR,
+    OK,
+    SerializationError,
+    decode_response,
+    describe_depmodules,
+    encode_request,
+)
+
+from . import _client, _retry
+from ._by_value import pickle_module_by_value_if_needed
 from ._pb import gateway_pb2
 from ._status import raise_from_rpc_error
 from ._target import Target, parse_server, resolve_server, resolve_token
@@ -73,7 +81,7 @@ def compute_this(
     if isinstance(depmodules, str | types.ModuleType):
         depmodules = (depmodules,)
     depmodules = tuple(depmodules)
-    _depmodules.describe(None, depmodules)  # refuse bad entries now
+    describe_depmodules(None, depmodules)  # refuse bad entries now
 
     def decorate(function: Callable[..., Any]) -> RemoteFunction:
         if not callable(function):
@@ -198,10 +206,12 @@ class Call:
         return _finish(response.payload)
 
     def _prepare(self) -> _Prepared:
-        """The request builder shared by both runs; pickles before anything is sent."""
+        """The request builder shared by both runs; pickles before anything is sent.
+        A function from a module the worker cannot import travels by value."""
         settings = self._settings
         target = settings.target()
-        spec = _depmodules.describe(self._function, settings.depmodules)
+        spec = describe_depmodules(self._function, settings.depmodules)
+        pickle_module_by_value_if_needed(getattr(self._function, "__module__", None))
         payload = encode_request(self._function, self._args, self._kwargs, spec)
         return _Prepared(
             target=target,

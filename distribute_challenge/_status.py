@@ -26,7 +26,7 @@ from typing import NoReturn
 
 import grpc
 
-from ._exceptions import (
+from mystic_wire import (
     AuthenticationError,
     CallTimeout,
     DistributeError,
@@ -35,6 +35,7 @@ from ._exceptions import (
     ServerUnavailable,
     WorkerCrashed,
 )
+
 from ._target import Target
 
 ERROR_KIND_KEY = "mystic-error"

@@ -1,7 +1,7 @@
 //! A bare tonic echo server for benchmarks: the gateway's gRPC API and HTTP/2
 //! settings, with `Execute` answering its request payload as is and no
-//! workers behind it. `bench/echo.py` measures the Python client against it,
-//! to show what the gRPC hop alone costs.
+//! workers behind it. `benches/python/echo.py` measures the Python client
+//! against it, to show what the gRPC hop alone costs.
 //!
 //! `cargo run --release --example echo_server -- 127.0.0.1:0` prints
 //! `serving grpc://HOST:PORT` once it listens.

@@ -1,13 +1,17 @@
 """worker_shim: the Python side of a mysticchallenge worker.
 
-The gateway runs ``<python> -m worker_shim --transport pipe``. Map:
+The gateway runs ``<python> -m worker_shim --transport pipe|shm ...``. Map:
 
-- ``__main__.py``: arguments and start-up wiring.
+- ``__main__.py``: arguments and start-up wiring, the transport choice.
 - ``_parent.py``: die with the gateway (``PR_SET_PDEATHSIG``).
 - ``_stdio.py``: move the protocol off fds 0/1 so user code cannot touch it.
-- ``_pipe.py``: the pipe transport's line protocol loop.
+- ``_channel.py``: the channel interface the loop drives, and its two errors.
+- ``_loop.py``: the one serve loop and the exit statuses of a running worker.
+- ``_pipe.py``: the pipe transport's channel (base64 lines on the protocol fds).
+- ``_shm.py``: the shared-memory transport's channel (rings and doorbell).
 - ``_executor.py``: run one encoded call and encode its outcome.
 - ``_tracebacks.py``: pickle a raised exception with its traceback and chain.
 
-The payload format is ``distribute_challenge._codec``.
+The payload format is the ``mystic_wire`` package; the worker imports nothing
+of the client (``distribute_challenge``, grpc, protobuf, asyncio).
 """

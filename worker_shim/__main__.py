@@ -2,8 +2,9 @@
 [--memory-limit BYTES]``.
 
 Start-up order: parse arguments, tie the worker's life to the gateway's,
-move the protocol off fds 0/1, cap the address space, then serve calls until
-EOF.
+move the protocol off fds 0/1, cap the address space, open the transport's
+channel, then serve calls until EOF (``_loop.py``, which owns the exit
+statuses of a running worker).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     _parent.die_with_parent()
     reader, writer = _stdio.take_protocol_streams()
 
-    from . import _executor  # imported after fd hygiene: nothing may print to fd 1
+    # Imported after fd hygiene: nothing may print to fd 1.
+    from . import _executor, _loop
 
     if args.memory_limit is not None and not limit_memory(args.memory_limit):
         return 2
@@ -65,13 +67,16 @@ def main(argv: list[str] | None = None) -> int:
 
             reader.close()
             writer.close()
-            return _shm.serve(args.shm_name, args.doorbell, _executor.execute)
-        from . import _pipe
+            try:
+                channel = _shm.attach(args.shm_name, args.doorbell)
+            except _shm.AttachError as exc:
+                print(f"worker_shim: {exc}", file=sys.stderr)
+                return exc.status
+        else:
+            from . import _pipe
 
-        return _pipe.serve(reader, writer, _executor.execute)
-    except OSError as exc:
-        print(f"worker_shim: the protocol stream failed: {exc}; exiting", file=sys.stderr)
-        return 1
+            channel = _pipe.PipeChannel(reader, writer)
+        return _loop.serve(channel, _executor.execute)
     except MemoryError:
         # Calls catch their own MemoryError; this is the worker itself (its
         # imports, its rings, a request buffer) not fitting.

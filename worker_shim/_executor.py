@@ -22,18 +22,18 @@ import sys
 import traceback
 from typing import Any
 
-from distribute_challenge import _depmodules
-from distribute_challenge._codec import (
+from mystic_wire import (
     ERROR,
     OK,
     RAISED,
     Buffer,
+    RemoteError,
+    bind_depmodules,
     decode_request,
     decode_response,
     encode_response,
     encode_response_parts,
 )
-from distribute_challenge._exceptions import RemoteError
 
 from ._tracebacks import picklable
 
@@ -67,7 +67,7 @@ def _run(payload: bytes | memoryview, stdout: io.StringIO, stderr: io.StringIO) 
         try:
             function_globals = getattr(function, "__globals__", None)
             if spec:
-                _depmodules.bind(function_globals if function_globals is not None else {}, spec)
+                bind_depmodules(function_globals if function_globals is not None else {}, spec)
             return OK, function(*args, **kwargs)
         except BaseException as exc:
             if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:

@@ -6,6 +6,7 @@ responses: worker to gateway) and a Unix socket used only as a doorbell. This
 module maps the segment with ``mmap`` (not ``multiprocessing.shared_memory``,
 whose resource tracker unlinks segments it does not own), reads and writes
 frames with ``struct``, and waits on the doorbell when a ring is empty or full.
+:func:`attach` returns the :class:`ShmChannel` that ``_loop.serve`` drives.
 The layout is defined in ``src/transport/shm/segment.rs`` and ``frame.rs``
 and pinned for both languages by ``tests/vectors/``:
 
@@ -20,7 +21,7 @@ and pinned for both languages by ``tests/vectors/``:
 Counters are read and written as aligned 8-byte words through ``ctypes``,
 which on x86-64 are single atomic loads and stores, and x86-64 keeps stores
 in order (a store to ``head`` is seen after the data written before it). The
-transport therefore runs on x86-64 only; ``serve`` refuses other machines.
+transport therefore runs on x86-64 only; ``attach`` refuses other machines.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import os
 import platform
 import socket
 import struct
-import sys
-from collections.abc import Callable
+
+from mystic_wire import Buffer
+
+from ._channel import GatewayGone, ProtocolError
 
 SEGMENT_MAGIC = b"MYSTSHM1"
 LAYOUT_VERSION = 1
@@ -49,8 +52,6 @@ READY = b"ready\n"
 BELL = b"!"
 MASK64 = (1 << 64) - 1
 
-Buffer = bytes | bytearray | memoryview
-Execute = Callable[[memoryview], list[Buffer]]
 # Receive buffers up to this size are kept between calls: fresh memory costs
 # page faults on every call, and large payloads tend to come again.
 KEEP_BUFFER_BYTES = 256 << 20
@@ -59,8 +60,17 @@ SMALL_FRAME_BYTES = 64 << 10
 ZEROS = bytes(FRAME_ALIGN)
 
 
-class ShmProtocolError(Exception):
+class ShmProtocolError(ProtocolError):
     """The segment or a frame is not what the layout says."""
+
+
+class AttachError(Exception):
+    """The worker cannot use the shared-memory transport; the message says
+    why and what to do, ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def padding(length: int) -> int:
@@ -201,7 +211,7 @@ class Segment:
         )
 
 
-class Channel:
+class ShmChannel:
     """Frames in and out over one segment and its doorbell."""
 
     def __init__(self, requests: Consumer, responses: Producer, bell: Doorbell) -> None:
@@ -219,12 +229,15 @@ class Channel:
     # is bound to reach that wait. A call that fits the rings therefore costs
     # one bell each way, like a pipe.
 
+    def ready(self) -> None:
+        self.bell.sock.sendall(READY)
+
     def _wait_for_requests(self) -> None:
         if self._freed:
             self._freed = False
             self.bell.ring()
         if not self.bell.wait():
-            raise EOFError
+            raise GatewayGone
 
     def _read_exactly(self, destination: memoryview) -> None:
         filled = 0
@@ -249,7 +262,7 @@ class Channel:
     def receive(self) -> tuple[memoryview, int]:
         """Waits for the next request frame. Returns its payload and how many
         ring bytes to release once the payload is no longer used (0 when the
-        payload was copied out). Raises EOFError when the gateway is gone."""
+        payload was copied out). Raises GatewayGone when the gateway is gone."""
         self._freed = False
         requests = self.requests
         # Frames start 16-byte aligned in a ring whose size is a multiple of
@@ -311,18 +324,17 @@ class Channel:
             if wrote:
                 self.bell.ring()
             if pending and not self.bell.wait():
-                raise EOFError
+                raise GatewayGone
 
 
-def serve(segment_name: str, doorbell_path: str, execute: Execute) -> int:
-    """Answers request frames until the gateway goes away; returns the exit status."""
+def attach(segment_name: str, doorbell_path: str) -> ShmChannel:
+    """Maps the segment and connects to the doorbell. Raises :class:`AttachError`."""
     if platform.machine() not in ("x86_64", "AMD64"):
-        print(
-            f"worker_shim: the shm transport needs x86-64, this is {platform.machine()}; "
+        raise AttachError(
+            f"the shm transport needs x86-64, this is {platform.machine()}; "
             "start the gateway with --transport pipe",
-            file=sys.stderr,
+            status=2,
         )
-        return 2
     try:
         segment = Segment(segment_name)
         bell = Doorbell(doorbell_path)
@@ -330,20 +342,5 @@ def serve(segment_name: str, doorbell_path: str, execute: Execute) -> int:
         hint = ""
         if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
             hint = "; if --worker-memory-bytes is set, it must leave room for 2 x --ring-bytes"
-        print(f"worker_shim: cannot attach to shared memory: {exc}{hint}", file=sys.stderr)
-        return 1
-    channel = Channel(segment.requests, segment.responses, bell)
-    bell.sock.sendall(READY)
-    try:
-        while True:
-            payload, in_ring = channel.receive()
-            response = execute(payload)
-            payload.release()
-            channel.release(in_ring)
-            channel.send(response)
-            del response
-    except EOFError:
-        return 0
-    except ShmProtocolError as exc:
-        print(f"worker_shim: shared-memory protocol error: {exc}; exiting", file=sys.stderr)
-        return 1
+        raise AttachError(f"cannot attach to shared memory: {exc}{hint}", status=1) from exc
+    return ShmChannel(segment.requests, segment.responses, bell)

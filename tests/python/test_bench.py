@@ -1,6 +1,7 @@
-"""Smoke test of the end-to-end benchmark harness (`bench/pool_baseline.py`):
-a tiny run on both transports and the ProcessPoolExecutor baseline prints the
-whole table. It checks that the harness works, not how fast anything is."""
+"""Smoke test of the end-to-end benchmark harness
+(`benches/python/pool_baseline.py`): a tiny run on both transports and the
+ProcessPoolExecutor baseline prints the whole table. It checks that the
+harness works, not how fast anything is."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 from gateway_process import REPO
 
-HARNESS = REPO / "bench" / "pool_baseline.py"
+HARNESS = REPO / "benches" / "python" / "pool_baseline.py"
 
 
 def test_pool_baseline_harness_prints_every_row():

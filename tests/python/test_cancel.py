@@ -14,15 +14,21 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import sys
 import threading
 import time
 
+import cloudpickle
 import pytest
 
 from distribute_challenge import ServerBusy, _client, compute_this
-from distribute_challenge._codec import encode_request
 from distribute_challenge._pb import gateway_pb2
 from distribute_challenge._target import parse_server
+from mystic_wire import encode_request
+
+# The workers cannot import this module, so its functions travel by value, as
+# the client arranges for such modules (distribute_challenge._by_value).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def touch_and_sleep(started, finished, seconds):

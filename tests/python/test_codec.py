@@ -1,4 +1,4 @@
-"""The payload format (``distribute_challenge._codec``), without a gateway."""
+"""The payload format (``mystic_wire``), without a gateway."""
 
 import pickle
 import threading
@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from distribute_challenge import SerializationError
-from distribute_challenge._codec import (
+from mystic_wire import (
     ERROR,
     OK,
     RAISED,

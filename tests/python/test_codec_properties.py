@@ -35,13 +35,15 @@ import operator
 import os
 import resource
 import struct
+import sys
 from collections.abc import Iterator
 
+import cloudpickle
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from distribute_challenge._codec import (
+from mystic_wire import (
     ERROR,
     KINDS,
     OK,
@@ -57,7 +59,7 @@ from distribute_challenge._codec import (
     encode_response,
     encode_response_parts,
 )
-from worker_shim import _executor, _pipe
+from worker_shim import _executor, _loop, _pipe
 from worker_shim._shm import (
     FRAME_HEADER,
     MAX_FRAME_LEN,
@@ -65,6 +67,10 @@ from worker_shim._shm import (
     decode_frame_header,
     encode_frame_header,
 )
+
+# Functions and classes of this module travel by value, as the client
+# arranges for a module the workers cannot import (distribute_challenge._by_value).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 settings.register_profile(
     "ci",
@@ -380,7 +386,8 @@ def _is_base64(line: bytes) -> bool:
 def test_the_pipe_loop_answers_valid_lines_and_stops_at_the_first_bad_one(lines):
     writer = io.BytesIO()
     with memory_headroom():
-        status = _pipe.serve(io.BytesIO(b"".join(lines)), writer, _executor.execute)
+        channel = _pipe.PipeChannel(io.BytesIO(b"".join(lines)), writer)
+        status = _loop.serve(channel, _executor.execute)
     good = 0
     for line in lines:
         if not line.endswith(b"\n") or not _is_base64(line[:-1]):

@@ -1,6 +1,7 @@
-"""The package's public surface: ``__all__`` is complete, sorted and importable."""
+"""The packages' public surfaces: ``__all__`` is complete, sorted and importable."""
 
 import distribute_challenge
+import mystic_wire
 from distribute_challenge import DistributeError
 
 
@@ -30,3 +31,15 @@ def test_system_errors_share_one_base():
         assert issubclass(getattr(distribute_challenge, name), DistributeError), name
     # The stand-in for a function's own exception is not a system failure.
     assert not issubclass(distribute_challenge.RemoteError, DistributeError)
+
+
+def test_the_payload_format_lists_its_members():
+    public = sorted(name for name in dir(mystic_wire) if not name.startswith("_"))
+    assert mystic_wire.__all__ == public
+    assert mystic_wire.__all__ == sorted(mystic_wire.__all__)
+
+
+def test_the_client_re_exports_the_payload_format_s_exceptions():
+    for name in distribute_challenge.__all__:
+        if name != "compute_this":
+            assert getattr(distribute_challenge, name) is getattr(mystic_wire, name), name

@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distribute_challenge import PayloadTooLarge, ServerBusy, compute_this
-from distribute_challenge._codec import ERROR, decode_response
 from distribute_challenge._pb import gateway_pb2
+from mystic_wire import ERROR, decode_response
 
 EXECUTE = "/mysticchallenge.v1.Gateway/Execute"
 

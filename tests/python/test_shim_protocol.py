@@ -11,9 +11,14 @@ import sys
 import textwrap
 import time
 
+import cloudpickle
 import pytest
 
-from distribute_challenge._codec import ERROR, OK, RAISED, decode_response, encode_request
+from mystic_wire import ERROR, OK, RAISED, decode_response, encode_request
+
+# The workers cannot import this module, so its functions travel by value, as
+# the client arranges for such modules (distribute_challenge._by_value).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class Shim:

@@ -100,7 +100,7 @@ def test_a_response_larger_than_the_ring_streams_through_it():
         received.extend(chunk)
 
     bell = _LoopbackBell(drain)
-    channel = _shm.Channel(_shm.Consumer(requests), _shm.Producer(responses), bell)
+    channel = _shm.ShmChannel(_shm.Consumer(requests), _shm.Producer(responses), bell)
     payload = bytes(range(256)) * 5
     channel.send([payload[:100], memoryview(payload)[100:]])
     drain()
@@ -117,7 +117,7 @@ def test_a_request_is_read_in_place_when_it_fits():
     frame = _shm.encode_frame_header(len(payload)) + payload + bytes(_shm.padding(len(payload)))
     assert gateway_side.write(memoryview(frame)) == len(frame)
     bell = _LoopbackBell(lambda: None)
-    channel = _shm.Channel(_shm.Consumer(requests), _shm.Producer(responses), bell)
+    channel = _shm.ShmChannel(_shm.Consumer(requests), _shm.Producer(responses), bell)
     view, in_ring = channel.receive()
     assert bytes(view) == payload
     # The whole frame, header included, stays in the ring until released.

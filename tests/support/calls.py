@@ -1,7 +1,7 @@
 """Encoded calls for the Rust integration tests, printed as `name base64` lines.
 
 The Rust tests cannot pickle Python functions, so this script encodes them
-with the real client codec; the tests look for marker bytes in the responses.
+with the real payload codec (`mystic_wire`); the tests look for marker bytes in the responses.
 """
 
 import base64
@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from distribute_challenge._codec import encode_request
+from mystic_wire import encode_request
 
 
 def marker():

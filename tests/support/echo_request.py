@@ -3,7 +3,7 @@ benchmarks: `python tests/support/echo_request.py N > request.bin`."""
 
 import sys
 
-from distribute_challenge._codec import encode_request
+from mystic_wire import encode_request
 
 
 def echo(data):

@@ -8,7 +8,8 @@ Request payload::
     b"MCQ1" + pickle(protocol 5, cloudpickle) of (function, args, kwargs, depmodules)
 
 ``depmodules`` is a tuple of ``(module_name, alias_names)`` pairs (see
-``_depmodules.py``).
+``_depmodules.py``). Which modules the function travels with by value is the
+client's choice (``distribute_challenge._by_value``), made before it encodes.
 
 Response payload::
 
@@ -37,8 +38,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ._by_value import pickle_module_by_value_if_needed
-from ._exceptions import SerializationError
+from ._exceptions import CodecError, SerializationError
 
 REQUEST_MAGIC = b"MCQ1"
 RESPONSE_MAGIC = b"MCR1"
@@ -51,10 +51,6 @@ KINDS = (OK, RAISED, ERROR)
 
 DepModules = tuple[tuple[str, tuple[str, ...]], ...]
 Buffer = bytes | bytearray | memoryview
-
-
-class CodecError(SerializationError):
-    """A payload is not well formed: wrong magic, truncated or corrupt."""
 
 
 class Request(NamedTuple):
@@ -76,8 +72,12 @@ class Response(NamedTuple):
 
 
 def encode_request(function: Any, args: tuple, kwargs: dict, depmodules: DepModules) -> bytes:
-    """Encodes one call. Raises SerializationError if anything cannot be pickled."""
-    pickle_module_by_value_if_needed(getattr(function, "__module__", None))
+    """Encodes one call. Raises SerializationError if anything cannot be pickled.
+
+    ``function`` travels by reference (module and name) unless cloudpickle
+    pickles it by value: defined in ``__main__`` or locally, or its module
+    registered with ``cloudpickle.register_pickle_by_value`` (the client
+    registers modules the worker cannot import)."""
     record = (function, tuple(args), dict(kwargs), tuple(depmodules))
     name = getattr(function, "__qualname__", repr(function))
     try:

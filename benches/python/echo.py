@@ -2,8 +2,8 @@
 bare tonic echo server measured in the same run.
 
     cargo build --release --example echo_server && cargo build --release
-    .venv/bin/python bench/echo.py            # all sizes, 1 KiB .. 256 MiB
-    .venv/bin/python bench/echo.py --quick    # up to 16 MiB
+    .venv/bin/python benches/python/echo.py            # all sizes, 1 KiB .. 256 MiB
+    .venv/bin/python benches/python/echo.py --quick    # up to 16 MiB
 
 For each payload size: the median time of one `echo(data).run()` call per
 transport, the bare gRPC echo of the same bytes (no workers, no pickling),

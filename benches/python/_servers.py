@@ -1,18 +1,24 @@
 """Starts the processes the benchmarks talk to: the gateway on a transport,
 or the bare tonic echo server. Each prints `serving grpc://HOST:PORT` on
-stdout once it is ready; its log goes to a temporary file."""
+stdout once it is ready; its log goes to a temporary file.
+
+The gateway is the release build, or ``$MYSTIC_GATEWAY_BIN`` as in the test
+suite."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import subprocess
 import sys
 import tempfile
 import threading
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-GATEWAY = REPO / "target" / "release" / "mysticchallenge"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+GATEWAY = pathlib.Path(
+    os.environ.get("MYSTIC_GATEWAY_BIN") or REPO / "target" / "release" / "mysticchallenge"
+)
 ECHO_SERVER = REPO / "target" / "release" / "examples" / "echo_server"
 
 

@@ -2,8 +2,8 @@
 the local baseline, measured end to end through the client in one run.
 
     cargo build --release
-    .venv/bin/python bench/pool_baseline.py            # the figures in BENCHMARKS.md
-    .venv/bin/python bench/pool_baseline.py --quick    # a smoke run, a few seconds
+    .venv/bin/python benches/python/pool_baseline.py            # the figures in BENCHMARKS.md
+    .venv/bin/python benches/python/pool_baseline.py --quick    # a smoke run, a few seconds
 
 Three workloads, each on a gateway with `--workers 4` per transport and on a
 `ProcessPoolExecutor(4)`:
@@ -249,7 +249,7 @@ def main() -> None:
     for transport in options.transports:
         results[transport] = measure_gateway(transport, settings)
 
-    command = " ".join([".venv/bin/python", "bench/pool_baseline.py", *sys.argv[1:]])
+    command = " ".join([".venv/bin/python", "benches/python/pool_baseline.py", *sys.argv[1:]])
     for line in table(results, settings):
         print(line)
     print()

@@ -1,4 +1,10 @@
-"""Every exception the client raises for a failure of the system itself.
+"""The exception tree of the system: every exception the client raises for a
+failure of the system itself, and the ones the payload format raises or carries.
+
+They live with the payload format because both sides need part of the tree:
+the codec raises :class:`SerializationError` and :class:`CodecError`, and the
+worker sends a :class:`RemoteError`. ``distribute_challenge`` re-exports the
+public ones and shows them as ``distribute_challenge.X``.
 
 The function's own exception is not among them: it is re-raised with its own
 type. Only when that exception cannot travel (it cannot be pickled in the
@@ -14,6 +20,7 @@ Exception tree::
     │   ├── ServerBusy             the gateway's queue of waiting calls stayed full
     │   ├── PayloadTooLarge        the arguments or the result are over the size limit
     │   ├── SerializationError     the arguments or the result cannot be (un)pickled
+    │   │   └── CodecError         a payload is not well formed (magic, truncation)
     │   └── AuthenticationError    the token is missing or wrong
     └── RemoteError                stands in for a function's exception that could
                                    not be pickled; carries its type name, message
@@ -51,6 +58,10 @@ class PayloadTooLarge(DistributeError):
 
 class SerializationError(DistributeError):
     """The function, its arguments or its result cannot be pickled or unpickled."""
+
+
+class CodecError(SerializationError):
+    """A payload is not well formed: wrong magic, truncated or corrupt."""
 
 
 class AuthenticationError(DistributeError):

@@ -1,12 +1,12 @@
 """``depmodules``: modules the worker imports and binds before each call.
 
-On the client, :func:`describe` turns the modules given to ``compute_this``
+On the client, :func:`describe_depmodules` turns the modules given to ``compute_this``
 (module objects or dotted names) into the request's spec: a tuple of
 ``(module_name, alias_names)``. The alias names are every name under which
 the function's globals refer to that module object (``import numpy as np``
 gives ``("numpy", ("np",))``).
 
-In the worker, :func:`bind` imports each module and binds it in the
+In the worker, :func:`bind_depmodules` imports each module and binds it in the
 function's globals the way ``import a.b`` would (the top-level package ``a``
 under its own name) and under every alias name.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from ._codec import DepModules
 
 
-def describe(function: Any, depmodules: Iterable[types.ModuleType | str]) -> DepModules:
+def describe_depmodules(function: Any, depmodules: Iterable[types.ModuleType | str]) -> DepModules:
     """Builds the request's depmodules spec on the client side."""
     if isinstance(depmodules, str | types.ModuleType):
         depmodules = (depmodules,)
@@ -53,7 +53,7 @@ def describe(function: Any, depmodules: Iterable[types.ModuleType | str]) -> Dep
     return tuple(spec)
 
 
-def bind(function_globals: MutableMapping[str, Any], spec: DepModules) -> None:
+def bind_depmodules(function_globals: MutableMapping[str, Any], spec: DepModules) -> None:
     """Imports each module of ``spec`` and binds it into ``function_globals``."""
     for name, aliases in spec:
         module = importlib.import_module(name)

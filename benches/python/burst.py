@@ -2,9 +2,9 @@
 every result checked, the gateway's memory watched.
 
     cargo build --release
-    .venv/bin/python bench/burst.py                       # 100,000 calls, both transports
-    .venv/bin/python bench/burst.py --calls 20000 --transports shm --wave 10000
-    .venv/bin/python bench/burst.py --queue-capacity 1000   # the queue refuses, clients retry
+    .venv/bin/python benches/python/burst.py                      # 100,000 calls, both transports
+    .venv/bin/python benches/python/burst.py --calls 20000 --transports shm --wave 10000
+    .venv/bin/python benches/python/burst.py --queue-capacity 1000  # the queue refuses; retries
 
 By default every call is started at once (``asyncio.gather`` over all of
 them); ``--wave N`` starts them N at a time instead. The client's own channel

@@ -1,0 +1,78 @@
+"""mystic_wire: the payload format that the client and the worker share.
+
+The gateway moves payloads without looking inside; this package is the one
+definition of what they hold. The client (``distribute_challenge``) encodes
+requests and decodes responses, the worker (``worker_shim``) the other way
+round. It imports nothing of grpc, protobuf, asyncio or the client (only the
+standard library and cloudpickle), so a worker starts without the client's
+gRPC stack. Map of the package:
+
+- ``_codec.py``: magics, the request and response records, encode and decode.
+- ``_depmodules.py``: the depmodules spec: built on the client, imported and
+  bound in the worker before a call.
+- ``_exceptions.py``: the exception tree (``distribute_challenge`` re-exports
+  the public part).
+"""
+
+from ._codec import (
+    ERROR,
+    KINDS,
+    OK,
+    PICKLE_PROTOCOL,
+    RAISED,
+    REQUEST_MAGIC,
+    RESPONSE_MAGIC,
+    Buffer,
+    DepModules,
+    Request,
+    Response,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    encode_response_parts,
+)
+from ._depmodules import bind_depmodules, describe_depmodules
+from ._exceptions import (
+    AuthenticationError,
+    CallTimeout,
+    CodecError,
+    DistributeError,
+    PayloadTooLarge,
+    RemoteError,
+    SerializationError,
+    ServerBusy,
+    ServerUnavailable,
+    WorkerCrashed,
+)
+
+__all__ = [
+    "AuthenticationError",
+    "Buffer",
+    "CallTimeout",
+    "CodecError",
+    "DepModules",
+    "DistributeError",
+    "ERROR",
+    "KINDS",
+    "OK",
+    "PICKLE_PROTOCOL",
+    "PayloadTooLarge",
+    "RAISED",
+    "REQUEST_MAGIC",
+    "RESPONSE_MAGIC",
+    "RemoteError",
+    "Request",
+    "Response",
+    "SerializationError",
+    "ServerBusy",
+    "ServerUnavailable",
+    "WorkerCrashed",
+    "bind_depmodules",
+    "decode_request",
+    "decode_response",
+    "describe_depmodules",
+    "encode_request",
+    "encode_response",
+    "encode_response_parts",
+]
