@@ -68,8 +68,7 @@ fn round_trips(c: &mut Criterion) {
             config.transport,
             config.max_payload_bytes,
             config.ring_bytes,
-        )
-        .unwrap();
+        );
         let metrics = std::sync::Arc::new(Metrics::new(config.workers, transport));
         let (pool, mut tasks) = runtime.block_on(async { Pool::spawn(&config, spec, metrics) });
         runtime.block_on(tasks.ready()).unwrap();

@@ -30,9 +30,11 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
-    /// Python interpreter that runs the workers; it must be able to import `worker_shim`.
-    #[arg(long, value_name = "PATH", default_value = "python3")]
-    pub python: OsString,
+    /// Python interpreter that runs the workers; it must be able to import
+    /// `worker_shim` [default: the `python3` or `python` beside this binary
+    /// (the environment it was installed into), else `python3` on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<OsString>,
 
     /// Longest a call may run, in seconds; on expiry its worker is replaced [default: none].
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
@@ -100,6 +102,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_receiving_bytes: Option<NonZeroUsize>,
 
+    /// Longest a call may wait for a free worker, in seconds; past it the call
+    /// is refused (nothing ran) so that a client with several gateways sends
+    /// it to another one [default: no limit].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub max_queue_wait: Option<Duration>,
+
     /// Client connections open at once; more wait until one closes.
     #[arg(long, value_name = "N", default_value = "1024")]
     pub max_connections: NonZeroUsize,
@@ -129,6 +137,7 @@ pub struct Config {
     pub worker_memory_bytes: Option<u64>,
     pub queue_max_bytes: usize,
     pub max_receiving_bytes: usize,
+    pub max_queue_wait: Option<Duration>,
     pub max_connections: usize,
     pub max_streams_per_connection: u32,
 }
@@ -174,7 +183,9 @@ impl TryFrom<Args> for Config {
             workers,
             transport: args.transport,
             listen: args.listen,
-            python: args.python,
+            python: args
+                .python
+                .unwrap_or_else(|| default_python(&beside_this_binary)),
             call_timeout: args.call_timeout,
             max_payload_bytes: args.max_payload_bytes,
             ring_bytes: args.ring_bytes,
@@ -189,10 +200,28 @@ impl TryFrom<Args> for Config {
             max_receiving_bytes: args
                 .max_receiving_bytes
                 .map_or(queue_max_bytes, NonZeroUsize::get),
+            max_queue_wait: args.max_queue_wait,
             max_connections: args.max_connections.get(),
             max_streams_per_connection: args.max_streams_per_connection.get(),
         })
     }
+}
+
+/// The interpreter workers run when `--python` is not given: the `python3`
+/// or `python` that `beside` finds (next to this binary), else `python3` on
+/// `PATH`.
+fn default_python(beside: &dyn Fn(&str) -> Option<PathBuf>) -> OsString {
+    ["python3", "python"]
+        .iter()
+        .find_map(|name| beside(name))
+        .map_or_else(|| OsString::from("python3"), PathBuf::into_os_string)
+}
+
+/// `name` in the directory of this binary, if it is a file there: a binary
+/// installed into a virtualenv's `bin/` finds that environment's Python.
+fn beside_this_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::current_exe().ok()?.parent()?.join(name);
+    path.is_file().then_some(path)
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -256,8 +285,18 @@ mod tests {
         assert_eq!(config.transport, TransportKind::Shm);
         assert_eq!(config.max_payload_bytes, 1 << 30);
         assert_eq!(config.call_timeout, None);
-        assert_eq!(config.python, "python3");
         assert!(config.workers >= 1);
+    }
+
+    #[test]
+    fn the_default_python_is_the_one_beside_the_binary() {
+        let venv = |name: &str| (name == "python").then(|| PathBuf::from("/venv/bin/python"));
+        assert_eq!(default_python(&venv), "/venv/bin/python");
+        let both = |name: &str| Some(PathBuf::from(format!("/venv/bin/{name}")));
+        assert_eq!(default_python(&both), "/venv/bin/python3");
+        assert_eq!(default_python(&|_| None), "python3");
+        let config = parse(&["--python", "/opt/py"]).unwrap();
+        assert_eq!(config.python, "/opt/py");
     }
 
     #[test]

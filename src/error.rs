@@ -71,6 +71,11 @@ pub enum GatewayError {
     },
 
     #[error(
+        "no worker was free within --max-queue-wait ({}s); nothing ran: retry, or send the call to another gateway", .0.as_secs_f64()
+    )]
+    QueueWait(Duration),
+
+    #[error(
         "the call ran longer than its {}s deadline; its worker was stopped and replaced", .0.as_secs_f64()
     )]
     Timeout(Duration),
@@ -98,6 +103,7 @@ pub enum ErrorKind {
     InvalidRequest,
     PayloadTooLarge,
     QueueFull,
+    QueueWait,
     CallTimeout,
     WorkerCrashed,
     Unavailable,
@@ -111,6 +117,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid-request",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::QueueFull => "queue-full",
+            ErrorKind::QueueWait => "queue-wait",
             ErrorKind::CallTimeout => "call-timeout",
             ErrorKind::WorkerCrashed => "worker-crashed",
             ErrorKind::Unavailable => "unavailable",
@@ -122,7 +129,9 @@ impl ErrorKind {
     pub fn code(self) -> Code {
         match self {
             ErrorKind::InvalidRequest => Code::InvalidArgument,
-            ErrorKind::PayloadTooLarge | ErrorKind::QueueFull => Code::ResourceExhausted,
+            ErrorKind::PayloadTooLarge | ErrorKind::QueueFull | ErrorKind::QueueWait => {
+                Code::ResourceExhausted
+            }
             ErrorKind::CallTimeout => Code::DeadlineExceeded,
             ErrorKind::WorkerCrashed => Code::Aborted,
             ErrorKind::Unavailable => Code::Unavailable,
@@ -139,6 +148,7 @@ impl GatewayError {
             GatewayError::QueueFull { .. }
             | GatewayError::QueueBytesFull { .. }
             | GatewayError::ReceivingFull { .. } => ErrorKind::QueueFull,
+            GatewayError::QueueWait(_) => ErrorKind::QueueWait,
             GatewayError::Timeout(_) => ErrorKind::CallTimeout,
             GatewayError::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
             GatewayError::ShuttingDown => ErrorKind::Unavailable,
@@ -184,6 +194,11 @@ mod tests {
                 GatewayError::QueueFull { capacity: 1 },
                 Code::ResourceExhausted,
                 "queue-full",
+            ),
+            (
+                GatewayError::QueueWait(Duration::from_millis(100)),
+                Code::ResourceExhausted,
+                "queue-wait",
             ),
             (
                 GatewayError::Timeout(Duration::from_secs(1)),

@@ -29,9 +29,6 @@ pub enum RunError {
     },
 
     #[error(transparent)]
-    Transport(#[from] transport::SetupError),
-
-    #[error(transparent)]
     Start(#[from] StartError),
 
     #[error("cannot read {what} {path}: {source}")]
@@ -81,7 +78,7 @@ pub async fn run(
         config.transport,
         config.max_payload_bytes,
         config.ring_bytes,
-    )?;
+    );
     let metrics = Arc::new(Metrics::new(config.workers, config.transport.as_str()));
     let (pool, mut tasks) = Pool::spawn(&config, transport, Arc::clone(&metrics));
     let service = GatewayService {

@@ -1,5 +1,8 @@
-"""Entry point: ``python -m worker_shim --transport pipe|shm [--shm-name N --doorbell P]
-[--memory-limit BYTES]``.
+"""Entry point: ``python -m worker_shim --transport pipe|shm [--memory-limit BYTES]``.
+
+With ``pipe``, the protocol runs over stdin and stdout; with ``shm``, stdin
+is the doorbell socket and stdout the shared-memory segment, handed over by
+the gateway.
 
 Start-up order: parse arguments, tie the worker's life to the gateway's,
 move the protocol off fds 0/1, cap the address space, open the transport's
@@ -10,6 +13,7 @@ statuses of a running worker).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 
@@ -22,8 +26,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="A mysticchallenge worker; the gateway starts it.",
     )
     parser.add_argument("--transport", choices=("pipe", "shm"), required=True)
-    parser.add_argument("--shm-name", help="shared-memory segment (shm transport)")
-    parser.add_argument("--doorbell", help="doorbell socket path (shm transport)")
     parser.add_argument(
         "--memory-limit", type=int, help="address-space limit in bytes (RLIMIT_AS, soft and hard)"
     )
@@ -49,9 +51,6 @@ def limit_memory(limit: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.transport == "shm" and not (args.shm_name and args.doorbell):
-        print("worker_shim: --transport shm needs --shm-name and --doorbell", file=sys.stderr)
-        return 2
     _parent.die_with_parent()
     reader, writer = _stdio.take_protocol_streams()
 
@@ -65,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.transport == "shm":
             from . import _shm
 
+            # The fds, not the buffered streams: stdin is the doorbell, stdout
+            # the segment.
+            doorbell, segment = os.dup(reader.fileno()), os.dup(writer.fileno())
             reader.close()
             writer.close()
             try:
-                channel = _shm.attach(args.shm_name, args.doorbell)
+                channel = _shm.attach(segment, doorbell)
             except _shm.AttachError as exc:
                 print(f"worker_shim: {exc}", file=sys.stderr)
                 return exc.status

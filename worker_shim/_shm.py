@@ -1,11 +1,12 @@
 """The shared-memory transport, worker side.
 
-The gateway creates, per worker, a segment ``/dev/shm/NAME`` holding two
-single-producer single-consumer byte rings (requests: gateway to worker;
-responses: worker to gateway) and a Unix socket used only as a doorbell. This
-module maps the segment with ``mmap`` (not ``multiprocessing.shared_memory``,
-whose resource tracker unlinks segments it does not own), reads and writes
-frames with ``struct``, and waits on the doorbell when a ring is empty or full.
+The gateway creates, per worker, a segment holding two single-producer
+single-consumer byte rings (requests: gateway to worker; responses: worker to
+gateway) and a Unix socket pair used only as a doorbell, and starts the worker
+with the segment (a sealed memfd: it has no name, and no process can change
+its size) as its stdout and its end of the doorbell as its stdin. This module
+maps the segment with ``mmap``, reads and writes frames with ``struct``, and
+waits on the doorbell when a ring is empty or full.
 :func:`attach` returns the :class:`ShmChannel` that ``_loop.serve`` drives.
 The layout is defined in ``src/transport/shm/segment.rs`` and ``frame.rs``
 and pinned for both languages by ``tests/vectors/``:
@@ -171,9 +172,11 @@ class Doorbell:
     """The wake-up socket: a byte means "look at the rings again"; EOF means
     the gateway is gone."""
 
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        if self.sock.family != socket.AF_UNIX:
+            self.sock.detach()
+            raise ShmProtocolError("the doorbell (stdin) is not a Unix socket")
 
     def ring(self) -> None:
         self.sock.sendall(BELL)
@@ -184,27 +187,24 @@ class Doorbell:
 
 
 class Segment:
-    """The worker's mapping of ``/dev/shm/NAME``."""
+    """The worker's mapping of the segment file ``fd`` (closed once mapped)."""
 
-    def __init__(self, name: str) -> None:
-        if "/" in name or not name:
-            raise ShmProtocolError(f"bad segment name {name!r}")
-        fd = os.open(os.path.join("/dev/shm", name), os.O_RDWR)
+    def __init__(self, fd: int) -> None:
         try:
             size = os.fstat(fd).st_size
+            if size < SEGMENT_HEADER.size:
+                raise ShmProtocolError(f"the segment is too small ({size} bytes)")
             # MAP_POPULATE: the rings are walked from start to end, so
             # without it the first laps take a page fault every 4 KiB.
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             self.buffer = mmap.mmap(fd, size, flags=flags)
         finally:
             os.close(fd)
-        if size < SEGMENT_HEADER.size:
-            raise ShmProtocolError(f"segment {name} is too small ({size} bytes)")
         magic, version, data_offset, ring_bytes = SEGMENT_HEADER.unpack_from(self.buffer, 0)
         if magic != SEGMENT_MAGIC or version != LAYOUT_VERSION:
-            raise ShmProtocolError(f"segment {name} has magic {magic!r} version {version}")
+            raise ShmProtocolError(f"the segment has magic {magic!r} version {version}")
         if ring_bytes <= 0 or data_offset < 320 or data_offset + 2 * ring_bytes > size:
-            raise ShmProtocolError(f"segment {name}: rings of {ring_bytes} bytes do not fit")
+            raise ShmProtocolError(f"the segment's rings of {ring_bytes} bytes do not fit")
         self.requests = Consumer(Ring(self.buffer, REQUEST_CONTROL, data_offset, ring_bytes))
         self.responses = Producer(
             Ring(self.buffer, RESPONSE_CONTROL, data_offset + ring_bytes, ring_bytes)
@@ -327,8 +327,9 @@ class ShmChannel:
                 raise GatewayGone
 
 
-def attach(segment_name: str, doorbell_path: str) -> ShmChannel:
-    """Maps the segment and connects to the doorbell. Raises :class:`AttachError`."""
+def attach(segment_fd: int, doorbell_fd: int) -> ShmChannel:
+    """Maps the segment and takes the doorbell, both given as file
+    descriptors (which this takes over). Raises :class:`AttachError`."""
     if platform.machine() not in ("x86_64", "AMD64"):
         raise AttachError(
             f"the shm transport needs x86-64, this is {platform.machine()}; "
@@ -336,8 +337,8 @@ def attach(segment_name: str, doorbell_path: str) -> ShmChannel:
             status=2,
         )
     try:
-        segment = Segment(segment_name)
-        bell = Doorbell(doorbell_path)
+        segment = Segment(segment_fd)
+        bell = Doorbell(doorbell_fd)
     except (OSError, ShmProtocolError) as exc:
         hint = ""
         if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:

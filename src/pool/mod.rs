@@ -37,7 +37,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::transport;
 use process::PythonSpawner;
-use queue::{Job, JobQueue, JobResult};
+use queue::{Claim, Job, JobQueue, JobResult};
 use spawn::Spawner;
 use status::StatusBoard;
 use worker::WorkerActor;
@@ -48,6 +48,7 @@ pub struct Pool {
     queue: JobQueue,
     board: StatusBoard,
     metrics: Arc<Metrics>,
+    max_queue_wait: Option<Duration>,
 }
 
 /// The actors behind a [`Pool`].
@@ -66,6 +67,8 @@ pub struct PoolSettings {
     pub queue_capacity: usize,
     pub queue_max_bytes: usize,
     pub startup_timeout: Duration,
+    /// Longest a call waits for a worker before it is refused.
+    pub max_queue_wait: Option<Duration>,
 }
 
 impl From<&Config> for PoolSettings {
@@ -75,6 +78,7 @@ impl From<&Config> for PoolSettings {
             queue_capacity: config.queue_capacity,
             queue_max_bytes: config.queue_max_bytes,
             startup_timeout: config.startup_timeout,
+            max_queue_wait: config.max_queue_wait,
         }
     }
 }
@@ -84,6 +88,8 @@ impl From<&Config> for PoolSettings {
 pub struct PendingCall {
     response: oneshot::Receiver<JobResult>,
     deadline: Option<Deadline>,
+    claim: Claim,
+    max_queue_wait: Option<Duration>,
 }
 
 impl Pool {
@@ -135,6 +141,7 @@ impl Pool {
             queue: queue.clone(),
             board,
             metrics,
+            max_queue_wait: settings.max_queue_wait,
         };
         let tasks = PoolTasks {
             queue,
@@ -154,14 +161,21 @@ impl Pool {
     ) -> Result<PendingCall, GatewayError> {
         let (reply, response) = oneshot::channel();
         let queued = self.queue.reserve(payload.len())?;
+        let claim = Claim::default();
         self.queue.submit(Job {
             payload,
             deadline,
             reply,
             queued_at: tokio::time::Instant::now(),
             queued,
+            claim: claim.clone(),
         })?;
-        Ok(PendingCall { response, deadline })
+        Ok(PendingCall {
+            response,
+            deadline,
+            claim,
+            max_queue_wait: self.max_queue_wait,
+        })
     }
 
     /// Every worker slot, in index order.
@@ -176,20 +190,40 @@ impl Pool {
 }
 
 impl PendingCall {
-    /// Waits for the call's response, or its deadline.
+    /// Waits for the call's response, or its deadline. With
+    /// `--max-queue-wait`, a call no worker took in time is refused with
+    /// [`GatewayError::QueueWait`] (a refusal: the caller counts it).
     pub async fn outcome(self) -> Result<Bytes, GatewayError> {
-        let response = async {
-            self.response
-                .await
-                .unwrap_or(Err(GatewayError::ShuttingDown))
+        let PendingCall {
+            mut response,
+            deadline,
+            claim,
+            max_queue_wait,
+        } = self;
+        let deadline_passed = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.at).await,
+                None => std::future::pending().await,
+            }
         };
-        match self.deadline {
-            None => response.await,
-            Some(deadline) => tokio::select! {
+        tokio::pin!(deadline_passed);
+        if let Some(wait) = max_queue_wait {
+            tokio::select! {
                 biased;
-                response = response => response,
-                () = tokio::time::sleep_until(deadline.at) => Err(GatewayError::Timeout(deadline.budget)),
-            },
+                answer = &mut response => return answer.unwrap_or(Err(GatewayError::ShuttingDown)),
+                () = &mut deadline_passed => return Err(GatewayError::Timeout(deadline.map_or(Duration::ZERO, |d| d.budget))),
+                () = tokio::time::sleep(wait) => {
+                    if claim.take() {
+                        return Err(GatewayError::QueueWait(wait));
+                    }
+                    // A worker took it just now: wait for its answer.
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            answer = response => answer.unwrap_or(Err(GatewayError::ShuttingDown)),
+            () = deadline_passed => Err(GatewayError::Timeout(deadline.map_or(Duration::ZERO, |d| d.budget))),
         }
     }
 }

@@ -16,7 +16,8 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
-use super::spawn::{Spawned, Spawner, WorkerProcess};
+use super::spawn::{Spawned, Spawner, Stdin, Stdout, WorkerProcess};
+use crate::transport::ChildStdio;
 
 /// Longest stderr line logged as one line; longer ones are split.
 const STDERR_LINE_LIMIT: u64 = 16 * 1024;
@@ -75,7 +76,17 @@ pub struct OsProcess {
 impl Spawner for PythonSpawner {
     type Process = OsProcess;
 
-    fn spawn(&self, index: usize, transport_args: &[String]) -> io::Result<Spawned<OsProcess>> {
+    fn spawn(
+        &self,
+        index: usize,
+        transport_args: &[String],
+        stdio: ChildStdio,
+    ) -> io::Result<Spawned<OsProcess>> {
+        let piped = matches!(stdio, ChildStdio::Pipes);
+        let (stdin, stdout) = match stdio {
+            ChildStdio::Pipes => (Stdio::piped(), Stdio::piped()),
+            ChildStdio::Given { stdin, stdout } => (Stdio::from(stdin), Stdio::from(stdout)),
+        };
         let mut command = Command::new(&self.python);
         command
             .args(["-m", "worker_shim"])
@@ -89,8 +100,8 @@ impl Spawner for PythonSpawner {
             .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
             .env("MYSTIC_WORKER_INDEX", index.to_string())
             .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             // Its own process group: a terminal's Ctrl-C reaches the gateway only,
             // which then stops the workers in order.
@@ -100,10 +111,16 @@ impl Spawner for PythonSpawner {
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("worker exited at once"))?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(io::Error::other("worker started without piped stdio"));
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("worker started without a piped stderr"))?;
+        let pipes = match (child.stdin.take(), child.stdout.take()) {
+            (Some(stdin), Some(stdout)) => {
+                Some((Box::new(stdin) as Stdin, Box::new(stdout) as Stdout))
+            }
+            _ if piped => return Err(io::Error::other("worker started without piped stdio")),
+            _ => None,
         };
         let stderr_tail = StderrTail::default();
         let drain = tokio::spawn(drain_stderr(stderr, index, pid, stderr_tail.clone()));
@@ -114,8 +131,7 @@ impl Spawner for PythonSpawner {
                 stderr_tail,
                 drain,
             },
-            stdin: Box::new(stdin),
-            stdout: Box::new(stdout),
+            pipes,
         })
     }
 
@@ -246,7 +262,7 @@ mod tests {
             python: "/nonexistent/python".into(),
             memory_limit: None,
         };
-        match spawner.spawn(0, &[]) {
+        match spawner.spawn(0, &[], ChildStdio::Pipes) {
             Err(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
             Ok(_) => panic!("a missing interpreter started"),
         }

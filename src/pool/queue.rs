@@ -44,6 +44,20 @@ pub struct Job {
     pub queued_at: Instant,
     /// The job's share of the queue's byte bound, given back when dropped.
     pub queued: QueuedBytes,
+    /// Taken by the worker that runs the job, or by its caller giving up
+    /// waiting (`--max-queue-wait`): whichever comes first, exactly once.
+    pub claim: Claim,
+}
+
+/// Who a queued job belongs to: the first to [take](Claim::take) it.
+#[derive(Debug, Clone, Default)]
+pub struct Claim(Arc<std::sync::atomic::AtomicBool>);
+
+impl Claim {
+    /// Whether this call took the job (no one had before).
+    pub fn take(&self) -> bool {
+        !self.0.swap(true, Ordering::AcqRel)
+    }
 }
 
 /// Payload bytes a job holds in the queue; released on drop.
@@ -140,6 +154,7 @@ mod tests {
                 reply,
                 queued_at: Instant::now(),
                 queued: queue.reserve(1).unwrap(),
+                claim: Claim::default(),
             },
             rx,
         )
@@ -162,6 +177,15 @@ mod tests {
         // What was queued before closing is still handed out.
         assert!(receiver.recv().await.is_ok());
         assert!(receiver.recv().await.is_err());
+    }
+
+    #[test]
+    fn a_claim_is_taken_once() {
+        let claim = Claim::default();
+        let other = claim.clone();
+        assert!(claim.take());
+        assert!(!other.take());
+        assert!(!claim.take());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::spawn::{Spawned, Spawner, WorkerProcess};
+use crate::transport::ChildStdio;
 
 /// What one scripted worker does.
 #[derive(Debug, Clone)]
@@ -89,8 +90,10 @@ impl Spawner for ScriptedSpawner {
         &self,
         _index: usize,
         transport_args: &[String],
+        stdio: ChildStdio,
     ) -> io::Result<Spawned<Self::Process>> {
         assert_eq!(transport_args, ["--transport", "pipe"]);
+        assert!(matches!(stdio, ChildStdio::Pipes));
         let script = self
             .scripts
             .lock()
@@ -121,8 +124,7 @@ impl Spawner for ScriptedSpawner {
                 worker: worker.abort_handle(),
                 log: Arc::clone(&self.log),
             },
-            stdin: Box::new(stdin),
-            stdout: Box::new(stdout),
+            pipes: Some((Box::new(stdin), Box::new(stdout))),
         })
     }
 

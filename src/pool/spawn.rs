@@ -10,23 +10,30 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::transport::ChildStdio;
+
 /// The worker's protocol streams: its stdin and stdout.
 pub type Stdin = Box<dyn AsyncWrite + Send + Unpin>;
 pub type Stdout = Box<dyn AsyncRead + Send + Unpin>;
 
-/// A started process and its protocol streams.
+/// A started process, and its stdin and stdout when they are pipes.
 pub struct Spawned<P> {
     pub process: P,
-    pub stdin: Stdin,
-    pub stdout: Stdout,
+    pub pipes: Option<(Stdin, Stdout)>,
 }
 
 /// Starts worker processes.
 pub trait Spawner: Send + Sync + 'static {
     type Process: WorkerProcess;
 
-    /// Starts slot `index`'s worker with `transport_args` (where its channel is).
-    fn spawn(&self, index: usize, transport_args: &[String]) -> io::Result<Spawned<Self::Process>>;
+    /// Starts slot `index`'s worker with `transport_args` (which channel it
+    /// speaks) and `stdio` (what its stdin and stdout are).
+    fn spawn(
+        &self,
+        index: usize,
+        transport_args: &[String],
+        stdio: ChildStdio,
+    ) -> io::Result<Spawned<Self::Process>>;
 
     /// What is being run, for error messages (the interpreter's path).
     fn program(&self) -> String;

@@ -65,15 +65,13 @@ impl<S: Spawner> WorkerActor<S> {
     pub async fn run(self, first_start: oneshot::Sender<Result<(), StartError>>) {
         let mut first_start = Some(first_start);
         let mut backoff = Backoff::default();
-        let mut generation = 0u64;
         while !self.abort.is_cancelled() {
-            generation += 1;
             self.board.update(self.index, |slot| {
                 slot.state = WorkerState::Starting;
                 slot.pid = None;
             });
             let started = tokio::select! {
-                started = self.start(generation) => started,
+                started = self.start() => started,
                 () = self.abort.cancelled() => break,
             };
             let ended = match started {
@@ -117,26 +115,23 @@ impl<S: Spawner> WorkerActor<S> {
     }
 
     /// Prepares the channel, spawns a process and waits for its handshake.
-    async fn start(&self, generation: u64) -> Result<(S::Process, Transport), StartError> {
-        let prepared = self
+    async fn start(&self) -> Result<(S::Process, Transport), StartError> {
+        let mut prepared = self
             .transport
-            .prepare(self.index, generation)
+            .prepare()
             .map_err(|source| StartError::Transport {
                 index: self.index,
                 source,
             })?;
-        let Spawned {
-            mut process,
-            stdin,
-            stdout,
-        } = self
+        let stdio = prepared.child_stdio();
+        let Spawned { mut process, pipes } = self
             .spawner
-            .spawn(self.index, &prepared.worker_args())
+            .spawn(self.index, &prepared.worker_args(), stdio)
             .map_err(|source| StartError::Spawn {
                 python: self.spawner.program(),
                 source,
             })?;
-        let mut transport = prepared.connect(stdin, stdout);
+        let mut transport = prepared.connect(pipes);
         let pid = process.pid();
         self.board.update(self.index, |slot| slot.pid = Some(pid));
 
@@ -203,8 +198,13 @@ impl<S: Spawner> WorkerActor<S> {
                 reply,
                 queued_at,
                 queued,
+                claim,
             } = job;
             drop(queued);
+            if !claim.take() {
+                // Its caller gave up waiting (--max-queue-wait) and was told.
+                continue;
+            }
             let started = Instant::now();
             if let Some(deadline) = deadline.filter(|deadline| deadline.at <= started) {
                 // Its caller has been told (or is about to be) that it timed out.

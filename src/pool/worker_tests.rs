@@ -23,6 +23,7 @@ async fn pool(scripts: impl IntoIterator<Item = Script>) -> (Pool, PoolTasks, Ar
         queue_capacity: 16,
         queue_max_bytes: 1 << 20,
         startup_timeout: Duration::from_secs(10),
+        max_queue_wait: Some(Duration::from_secs(30)),
     };
     let transport = transport::Spec::Pipe {
         max_payload_bytes: 1 << 20,
@@ -232,4 +233,22 @@ async fn shutdown_mid_call_answers_unavailable_and_kills_the_worker() {
         pool.submit(Bytes::from_static(b"late"), None),
         Err(GatewayError::ShuttingDown)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_no_worker_took_within_the_queue_wait_is_refused_and_never_runs() {
+    let (pool, tasks, log) = pool([Script::Serve {
+        delay: Duration::from_secs(60),
+    }])
+    .await;
+    let busy = pool.submit(Bytes::from_static(b"long"), None).unwrap();
+    let started = tokio::time::Instant::now();
+    let err = call(&pool, b"waits").await.unwrap_err();
+    assert_eq!(err, GatewayError::QueueWait(Duration::from_secs(30)));
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    assert_eq!(&busy.outcome().await.unwrap()[..], b"echo:long");
+    assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
+    let requests = log.lock().unwrap().requests.clone();
+    assert_eq!(requests, [b"long".to_vec(), b"then".to_vec()]);
+    tasks.shutdown().await;
 }

@@ -60,7 +60,11 @@ impl pb::gateway_server::Gateway for GatewayService {
         let pending = CallRequest::parse(request.into_inner(), self.max_payload_bytes)
             .and_then(|call| self.pool.submit(call.payload, deadline))
             .map_err(|err| self.refusals.refuse(err))?;
-        let payload = pending.outcome().await?;
+        let payload = pending.outcome().await.map_err(|err| match err {
+            // The one refusal decided after the call was queued.
+            GatewayError::QueueWait(_) => self.refusals.refuse(err),
+            other => other.into(),
+        })?;
         Ok(Response::new(pb::ExecuteResponse { payload }))
     }
 

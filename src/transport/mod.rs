@@ -5,11 +5,10 @@
 //! and never names an implementation.
 //!
 //! - [`TransportKind`]: the choice on the command line.
-//! - [`Spec`]: what every worker's channel is made from (for shm, the
-//!   private runtime directory too).
-//! - [`Prepared`]: what must exist before a worker starts (a segment, a
-//!   socket) and the arguments that tell the worker where it is;
-//!   [`Prepared::connect`] wires it to the started process.
+//! - [`Spec`]: what every worker's channel is made from.
+//! - [`Prepared`]: what must exist before a worker starts (for shm, a
+//!   segment and a socket pair), the arguments and the stdio the worker
+//!   gets; [`Prepared::connect`] wires it to the started process.
 //! - [`Transport`]: the channel to one worker: a handshake, then calls.
 //! - [`pipe`]: base64 lines over the worker's stdin/stdout.
 //! - [`shm`]: shared-memory rings with a Unix-socket doorbell.
@@ -17,13 +16,12 @@
 pub mod pipe;
 pub mod shm;
 
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use pipe::{PipeError, PipeTransport};
-use shm::runtime_dir::RuntimeDir;
 pub use shm::{DEFAULT_RING_BYTES, ShmError, ShmTransport};
 
 /// How payloads reach the workers.
@@ -45,7 +43,7 @@ impl TransportKind {
     }
 }
 
-/// The transport every worker of a gateway uses, set up once.
+/// The transport every worker of a gateway uses, chosen once.
 #[derive(Debug, Clone)]
 pub enum Spec {
     Pipe {
@@ -54,36 +52,18 @@ pub enum Spec {
     Shm {
         max_payload_bytes: usize,
         ring_bytes: usize,
-        /// Where doorbell sockets live; removed with the last clone.
-        runtime_dir: Arc<RuntimeDir>,
     },
 }
 
-/// The transport cannot be set up for this gateway at all.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error(
-        "cannot create the private runtime directory for shared memory: {0}; set XDG_RUNTIME_DIR to a directory of yours, or start the gateway with --transport pipe"
-    )]
-    RuntimeDir(#[source] std::io::Error),
-}
-
 impl Spec {
-    /// Sets up `kind` for a gateway: for shm, creates the private runtime
-    /// directory (removing what killed gateways left behind).
-    pub fn new(
-        kind: TransportKind,
-        max_payload_bytes: usize,
-        ring_bytes: usize,
-    ) -> Result<Spec, SetupError> {
-        Ok(match kind {
+    pub fn new(kind: TransportKind, max_payload_bytes: usize, ring_bytes: usize) -> Spec {
+        match kind {
             TransportKind::Pipe => Spec::Pipe { max_payload_bytes },
             TransportKind::Shm => Spec::Shm {
                 max_payload_bytes,
                 ring_bytes,
-                runtime_dir: Arc::new(RuntimeDir::create().map_err(SetupError::RuntimeDir)?),
             },
-        })
+        }
     }
 
     pub fn kind(&self) -> TransportKind {
@@ -93,28 +73,29 @@ impl Spec {
         }
     }
 
-    /// Sets up the channel for slot `index`'s `generation`-th process.
-    pub fn prepare(&self, index: usize, generation: u64) -> Result<Prepared, TransportError> {
-        match self {
-            Spec::Pipe { max_payload_bytes } => Ok(Prepared::Pipe {
-                max_payload_bytes: *max_payload_bytes,
-            }),
+    /// Sets up the channel for a new worker process. Call from within the
+    /// tokio runtime.
+    pub fn prepare(&self) -> Result<Prepared, TransportError> {
+        match *self {
+            Spec::Pipe { max_payload_bytes } => Ok(Prepared::Pipe { max_payload_bytes }),
             Spec::Shm {
                 max_payload_bytes,
                 ring_bytes,
-                runtime_dir,
             } => {
-                let prepared = shm::Prepared::new(
-                    runtime_dir,
-                    *ring_bytes,
-                    *max_payload_bytes,
-                    index,
-                    generation,
-                )?;
+                let prepared = shm::Prepared::new(ring_bytes, max_payload_bytes)?;
                 Ok(Prepared::Shm(Box::new(prepared)))
             }
         }
     }
+}
+
+/// What a worker's stdin and stdout are.
+#[derive(Debug)]
+pub enum ChildStdio {
+    /// Pipes to the gateway: the protocol runs over them.
+    Pipes,
+    /// These files, made by the transport.
+    Given { stdin: OwnedFd, stdout: OwnedFd },
 }
 
 /// A channel set up for a worker that has not started yet.
@@ -125,25 +106,40 @@ pub enum Prepared {
 }
 
 impl Prepared {
-    /// Command-line arguments that tell `worker_shim` how to reach us.
+    /// Command-line arguments that tell `worker_shim` which transport runs.
     pub fn worker_args(&self) -> Vec<String> {
+        let kind = match self {
+            Prepared::Pipe { .. } => TransportKind::Pipe,
+            Prepared::Shm(_) => TransportKind::Shm,
+        };
+        vec!["--transport".into(), kind.as_str().into()]
+    }
+
+    /// What the worker's stdin and stdout must be (asked once).
+    pub fn child_stdio(&mut self) -> ChildStdio {
         match self {
-            Prepared::Pipe { .. } => vec!["--transport".into(), "pipe".into()],
-            Prepared::Shm(shm) => shm.worker_args(),
+            Prepared::Pipe { .. } => ChildStdio::Pipes,
+            Prepared::Shm(shm) => match shm.worker_stdio() {
+                Some((stdin, stdout)) => ChildStdio::Given { stdin, stdout },
+                None => ChildStdio::Pipes,
+            },
         }
     }
 
-    /// Wires the channel to the started worker's stdin and stdout.
+    /// Wires the channel to the started worker; `pipes` are its stdin and
+    /// stdout when [`Prepared::child_stdio`] asked for pipes.
     pub fn connect(
         self,
-        stdin: impl AsyncWrite + Send + Unpin + 'static,
-        stdout: impl AsyncRead + Send + Unpin + 'static,
+        pipes: Option<(
+            impl AsyncWrite + Send + Unpin + 'static,
+            impl AsyncRead + Send + Unpin + 'static,
+        )>,
     ) -> Transport {
         match self {
             Prepared::Pipe { max_payload_bytes } => {
+                let (stdin, stdout) = pipes.expect("the pipe transport asks for pipes");
                 Transport::Pipe(PipeTransport::new(stdin, stdout, max_payload_bytes))
             }
-            // The shm worker ignores its stdio; dropping our ends is harmless.
             Prepared::Shm(shm) => Transport::Shm(Box::new(shm.connect())),
         }
     }

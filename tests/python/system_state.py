@@ -1,21 +1,22 @@
 """What gateways leave on the machine, read from ``/proc`` and ``/dev/shm``.
 
 Helpers for the fault, shutdown and soak tests: whether a process is alive,
-this test process's descendants and open fds, a gateway's shared-memory
-segments and its private runtime directory (the naming rules are those of
-``src/transport/shm/runtime_dir.rs``), and polling until something holds.
+this test process's descendants and open fds, the shared-memory segments a
+process maps (sealed memfds, named ``memfd:mysticchallenge-rings`` in
+``/proc/<pid>/maps``; see ``src/transport/shm/mapping.rs``), what is in
+``/dev/shm``, and polling until something holds.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Callable
 
 SHM_DIR = pathlib.Path("/dev/shm")
-SEGMENT_PREFIX = "mystic-"
+# The label of the gateway's segments, as /proc/<pid>/maps shows them.
+RING_MEMFD = "memfd:mysticchallenge-rings"
 
 
 def process_state(pid: int) -> str | None:
@@ -73,29 +74,23 @@ def open_fds() -> set[str]:
     return fds
 
 
-def segments(gateway_pid: int | None = None) -> set[str]:
-    """Names of the gateways' segments in ``/dev/shm`` (one gateway's, given its pid)."""
-    prefix = SEGMENT_PREFIX if gateway_pid is None else f"{SEGMENT_PREFIX}{gateway_pid}-"
-    return {path.name for path in SHM_DIR.iterdir() if path.name.startswith(prefix)}
+def ring_segments(pid: int) -> set[int]:
+    """The shared-memory segments process ``pid`` maps, by inode (empty for a
+    process that is gone, or whose maps we may not read)."""
+    try:
+        maps = pathlib.Path(f"/proc/{pid}/maps").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return set()
+    return {
+        int(fields[4])
+        for fields in (line.split(maxsplit=5) for line in maps.splitlines())
+        if len(fields) == 6 and RING_MEMFD in fields[5]
+    }
 
 
-def segment_owner(name: str) -> int | None:
-    """The pid of the gateway that made segment ``name``."""
-    owner = name.removeprefix(SEGMENT_PREFIX).split("-", 1)[0]
-    return int(owner) if owner.isdigit() else None
-
-
-def runtime_base() -> pathlib.Path:
-    """Where gateways started from this environment keep their runtime directories."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return pathlib.Path(xdg) / "mysticchallenge"
-    return pathlib.Path(tempfile.gettempdir()) / f"mysticchallenge-{os.geteuid()}"
-
-
-def runtime_dir(gateway_pid: int) -> pathlib.Path:
-    """The private directory (doorbell sockets) of the gateway with this pid."""
-    return runtime_base() / str(gateway_pid)
+def shm_entries() -> set[str]:
+    """What is in ``/dev/shm`` now."""
+    return {path.name for path in SHM_DIR.iterdir()}
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

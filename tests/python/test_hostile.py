@@ -46,3 +46,74 @@ def test_a_crash_is_reported_at_once_and_the_functions_children_are_ended(crashi
     child = int(pid_file.read_text())
     wait_until(lambda: not process_alive(child), "the crashed worker's child to be ended", 5)
     assert compute_this(server=crashing.url)(os.getpid)().run() in crashing.worker_pids()
+
+
+def find_own_segment():
+    """The worker's mapping of its segment, as a function can find it."""
+    for line in open("/proc/self/maps"):
+        if "memfd:mysticchallenge-rings" in line:
+            return line.split()[0]
+    return None
+
+
+def resize_own_segment():
+    """Tries every way a function has to resize its worker's segment."""
+    span = find_own_segment()
+    if span is None:
+        return ["no segment found"]
+    tried = []
+    for size in (0, 1 << 30):
+        try:
+            # The mapping's file, reopened through /proc (root can).
+            fd = os.open(f"/proc/self/map_files/{span}", os.O_RDWR)
+        except OSError as exc:
+            tried.append(f"open: {exc.errno}")
+            continue
+        try:
+            os.ftruncate(fd, size)
+            tried.append(f"resized to {size}")
+        except OSError as exc:
+            tried.append(f"refused: {exc.errno}")
+        finally:
+            os.close(fd)
+    return tried
+
+
+def scribble_over_own_rings():
+    """Overwrites the ring counters in the worker's segment with garbage."""
+    import mmap
+
+    span = find_own_segment()
+    fd = os.open(f"/proc/self/map_files/{span}", os.O_RDWR)
+    with mmap.mmap(fd, 4096) as memory:
+        memory[64:320] = b"\x7f" * 256
+    os.close(fd)
+    return "scribbled"
+
+
+@pytest.fixture
+def shm_only(launcher):
+    if launcher.transport != "shm":
+        pytest.skip("only the shm transport shares memory with its workers")
+
+
+def test_a_function_cannot_resize_its_segment_under_the_gateway(shm_only, crashing):
+    remote = compute_this(server=crashing.url)
+    tried = remote(resize_own_segment)().run()
+    assert tried and all(outcome.startswith(("refused", "open")) for outcome in tried), tried
+    assert "refused: 1" in tried, tried  # EPERM: the segment is sealed
+    # The gateway lives on and serves.
+    assert crashing.process.poll() is None
+    assert remote(abs)(-5).run() == 5
+    for pid in crashing.worker_pids() - {0}:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        assert not any(b"mystic-" in arg or b"/dev/shm" in arg for arg in argv), argv
+
+
+def test_a_worker_that_scribbles_over_its_rings_loses_only_itself(shm_only, crashing):
+    remote = compute_this(server=crashing.url)
+    with pytest.raises(WorkerCrashed):
+        remote(scribble_over_own_rings)().run()
+    assert crashing.process.poll() is None
+    for value in range(4):
+        assert remote(abs)(-value).run() == value

@@ -5,6 +5,8 @@ steps, the exit statuses, one stderr line per failure."""
 from __future__ import annotations
 
 import io
+import os
+import socket
 
 import pytest
 
@@ -93,7 +95,9 @@ def test_the_pipe_channel_lets_go_of_the_pieces_it_sent():
     assert writer.getvalue() == b"TUNSMXBheWxvYWQ=\n"
 
 
-def test_a_missing_segment_is_an_attach_error_with_exit_status_1(tmp_path):
-    with pytest.raises(_shm.AttachError, match="cannot attach to shared memory") as raised:
-        _shm.attach("mystic-no-such-segment", str(tmp_path / "no-such-doorbell"))
+def test_a_file_that_is_no_segment_is_an_attach_error_with_exit_status_1(tmp_path):
+    empty = os.open(tmp_path / "empty", os.O_RDWR | os.O_CREAT)
+    ours, theirs = socket.socketpair()
+    with ours, pytest.raises(_shm.AttachError, match="cannot attach to shared memory") as raised:
+        _shm.attach(empty, theirs.detach())
     assert raised.value.status == 1

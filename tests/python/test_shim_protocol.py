@@ -165,11 +165,12 @@ def test_a_line_that_is_not_base64_exits_1(shim):
     assert "protocol error" in stderr
 
 
-def test_shm_without_its_segment_and_doorbell_exits_2():
+def test_shm_whose_stdio_is_no_segment_and_doorbell_exits_1_with_one_line():
+    # Pipes instead of the segment (stdout) and the doorbell (stdin).
     worker = Shim("--transport", "shm")
     status, stderr = worker.close()
-    assert status == 2
-    assert "--shm-name" in stderr
+    assert status == 1
+    assert "cannot attach to shared memory" in stderr
     assert len(stderr.strip().splitlines()) == 1
 
 

@@ -1,14 +1,15 @@
 """The gateway's own end, on both transports.
 
 - SIGTERM with calls in flight: they finish with their results, the gateway
-  exits 0, and it leaves nothing behind: no ``/dev/shm/mystic-<pid>-*``
-  segment, no runtime directory (doorbell sockets), no worker process.
+  exits 0, and it leaves nothing behind: no worker process, no segment.
 - SIGKILL: the gateway cannot clean up, but its workers exit by themselves
-  within seconds, and the next gateway removes what the killed one left
-  (its segments and its runtime directory).
+  within seconds, and then nothing is left: the segments are memfds that
+  live only while a process maps them, the doorbells socket pairs with no
+  name, and nothing was ever put in ``/dev/shm`` or the runtime directory.
+- A second SIGTERM stops at once, leaving nothing behind either.
 
-Each test points ``$XDG_RUNTIME_DIR`` at its own directory, so that the
-runtime directories it checks are its gateways' alone.
+Each test points ``$XDG_RUNTIME_DIR`` at its own directory, so that it can
+check that the gateway leaves nothing there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 
 import pytest
-from system_state import process_alive, runtime_dir, segments, wait_until
+from system_state import process_alive, ring_segments, shm_entries, wait_until
 
 from distribute_challenge import compute_this
 
@@ -45,14 +46,27 @@ def private_runtime_dir(tmp_path, monkeypatch):
     return base
 
 
-def test_sigterm_lets_in_flight_calls_finish_and_leaves_nothing(start_gateway, tmp_path):
+def mapped_by_anyone(segments: set[int]) -> set[int]:
+    """Which of ``segments`` some living process still maps."""
+    held: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            held |= ring_segments(int(entry)) & segments
+    return held
+
+
+def test_sigterm_lets_in_flight_calls_finish_and_leaves_nothing(
+    start_gateway, tmp_path, private_runtime_dir
+):
+    shm_before = shm_entries()
     gateway = start_gateway()
     pid = gateway.process.pid
     workers = gateway.worker_pids()
     assert all(process_alive(worker) for worker in workers)
+    segments = ring_segments(pid)
     if gateway.transport == "shm":
-        assert len(segments(pid)) == gateway.workers, "not looking where the segments are"
-        assert runtime_dir(pid).is_dir(), "not looking where the runtime directory is"
+        assert len(segments) == gateway.workers, "not looking where the segments are"
+        assert all(len(ring_segments(worker)) == 1 for worker in workers)
 
     release = tmp_path / "release"
     remote = compute_this(server=gateway.url)(hold)
@@ -81,18 +95,21 @@ def test_sigterm_lets_in_flight_calls_finish_and_leaves_nothing(start_gateway, t
 
     assert results == {index: index for index in range(gateway.workers)}
     assert status == 0, f"exit status {status}{gateway._tail()}"
-    assert segments(pid) == set()
-    assert not runtime_dir(pid).exists()
     assert [worker for worker in workers if process_alive(worker)] == []
+    assert mapped_by_anyone(segments) == set()
+    assert shm_entries() <= shm_before
+    assert list(private_runtime_dir.iterdir()) == []
 
 
-def test_sigkill_workers_exit_by_themselves_and_the_next_gateway_cleans_up(launcher, start_gateway):
+def test_sigkill_workers_exit_by_themselves_and_leave_nothing(launcher, private_runtime_dir):
+    shm_before = shm_entries()
     killed = launcher.start()  # not start_gateway: it would insist on exit status 0
     pid = killed.process.pid
     workers = killed.worker_pids()
     assert compute_this(server=killed.url)(abs)(-3).run() == 3
+    segments = ring_segments(pid)
     if killed.transport == "shm":
-        assert len(segments(pid)) == killed.workers
+        assert len(segments) == killed.workers
     killed.process.kill()
     assert killed.process.wait(30) == -signal.SIGKILL
 
@@ -101,22 +118,19 @@ def test_sigkill_workers_exit_by_themselves_and_the_next_gateway_cleans_up(launc
         "the workers of a killed gateway to exit",
         timeout=WORKERS_EXIT_WITHIN,
     )
-    if killed.transport == "shm":
-        # Only gateways of this test use this runtime base: the directory is
-        # still there. (The segments too, unless another gateway on this
-        # machine, of another test run, already removed them.)
-        assert runtime_dir(pid).is_dir(), "a killed gateway cannot clean up"
-
-    successor = start_gateway()
-    assert segments(pid) == set(), "the next gateway removes stale segments"
-    assert not runtime_dir(pid).exists(), "the next gateway removes stale runtime directories"
-    assert compute_this(server=successor.url)(abs)(-4).run() == 4
+    # Nothing to clean up: the memory went with the last process mapping it.
+    assert mapped_by_anyone(segments) == set()
+    assert shm_entries() <= shm_before
+    assert list(private_runtime_dir.iterdir()) == []
 
 
-def test_a_second_sigterm_stops_at_once_and_still_leaves_nothing(launcher, tmp_path):
+def test_a_second_sigterm_stops_at_once_and_still_leaves_nothing(
+    launcher, tmp_path, private_runtime_dir
+):
+    shm_before = shm_entries()
     gateway = launcher.start()  # not start_gateway: it would insist on exit status 0
-    pid = gateway.process.pid
     workers = gateway.worker_pids()
+    segments = ring_segments(gateway.process.pid)
     started, release = tmp_path / "started", tmp_path / "never"
     remote = compute_this(server=gateway.url)(hold)
     outcome: list[BaseException | object] = []
@@ -141,10 +155,11 @@ def test_a_second_sigterm_stops_at_once_and_still_leaves_nothing(launcher, tmp_p
     assert status != 0
     assert "cut off" in gateway.log(), gateway._tail()
     assert len(outcome) == 1 and isinstance(outcome[0], Exception), outcome
-    assert segments(pid) == set()
-    assert not runtime_dir(pid).exists()
     wait_until(
         lambda: not any(process_alive(worker) for worker in workers),
         "the workers to be stopped",
         timeout=WORKERS_EXIT_WITHIN,
     )
+    assert mapped_by_anyone(segments) == set()
+    assert shm_entries() <= shm_before
+    assert list(private_runtime_dir.iterdir()) == []

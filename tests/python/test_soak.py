@@ -12,7 +12,7 @@ alternately with ``os._exit`` and with SIGKILL of itself. The test asserts:
 - the gateway restarted exactly one worker per killing call, and counted
   every other call as served;
 - once the gateway has stopped (exit 0), this process's descendants, its
-  open file descriptors and the ``/dev/shm/mystic-*`` segments of its
+  open file descriptors and the shared-memory segments of its
   gateways are back where they were before the gateway started: none is
   left that was not there before.
 
@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from system_state import descendants, open_fds, segment_owner, segments
+from system_state import descendants, open_fds, ring_segments, shm_entries
 
 from distribute_challenge import WorkerCrashed, compute_this
 
@@ -149,11 +149,10 @@ async def _soak(url: str, plan: Plan, concurrency: int) -> Tally:
     return tally
 
 
-def _our_segments() -> set[str]:
-    """Segments of gateways started by this process (other test runs on the
-    machine make and remove their own)."""
-    ours = descendants()
-    return {name for name in segments() if segment_owner(name) in ours}
+def _our_segments() -> set[int]:
+    """Segments mapped by processes below this one (other test runs on the
+    machine make and drop their own)."""
+    return {segment for pid in descendants() for segment in ring_segments(pid)}
 
 
 def _settled(snapshot, what: str, before: set) -> None:
@@ -194,6 +193,7 @@ def test_soak(launcher, capsys):
     fds_before = open_fds()
     processes_before = descendants()
     segments_before = _our_segments()
+    shm_before = shm_entries()
 
     gateway = launcher.start()
     started = time.monotonic()
@@ -216,7 +216,7 @@ def test_soak(launcher, capsys):
     assert tally.ok == len(plan.modes) - plan.killers
     assert served == tally.ok
 
-    assert segments(gateway.process.pid) == set()
-    _settled(_our_segments, "the /dev/shm segments", segments_before)
+    _settled(_our_segments, "the shared-memory segments", segments_before)
+    _settled(shm_entries, "what is in /dev/shm", shm_before)
     _settled(descendants, "the processes below this one", processes_before)
     _settled(open_fds, "this process's open fds", fds_before)

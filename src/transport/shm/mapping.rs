@@ -1,12 +1,13 @@
-//! Memory that rings live in: the [`Mapping`] contract, the gateway's
-//! shared-memory segment behind it, and raw writes into a mapping to set up
-//! a segment before any peer maps it. With `ring`, this is one of the two
+//! Memory that rings live in: the [`Mapping`] contract, the sealed memfd
+//! behind it ([`SealedMemory`]), and raw writes into a mapping to set up a
+//! segment before any peer maps it. With `ring`, this is one of the two
 //! modules of the crate that hold `unsafe` code.
 //!
 //! [`HeapMapping`], plain heap memory standing in for a segment, exists for
 //! tests, benchmarks and fuzzing only (`cfg(test)` or the `test-support`
 //! feature).
 
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -56,33 +57,96 @@ pub fn write_at(mapping: &dyn Mapping, offset: usize, bytes: &[u8]) -> Result<()
     Ok(())
 }
 
-/// A segment from the `shared_memory` crate, mapped into this process.
-pub struct SharedSegment(shared_memory::Shmem);
+/// The memory one worker's rings live in: a memfd (anonymous, with no name
+/// anyone could find or pre-create), allocated in full at once, sealed so
+/// that no process can ever shrink or grow it, and mapped here. The worker
+/// gets the file itself as an inherited descriptor and maps it too.
+///
+/// The seals are what keep a hostile worker from killing the gateway: were
+/// the file truncated, the gateway's next touch of the mapping would raise
+/// SIGBUS.
+pub struct SealedMemory {
+    base: SharedPtr,
+    len: usize,
+    _map: memmap2::MmapMut,
+}
 
-impl SharedSegment {
-    pub fn new(shmem: shared_memory::Shmem) -> Arc<Self> {
-        Arc::new(SharedSegment(shmem))
+/// The mapping's base address, shared between threads.
+struct SharedPtr(NonNull<u8>);
+
+// SAFETY: the pointer is the base of a mapping that belongs to the whole
+// process and stays valid, from any thread, while the `MmapMut` beside it
+// lives; the rings touch it only through atomics and raw copies, never
+// through references.
+unsafe impl Send for SharedPtr {}
+// SAFETY: as above: shared access goes through atomics and raw copies only.
+unsafe impl Sync for SharedPtr {}
+
+/// Why the memory for a worker's rings could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("cannot create a memfd: {0}")]
+    Create(#[source] nix::Error),
+    #[error(
+        "cannot allocate {len} bytes of shared memory ({source}); free memory, use a smaller --ring-bytes or fewer --workers"
+    )]
+    Allocate {
+        len: usize,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot seal the memfd: {0}")]
+    Seal(#[source] nix::Error),
+    #[error("cannot map the memfd: {0}")]
+    Map(#[source] std::io::Error),
+}
+
+impl SealedMemory {
+    /// `len` zeroed bytes of sealed shared memory, mapped; the file is
+    /// returned to be handed to the worker.
+    pub fn create(label: &str, len: usize) -> Result<(Arc<SealedMemory>, OwnedFd), MemoryError> {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+
+        let fd = memfd_create(label, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+            .map_err(MemoryError::Create)?;
+        let size = i64::try_from(len).map_err(|_| MemoryError::Allocate {
+            len,
+            source: nix::Error::EFBIG,
+        })?;
+        // Every page now, so that running out of memory is an error here
+        // rather than a SIGBUS when a ring first touches a page.
+        nix::fcntl::posix_fallocate(&fd, 0, size)
+            .map_err(|source| MemoryError::Allocate { len, source })?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(MemoryError::Seal)?;
+        let file = std::fs::File::from(fd);
+        // SAFETY: the file is a memfd only we and the worker we hand it to
+        // can reach, sealed against any change of size, so the mapping stays
+        // valid for its whole length; its contents may change under us,
+        // which the rings expect (they copy through raw pointers and check
+        // every counter they read).
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(MemoryError::Map)?;
+        let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        let memory = SealedMemory {
+            base: SharedPtr(base),
+            len: map.len(),
+            _map: map,
+        };
+        Ok((Arc::new(memory), OwnedFd::from(file)))
     }
 }
 
-// SAFETY: `Shmem` is not `Send` only because it holds the mapping's raw
-// pointer. The mapping belongs to the whole process and stays valid from any
-// thread until the value is dropped; the rings touch it only through atomics
-// and raw copies, never through references.
-unsafe impl Send for SharedSegment {}
-// SAFETY: as above: shared access goes through atomics and raw copies only.
-unsafe impl Sync for SharedSegment {}
-
-// SAFETY: `Shmem::as_ptr` points to `Shmem::len` bytes mapped read-write
-// until the `Shmem` is dropped; mmap returns page-aligned (so 64-byte
-// aligned) addresses.
-unsafe impl Mapping for SharedSegment {
+// SAFETY: `base` points to `len` bytes mapped read-write until `_map` is
+// dropped with the value; mmap returns page-aligned (so 64-byte aligned)
+// addresses, and the seals keep every byte of the file in place.
+unsafe impl Mapping for SealedMemory {
     fn base(&self) -> NonNull<u8> {
-        NonNull::new(self.0.as_ptr()).expect("mmap never returns null")
+        self.base.0
     }
 
     fn size(&self) -> usize {
-        self.0.len()
+        self.len
     }
 }
 
@@ -152,6 +216,23 @@ mod heap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_memory_cannot_change_size() {
+        let (memory, fd) = SealedMemory::create("mystic-test", 8192).unwrap();
+        assert_eq!(memory.size(), 8192);
+        write_at(memory.as_ref(), 8191, &[7]).unwrap();
+        let file = std::fs::File::from(fd);
+        assert_eq!(file.metadata().unwrap().len(), 8192);
+        for size in [0, 4096, 1 << 20] {
+            let err = file.set_len(size).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc_eperm()), "set_len({size})");
+        }
+    }
+
+    fn libc_eperm() -> i32 {
+        nix::Error::EPERM as i32
+    }
 
     #[test]
     fn writes_outside_the_mapping_are_refused() {

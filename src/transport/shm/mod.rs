@@ -7,8 +7,12 @@
 //!   tests). `ring`: the SPSC byte rings. Only these two hold `unsafe`.
 //! - `frame`: frame headers (`rkyv`) and resumable frame reader/writer.
 //! - `segment`: the segment layout and its creation.
-//! - `doorbell`: the wake-up socket; `runtime_dir`: where sockets live and
-//!   the clean-up of leftovers.
+//! - `doorbell`: the wake-up socket.
+//!
+//! The worker gets its segment (a sealed memfd) as its stdout and its end
+//! of the doorbell (a socket pair) as its stdin: neither has a name that
+//! another process could find, pre-create or connect to, neither can be
+//! resized under the gateway, and nothing of them outlives the processes.
 
 pub mod doorbell;
 pub mod frame;
@@ -16,21 +20,19 @@ pub mod frame;
 pub mod mapping;
 #[allow(unsafe_code)]
 pub mod ring;
-pub mod runtime_dir;
 pub mod segment;
 #[cfg(test)]
 mod vectors;
 
 use std::io;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 
 use super::TransportError;
-use doorbell::{Doorbell, DoorbellListener};
+use doorbell::Doorbell;
 use frame::{FrameError, FrameReader, FrameWriter};
 use ring::{Consumer, CorruptRing, Producer};
-use runtime_dir::RuntimeDir;
 use segment::{Segment, SegmentError};
 
 /// Default `--ring-bytes`.
@@ -42,12 +44,8 @@ pub enum ShmError {
     #[error(transparent)]
     Segment(#[from] SegmentError),
 
-    #[error("cannot bind the doorbell socket {path}: {source}")]
-    Doorbell {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot create the doorbell socket pair: {0}")]
+    Doorbell(#[source] io::Error),
 
     #[error("the worker did not say `ready` on its doorbell")]
     NotReady,
@@ -60,54 +58,52 @@ pub enum ShmError {
 }
 
 /// A worker's segment and doorbell, made before the worker starts.
-#[derive(Debug)]
 pub struct Prepared {
-    segment: Segment,
-    listener: DoorbellListener,
+    requests: Producer,
+    responses: Consumer,
+    bell: Doorbell,
     max_payload_bytes: usize,
+    /// The worker's stdin (its doorbell end) and stdout (the segment).
+    worker_ends: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("bell", &self.bell)
+            .field("worker_ends", &self.worker_ends)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Prepared {
-    /// Creates slot `index`'s `generation`-th segment and binds its doorbell.
-    pub fn new(
-        runtime_dir: &RuntimeDir,
-        ring_bytes: usize,
-        max_payload_bytes: usize,
-        index: usize,
-        generation: u64,
-    ) -> Result<Prepared, ShmError> {
-        let segment = Segment::create(&runtime_dir.segment_name(index, generation), ring_bytes)?;
-        let path = runtime_dir.socket_path(index, generation);
-        let listener =
-            DoorbellListener::bind(&path).map_err(|source| ShmError::Doorbell { path, source })?;
+    /// Creates a segment with rings of `ring_bytes` and a doorbell.
+    pub fn new(ring_bytes: usize, max_payload_bytes: usize) -> Result<Prepared, ShmError> {
+        let segment = Segment::create(ring_bytes)?;
+        let (bell, worker_bell) = Doorbell::pair().map_err(ShmError::Doorbell)?;
         Ok(Prepared {
-            segment,
-            listener,
+            requests: segment.requests,
+            responses: segment.responses,
+            bell,
             max_payload_bytes,
+            worker_ends: Some((worker_bell, segment.file)),
         })
     }
 
-    /// Arguments that tell `worker_shim` where its segment and doorbell are.
-    pub fn worker_args(&self) -> Vec<String> {
-        vec![
-            "--transport".into(),
-            "shm".into(),
-            "--shm-name".into(),
-            self.segment.name.clone(),
-            "--doorbell".into(),
-            self.listener.path().to_string_lossy().into_owned(),
-        ]
+    /// The worker's stdin and stdout: its end of the doorbell, and the
+    /// segment's file. Taken once, by the spawner.
+    pub fn worker_stdio(&mut self) -> Option<(OwnedFd, OwnedFd)> {
+        self.worker_ends.take()
     }
 
     /// The gateway's end, ready for the worker's handshake.
     pub fn connect(self) -> ShmTransport {
         ShmTransport {
-            requests: self.segment.requests,
-            responses: self.segment.responses,
-            listener: Some(self.listener),
-            bell: None,
+            requests: self.requests,
+            responses: self.responses,
+            bell: self.bell,
+            ready: false,
             max_payload_bytes: self.max_payload_bytes,
-            segment_name: self.segment.name,
         }
     }
 }
@@ -116,29 +112,27 @@ impl Prepared {
 pub struct ShmTransport {
     requests: Producer,
     responses: Consumer,
-    listener: Option<DoorbellListener>,
-    bell: Option<Doorbell>,
+    bell: Doorbell,
+    /// Whether the worker said `ready`.
+    ready: bool,
     max_payload_bytes: usize,
-    segment_name: String,
 }
 
 impl std::fmt::Debug for ShmTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmTransport")
-            .field("segment", &self.segment_name)
+            .field("ready", &self.ready)
             .finish_non_exhaustive()
     }
 }
 
 impl ShmTransport {
-    /// Waits for the worker to connect to the doorbell and say `ready`.
+    /// Waits for the worker to say `ready` on the doorbell.
     pub async fn handshake(&mut self) -> Result<(), TransportError> {
-        let listener = self.listener.take().ok_or(TransportError::Closed)?;
-        let mut bell = listener.accept().await.map_err(from_io)?;
-        if !bell.handshake().await.map_err(from_io)? {
+        if !self.bell.handshake().await.map_err(from_io)? {
             return Err(ShmError::NotReady.into());
         }
-        self.bell = Some(bell);
+        self.ready = true;
         Ok(())
     }
 
@@ -153,7 +147,10 @@ impl ShmTransport {
     /// fits the rings costs one bell each way. The worker follows the same
     /// rules (`worker_shim/_shm.py`).
     pub async fn call(&mut self, request: Bytes) -> Result<Bytes, TransportError> {
-        let bell = self.bell.as_mut().ok_or(TransportError::Closed)?;
+        if !self.ready {
+            return Err(TransportError::Closed);
+        }
+        let bell = &mut self.bell;
         let mut writer = FrameWriter::new(request);
         loop {
             let pumped = writer.pump(&mut self.requests).map_err(ShmError::from)?;

@@ -1,6 +1,6 @@
 //! One worker's shared-memory segment: its layout (mirrored by
-//! `worker_shim/_shm.py` and pinned by `tests/vectors/`), and creating it
-//! with both rings in place.
+//! `worker_shim/_shm.py` and pinned by `tests/vectors/`), and creating it,
+//! in sealed memory (`mapping::SealedMemory`), with both rings in place.
 //!
 //! ```text
 //! 0     magic "MYSTSHM1"
@@ -12,11 +12,10 @@
 //! 4096  request ring data, then response ring data
 //! ```
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use shared_memory::ShmemConf;
-
-use super::mapping::{Mapping, OutOfBounds, SharedSegment, write_at};
+use super::mapping::{Mapping, MemoryError, OutOfBounds, SealedMemory, write_at};
 use super::ring::{self, BadPlacement, Consumer, Producer, RingPlacement};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"MYSTSHM1";
@@ -57,22 +56,8 @@ pub fn placements(ring_bytes: usize) -> (RingPlacement, RingPlacement) {
 /// A segment could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
-    #[error("cannot create shared-memory segment {name}: {source}")]
-    Create {
-        name: String,
-        #[source]
-        source: shared_memory::ShmemError,
-    },
-
-    #[error(
-        "cannot reserve {size} bytes in /dev/shm for segment {name} ({source}); free shared memory, use a smaller --ring-bytes or fewer --workers"
-    )]
-    Reserve {
-        name: String,
-        size: usize,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 
     #[error("ring size {0} is not a power of two of at least {MIN_RING_BYTES} bytes")]
     BadRingSize(usize),
@@ -84,43 +69,31 @@ pub enum SegmentError {
     OutOfBounds(#[from] OutOfBounds),
 }
 
-/// The gateway's side of a fresh segment: it owns the mapping (and unlinks
-/// it from `/dev/shm` when the last end is dropped).
+/// The gateway's side of a fresh segment, and the file to hand its worker.
 pub struct Segment {
-    pub name: String,
     pub requests: Producer,
     pub responses: Consumer,
+    /// The segment's memfd, for the worker to map.
+    pub file: OwnedFd,
 }
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
-            .field("name", &self.name)
+            .field("file", &self.file)
             .finish_non_exhaustive()
     }
 }
 
 impl Segment {
-    /// Creates `/dev/shm/<name>` (mode 0600) with two empty rings.
-    pub fn create(name: &str, ring_bytes: usize) -> Result<Segment, SegmentError> {
+    /// Creates a segment with two empty rings of `ring_bytes` each.
+    pub fn create(ring_bytes: usize) -> Result<Segment, SegmentError> {
         if ring_bytes < MIN_RING_BYTES || !ring_bytes.is_power_of_two() {
             return Err(SegmentError::BadRingSize(ring_bytes));
         }
         let size = DATA_OFFSET + 2 * ring_bytes;
-        let shmem = ShmemConf::new()
-            .os_id(name)
-            .size(size)
-            .create()
-            .map_err(|source| SegmentError::Create {
-                name: name.to_owned(),
-                source,
-            })?;
-        reserve(name, size).map_err(|source| SegmentError::Reserve {
-            name: name.to_owned(),
-            size,
-            source,
-        })?;
-        let mapping: Arc<dyn Mapping> = SharedSegment::new(shmem);
+        let (memory, file) = SealedMemory::create("mysticchallenge-rings", size)?;
+        let mapping: Arc<dyn Mapping> = memory;
         let (request_place, response_place) = placements(ring_bytes);
         let (requests, _) = ring::create(Arc::clone(&mapping), request_place)?;
         let (_, responses) = ring::create(Arc::clone(&mapping), response_place)?;
@@ -133,23 +106,11 @@ impl Segment {
             write_at(mapping.as_ref(), offset, &[0])?;
         }
         Ok(Segment {
-            name: name.to_owned(),
             requests,
             responses,
+            file,
         })
     }
-}
-
-/// Allocates every page of the segment now, so that a full `/dev/shm` is an
-/// error here rather than a SIGBUS when a ring first touches a missing page.
-fn reserve(name: &str, size: usize) -> nix::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(std::path::Path::new("/dev/shm").join(name))
-        .map_err(|err| nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)))?;
-    let size = i64::try_from(size).map_err(|_| nix::errno::Errno::EFBIG)?;
-    nix::fcntl::posix_fallocate(&file, 0, size)
 }
 
 #[cfg(test)]
@@ -166,23 +127,21 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_lives_in_dev_shm_until_dropped() {
-        let name = format!("mystic-test-{}", std::process::id());
-        let segment = Segment::create(&name, 4096).unwrap();
-        let path = std::path::Path::new("/dev/shm").join(&name);
-        let metadata = std::fs::metadata(&path).unwrap();
-        assert_eq!(metadata.len(), (DATA_OFFSET + 2 * 4096) as u64);
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
-        drop(segment);
-        assert!(!path.exists());
+    fn a_segment_is_a_sealed_file_of_its_layouts_size() {
+        let segment = Segment::create(4096).unwrap();
+        let file = std::fs::File::from(segment.file);
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            (DATA_OFFSET + 2 * 4096) as u64
+        );
+        assert!(file.set_len(0).is_err(), "the segment could be truncated");
     }
 
     #[test]
     fn odd_ring_sizes_are_refused() {
         for bad in [0, 100, 4095, 4097, 3 * 4096] {
             assert!(matches!(
-                Segment::create("mystic-never", bad),
+                Segment::create(bad),
                 Err(SegmentError::BadRingSize(_))
             ));
         }
