@@ -46,7 +46,8 @@ from distribute_challenge import DistributeError, compute_this
 from distribute_challenge._client import sync_stub
 from distribute_challenge._pb import gateway_pb2
 from distribute_challenge._status import raise_from_rpc_error
-from distribute_challenge._target import resolve_server, resolve_token
+from distribute_challenge._target import resolve_server
+from distribute_challenge._token import resolve_token
 from loadtest.gateway import GatewayFailed, started_gateway
 from loadtest.report import (
     comparison_lines,

@@ -16,6 +16,11 @@ Against the call's own deadline a wait must also leave the attempt after it
 at least as long again, so that the last attempt is refused (``ServerBusy``)
 rather than cut short by the deadline (``CallTimeout``).
 
+With several gateways (a balanced target) the channel's ``round_robin``
+sends each attempt to the next gateway, so the first refusals are sent again
+at once, one fewer than there are gateways (``others``): a call refused by a
+full gateway tries the others before it waits.
+
 ``Call.run`` and ``Call.async_run`` both drive one :class:`BusyRetry` per call;
 they differ only in how they sleep.
 """
@@ -43,6 +48,8 @@ class BusyRetry:
         busy_timeout: how long to keep retrying while the queue is full.
         clock: a monotonic clock (seconds).
         uniform: ``random.uniform``-like jitter source.
+        others: how many other gateways the call may be sent to at once
+            after a refusal; asked at the first refusal (it may resolve a name).
     """
 
     def __init__(
@@ -51,7 +58,10 @@ class BusyRetry:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         uniform: Callable[[float, float], float] = random.uniform,
+        others: Callable[[], int] = lambda: 0,
     ) -> None:
+        self._others = others
+        self._elsewhere: int | None = None
         self._clock = clock
         self._uniform = uniform
         self.started = clock()
@@ -74,6 +84,11 @@ class BusyRetry:
         None when the call must fail with ``error``."""
         if not is_queue_full(error):
             return None
+        if self._elsewhere is None:
+            self._elsewhere = max(self._others(), 0)
+        if self._elsewhere > 0:
+            self._elsewhere -= 1
+            return 0.0 if self._clock() < self._give_up else None
         delay = self._uniform(self._delay / 2, self._delay)
         now = self._clock()
         if now + delay >= self._give_up:

@@ -56,7 +56,13 @@ def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") 
     code = _call_attr(exc, "code") or grpc.StatusCode.UNKNOWN
     details = _call_attr(exc, "details") or "no details"
     kind = _error_kind(exc)
-    where = f"the gateway at {target.url}"
+    where = target.where()
+    if code == grpc.StatusCode.UNAVAILABLE and target.balanced:
+        raise ServerUnavailable(
+            f"a gateway of {target.url} was unavailable for the call: {details}. Either the "
+            "gateway running it went away (the others keep taking new calls: call again) or "
+            "none of them is running: check them and server= (or $DISTRIBUTE_SERVER)."
+        ) from exc
     if code == grpc.StatusCode.UNAVAILABLE:
         raise ServerUnavailable(
             f"{where} is unavailable: {details}. Check that the gateway is running and that "
@@ -86,8 +92,9 @@ def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") 
                 "per call, or start the gateway with a larger --max-payload-bytes."
             ) from exc
         tried = f" ({retried})" if retried else ""
+        verb = "are" if target.balanced else "is"
         raise ServerBusy(
-            f"{where} is busy: {details}{tried}. Retry later, raise "
+            f"{where} {verb} busy: {details}{tried}. Retry later, raise "
             "compute_this(busy_timeout=...), or start the gateway with more --workers or a "
             "larger --queue-capacity."
         ) from exc

@@ -126,6 +126,22 @@ def test_retries_stop_at_the_busy_timeout():
     assert total + MAX_DELAY >= 3.0
 
 
+def test_with_other_gateways_the_first_refusals_are_sent_again_at_once():
+    clock = Clock()
+    asked = []
+    retry = BusyRetry(None, clock=clock, uniform=upper, others=lambda: asked.append(1) or 2)
+    assert [retry.next_delay(QUEUE_FULL) for _ in range(4)] == [0.0, 0.0, FIRST_DELAY, 0.02]
+    assert asked == [1]  # the number of gateways is asked for once, at the first refusal
+
+
+def test_refusals_sent_elsewhere_still_stop_at_the_busy_timeout():
+    clock = Clock()
+    retry = BusyRetry(None, busy_timeout=1.0, clock=clock, others=lambda: 5)
+    assert retry.next_delay(QUEUE_FULL) == 0.0
+    clock.now += 1.0
+    assert retry.next_delay(QUEUE_FULL) is None
+
+
 def test_a_zero_busy_timeout_never_retries():
     assert BusyRetry(None, busy_timeout=0, clock=Clock()).next_delay(QUEUE_FULL) is None
 
