@@ -1,6 +1,8 @@
 """Several gateways against one: the original load test's parallel section
 (``test_load.py``'s ``measure_parallel``) on each layout, on the same random
-sleeps, interleaved round by round; then the spread of no-op calls.
+sleeps, interleaved round by round; then the spread of no-op calls. Each
+measurement runs on a fresh event loop, so a fresh channel: first a few
+no-op calls connect it to every gateway (``--cold`` skips them).
 
     cargo build --release
     .venv/bin/python bench/gateways.py                       # 1x21 against 3x7, 3 rounds
@@ -62,6 +64,19 @@ def layout_running(binary, gateways: int, workers: int, flags: list[str], transp
         yield ",".join(urls)
 
 
+async def warm_then_measure(server: str, factor: int, sleeps: list[float], cold: bool):
+    """``measure_parallel`` on this loop's channel, once every gateway's
+    connection is up (unless ``cold``: the burst then meets a channel that
+    connects as the calls arrive, and round_robin has only the gateways
+    already connected to pick from)."""
+    if not cold:
+        remote = compute_this(server=server)(noop)
+        for _ in range(10):
+            await remote().async_run()
+        await asyncio.sleep(0.05)
+    return await measure_parallel(server, factor, sleeps, "")
+
+
 async def noop_spread(server: str, calls: int) -> list[int]:
     """Calls served by each gateway of ``server`` during ``calls`` no-ops at once."""
     remote = compute_this(server=server)(noop)
@@ -89,6 +104,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--noop-calls", type=int, default=2100)
     parser.add_argument("--transport", default="shm")
+    parser.add_argument(
+        "--cold", action="store_true", help="no warm-up: each burst opens its channel"
+    )
     parser.add_argument("--gateway", default=str(GATEWAY), help="the gateway binary")
     options = parser.parse_args()
     factors = [int(factor) for factor in options.factors.split(",")]
@@ -112,7 +130,9 @@ def main() -> int:
             for factor in factors:
                 sleeps = [rng.random() * options.max_sleep for _ in range(pool * factor)]
                 for name in order:
-                    run = asyncio.run(measure_parallel(servers[name], factor, sleeps, ""))
+                    run = asyncio.run(
+                        warm_then_measure(servers[name], factor, sleeps, options.cold)
+                    )
                     efficiency.setdefault((name, factor), []).append(run.fifo_efficiency)
                     skew.setdefault((name, factor), []).append(
                         max((s.calls / run.calls) / (s.workers / run.workers) for s in run.shares)
