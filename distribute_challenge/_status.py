@@ -8,6 +8,7 @@ DEADLINE_EXCEEDED   call-timeout                 CallTimeout
 ABORTED             worker-crashed               WorkerCrashed
 UNAUTHENTICATED                                  AuthenticationError
 RESOURCE_EXHAUSTED  payload-too-large            PayloadTooLarge
+RESOURCE_EXHAUSTED  queue-wait                   ServerBusy
 RESOURCE_EXHAUSTED  queue-full (or anything)     ServerBusy
 INVALID_ARGUMENT    invalid-request              DistributeError
 anything else                                    DistributeError
@@ -16,7 +17,10 @@ anything else                                    DistributeError
 A ``RESOURCE_EXHAUSTED`` without the metadata key (e.g. raised by gRPC itself)
 counts as too large when its message says a message was too large.
 
-Only ``queue-full`` (:func:`is_queue_full`) is retried, by ``_retry.py``: nothing ran.
+Only ``queue-full`` and ``queue-wait`` (:func:`refusal`) are retried, by
+``_retry.py``: nothing ran. ``queue-wait`` is the refusal of a gateway
+started with ``--max-queue-wait`` (a call that no worker took within that
+time); it needs that gateway flag, which is not in the gateway yet.
 """
 
 from __future__ import annotations
@@ -40,14 +44,18 @@ from ._target import Target
 ERROR_KIND_KEY = "mystic-error"
 PAYLOAD_TOO_LARGE = "payload-too-large"
 QUEUE_FULL = "queue-full"
+QUEUE_WAIT = "queue-wait"
 
 _TOO_LARGE_WORDS = re.compile(r"too large|larger than", re.IGNORECASE)
 
 
-def is_queue_full(exc: grpc.RpcError) -> bool:
-    """Whether the gateway refused the call because its queue is full (nothing ran)."""
-    code = _call_attr(exc, "code")
-    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and _error_kind(exc) == QUEUE_FULL
+def refusal(exc: grpc.RpcError) -> str | None:
+    """``QUEUE_FULL`` or ``QUEUE_WAIT`` when the gateway refused the call before
+    any worker took it (nothing ran); None for every other failure."""
+    if _call_attr(exc, "code") != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    kind = _error_kind(exc)
+    return kind if kind in (QUEUE_FULL, QUEUE_WAIT) else None
 
 
 def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") -> NoReturn:
