@@ -43,9 +43,7 @@ def parallel_lines(run: ParallelRun) -> list[str]:
         f"ideal_fifo_execution_time: {run.ideal:.3f}",
         f"efficiency vs ideal FIFO: {run.fifo_efficiency:.2f}%"
         f" (real is {run.real / run.ideal:.3f}x the ideal makespan)",
-        "num of calls: served by num of workers",
     ]
-    lines += [f"{calls}: {workers}" for calls, workers in run.histogram()]
     if len(run.shares) > 1:
         lines.append("calls per gateway: calls (share of calls; share of workers)")
         for share in run.shares:
@@ -53,7 +51,9 @@ def parallel_lines(run: ParallelRun) -> list[str]:
                 f"{share.url}: {share.calls} ({share.calls / run.calls:.1%};"
                 f" {share.workers / run.workers:.1%})"
             )
-    return lines
+    # The histogram spans every gateway's workers.
+    lines.append("num of calls: served by num of workers")
+    return lines + [f"{calls}: {workers}" for calls, workers in run.histogram()]
 
 
 def payload_lines(runs: list[PayloadRun]) -> list[str]:
