@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             reports = compare(options)
         else:
             reports = [asyncio.run(measure(options.server, options))]
-    except (DistributeError, GatewayFailed) as exc:
+    except (DistributeError, GatewayFailed, ValueError) as exc:
         print(f"test_load.py: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

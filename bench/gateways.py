@@ -77,14 +77,15 @@ async def warm_then_measure(server: str, factor: int, sleeps: list[float], cold:
     return await measure_parallel(server, factor, sleeps, "")
 
 
-async def noop_spread(server: str, calls: int) -> list[int]:
-    """Calls served by each gateway of ``server`` during ``calls`` no-ops at once."""
+async def noop_spread(server: str, calls: int, cold: bool) -> list[int]:
+    """Calls served by each gateway of ``server`` during ``calls`` no-ops at
+    once (on a channel that connects as they start, if ``cold``)."""
     remote = compute_this(server=server)(noop)
 
     def served():
         return [sum(w.calls_served for w in a.info.workers) for a in remote.get_gateways()]
 
-    for _ in range(10):  # connect every gateway of this loop's channel
+    for _ in range(0 if cold else 10):  # connect every gateway of this loop's channel
         await remote().async_run()
     before = served()
     await asyncio.gather(*(remote().async_run() for _ in range(calls)))
@@ -156,7 +157,7 @@ def main() -> int:
                 )
         for name, gateways, _, _ in options.layouts:
             if gateways > 1 and options.noop_calls:
-                served = asyncio.run(noop_spread(servers[name], options.noop_calls))
+                served = asyncio.run(noop_spread(servers[name], options.noop_calls, options.cold))
                 worst = max(served) / (sum(served) / len(served))
                 print(
                     f"\n{name}: {options.noop_calls} no-op calls at once, per gateway {served};"
