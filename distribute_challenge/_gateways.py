@@ -65,13 +65,19 @@ def members(target: Target) -> list[Target]:
 def survey(
     target: Target, timeout: float | None, metadata: tuple[tuple[str, str], ...]
 ) -> list[GatewayWorkers]:
-    """Asks every gateway of ``target`` for its workers, one after the other."""
+    """Asks every gateway of ``target`` for its workers, all at once (one that
+    cannot be reached costs its own wait, not the others')."""
+    gateways = members(target)
+    pending = [
+        _client.sync_stub(member).GetWorkers.future(
+            gateway_pb2.GetWorkersRequest(), timeout=timeout, metadata=metadata
+        )
+        for member in gateways
+    ]
     answers = []
-    for member in members(target):
+    for member, future in zip(gateways, pending, strict=True):
         try:
-            info = _client.sync_stub(member).GetWorkers(
-                gateway_pb2.GetWorkersRequest(), timeout=timeout, metadata=metadata
-            )
+            info = future.result()
         except grpc.RpcError as exc:
             try:
                 raise_from_rpc_error(exc, member)
