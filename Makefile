@@ -1,17 +1,20 @@
 # Build, run and test mysticchallenge. Needs only Rust, Python 3 and pip;
-# Python packages go into a virtualenv at $(VENV).
+# everything goes into a virtualenv at $(VENV): `pip install -e` builds the
+# gateway once (maturin, release profile, into target/release) and puts it on
+# the venv's PATH next to the editable Python packages.
 
 VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 GATEWAY := target/release/mysticchallenge
 ARGS    ?=
-PY_SOURCES := pyproject.toml $(shell find distribute_challenge mystic_wire worker_shim -name '*.py' 2>/dev/null)
+SOURCES := pyproject.toml Cargo.toml Cargo.lock build.rs \
+           $(shell find distribute_challenge mystic_wire worker_shim src proto -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
 .PHONY: run test build venv lint fmt clean
 
 ## run: build everything and start the gateway on 127.0.0.1:8000 (extra flags: ARGS="...")
 run: build
-	$(GATEWAY) --python $(PYTHON) $(ARGS)
+	$(VENV)/bin/mysticchallenge $(ARGS)
 
 ## test: lint, Rust tests, the Python suite, and test.py against a live gateway
 test: build lint
@@ -19,12 +22,12 @@ test: build lint
 	MYSTIC_GATEWAY_BIN=$(abspath $(GATEWAY)) $(PYTHON) -m pytest tests/python
 	scripts/with-gateway $(PYTHON) --workers 2 -- $(PYTHON) test.py
 
+## build (= venv): the virtualenv, the packages and the gateway, rebuilt when a source changes
 build: venv
-	cargo build --release
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: $(PY_SOURCES)
+$(VENV)/.installed: $(SOURCES)
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[test,load]'

@@ -5,6 +5,7 @@ payload throughput, no-op latency).
     python test_load.py                          # $DISTRIBUTE_SERVER or grpc://127.0.0.1:8000
     python test_load.py --server grpc://HOST:PORT --plot load.png
     python test_load.py --compare --workers 10   # starts the gateway on pipe, then on shm
+    python test_load.py --server grpc://127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
 
 Sections (``--sections``, default all):
 
@@ -14,7 +15,10 @@ Sections (``--sections``, default all):
   time, effectiveness, the histogram of calls per worker), plus the makespan of
   an ideal FIFO list scheduler on the same sleeps (each call, in submission
   order, on the worker that frees up first, with zero overhead) and the
-  efficiency against it: ideal / real. It may exceed 100%: list scheduling is
+  efficiency against it: ideal / real. With several gateways (``--server``
+  takes a list or ``dns:///NAME:PORT``, as ``compute_this`` does) the pool is
+  every gateway's workers, the histogram spans them all, and each gateway's
+  share of the calls follows it. It may exceed 100%: list scheduling is
   not optimal, and the calls reach the gateway's queue in nearly, not exactly,
   submission order, so the real order can happen to be a better one.
 - ``payload``: echo of 1 KiB, 1 MiB, 16 MiB and 64 MiB; calls/s and MB/s
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import itertools
 import os
 import pathlib
 import random
@@ -40,13 +45,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import grpc
-
 from distribute_challenge import DistributeError, compute_this
-from distribute_challenge._client import sync_stub
-from distribute_challenge._pb import gateway_pb2
-from distribute_challenge._status import raise_from_rpc_error
-from distribute_challenge._target import resolve_server, resolve_token
+from distribute_challenge._gateways import GatewayWorkers
+from distribute_challenge._target import resolve_server
 from loadtest.gateway import GatewayFailed, started_gateway
 from loadtest.report import (
     comparison_lines,
@@ -57,7 +58,7 @@ from loadtest.report import (
     payload_lines,
     report_header,
 )
-from loadtest.results import NoopRun, ParallelRun, PayloadRun, Report
+from loadtest.results import GatewayShare, NoopRun, ParallelRun, PayloadRun, Report
 
 GATEWAY = pathlib.Path(__file__).resolve().parent / "target" / "release" / "mysticchallenge"
 TRANSPORTS = ("pipe", "shm")
@@ -87,31 +88,44 @@ def noop():
 # Talking to the gateway.
 
 
-def pool_info(server: str | None) -> gateway_pb2.GetWorkersResponse:
-    """The gateway's GetWorkers answer (transport, and each worker's pid)."""
-    target = resolve_server(server)
-    token = resolve_token(None)
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    try:
-        return sync_stub(target).GetWorkers(
-            gateway_pb2.GetWorkersRequest(), timeout=30, metadata=metadata
-        )
-    except grpc.RpcError as exc:
-        raise_from_rpc_error(exc, target)
+def pool_info(server: str | None) -> list[GatewayWorkers]:
+    """Every gateway's GetWorkers answer (transport, and each worker's pid)."""
+    answers = compute_this(server=server, timeout=30)(noop).get_gateways()
+    for answer in answers:
+        if answer.error is not None:
+            raise answer.error
+    return answers
 
 
-def served_per_worker(pids: list[int], infos: list[gateway_pb2.GetWorkersResponse]) -> list[int]:
-    """How many of ``pids`` each worker slot served; workers that no GetWorkers
-    answer saw (started and replaced between two answers) are appended."""
-    slot_of = {w.pid: w.index for info in infos for w in info.workers if w.pid}
-    served = [0] * max(len(info.workers) for info in infos)
+def served_per_worker(
+    pids: list[int], pools: list[list[GatewayWorkers]]
+) -> tuple[list[int], list[int]]:
+    """How many of ``pids`` each worker slot served, the slots of every
+    gateway one after the other, and how many each gateway served. Workers
+    that no GetWorkers answer saw (started and replaced between two answers)
+    are appended to the slots (their gateway unknown: not in a share)."""
+    sizes = [
+        max(len(pool[gateway].info.workers) for pool in pools) for gateway in range(len(pools[0]))
+    ]
+    offsets = list(itertools.accumulate(sizes, initial=0))
+    slot_of = {}
+    gateway_of = {}
+    for pool in pools:
+        for gateway, answer in enumerate(pool):
+            for w in answer.info.workers:
+                if w.pid:
+                    slot_of[w.pid] = offsets[gateway] + w.index
+                    gateway_of[w.pid] = gateway
+    served = [0] * offsets[-1]
+    per_gateway = [0] * len(pools[0])
     unseen: Counter[int] = Counter()
     for pid in pids:
         if pid in slot_of:
             served[slot_of[pid]] += 1
+            per_gateway[gateway_of[pid]] += 1
         else:
             unseen[pid] += 1
-    return served + list(unseen.values())
+    return served + list(unseen.values()), per_gateway
 
 
 class Progress:
@@ -165,12 +179,18 @@ async def measure_parallel(
     server: str | None, factor: int, sleeps: list[float], label: str
 ) -> ParallelRun:
     remote = compute_this(server=server)(nap)
-    workers = remote.get_workers()
     before = pool_info(server)
+    workers = sum(answer.count for answer in before)
     calls = [remote(seconds) for seconds in sleeps]
     real, results = await timed_concurrently(calls, len(calls), f"{label}factor {factor}")
-    served = served_per_worker([pid for _, pid in results], [before, pool_info(server)])
-    return ParallelRun(factor, workers, sleeps, real, served)
+    served, per_gateway = served_per_worker(
+        [pid for _, pid in results], [before, pool_info(server)]
+    )
+    shares = [
+        GatewayShare(answer.target.url, answer.count, calls)
+        for answer, calls in zip(before, per_gateway, strict=True)
+    ]
+    return ParallelRun(factor, workers, sleeps, real, served, shares)
 
 
 def payload_plan(size: int, workers: int, max_calls: int) -> tuple[int, int]:
@@ -218,8 +238,11 @@ async def measure_noop(server: str | None, calls: int, label: str) -> NoopRun:
 
 async def measure(server: str | None, options: argparse.Namespace, label: str = "") -> Report:
     """Runs the chosen sections against ``server``, printing each as it ends."""
-    info = pool_info(server)
-    report = Report(server or resolve_server(None).url, info.transport, info.count)
+    pool = pool_info(server)
+    transports = sorted({answer.info.transport for answer in pool})
+    workers = [answer.count for answer in pool]
+    report = Report(server or resolve_server(None).url, ",".join(transports), sum(workers))
+    report.gateway_workers = workers
     emit(report_header(report, options.seed))
     if "parallel" in options.sections:
         rng = random.Random(options.seed)
@@ -382,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             reports = compare(options)
         else:
             reports = [asyncio.run(measure(options.server, options))]
-    except (DistributeError, GatewayFailed) as exc:
+    except (DistributeError, GatewayFailed, ValueError) as exc:
         print(f"test_load.py: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -27,11 +27,11 @@ from mystic_wire import (
     encode_request,
 )
 
-from . import _client, _retry
+from . import _client, _gateways, _retry, _token
 from ._by_value import pickle_module_by_value_if_needed
 from ._pb import gateway_pb2
 from ._status import raise_from_rpc_error
-from ._target import Target, parse_server, resolve_server, resolve_token
+from ._target import Target, parse_server, resolve_server
 
 DepModule = types.ModuleType | str
 
@@ -42,13 +42,16 @@ def compute_this(
     timeout: float | None = None,
     token: str | None = None,
     busy_timeout: float = _retry.DEFAULT_BUSY_TIMEOUT,
+    insecure_plaintext_token: bool = False,
 ) -> Callable[[Callable[..., Any]], RemoteFunction]:
     """Makes a function run remotely on the gateway's workers.
 
     Args:
-        server: ``grpc://HOST:PORT``, ``grpcs://HOST:PORT`` or ``HOST:PORT``;
-            default ``$DISTRIBUTE_SERVER``, else ``grpc://127.0.0.1:8000``
-            (read at each call).
+        server: ``grpc://HOST:PORT``, ``grpcs://HOST:PORT``, ``HOST:PORT``,
+            ``unix:PATH``, a comma-separated list of these (one scheme), or
+            ``dns:///NAME:PORT``; calls to a list or a name are spread with
+            gRPC's ``round_robin`` (see ``_target.py``). Default
+            ``$DISTRIBUTE_SERVER``, else ``grpc://127.0.0.1:8000`` (read at each call).
         depmodules: modules (objects or dotted names) that the worker imports
             and binds in the function's globals before each call.
         timeout: seconds each call may take (a gRPC deadline), retries
@@ -58,6 +61,9 @@ def compute_this(
         busy_timeout: seconds a call keeps being sent again, with backoff,
             while the gateway refuses it because its queue is full (nothing
             ran); then it raises ``ServerBusy``. 0 never retries.
+        insecure_plaintext_token: allow sending the token over plaintext to a
+            gateway that is not on this host (refused otherwise; also
+            ``$DISTRIBUTE_INSECURE_PLAINTEXT_TOKEN=1``).
 
     ``func(*args, **kwargs)`` then returns a call object: ``.run()`` blocks for
     the result, ``await .async_run()`` awaits it.
@@ -86,7 +92,9 @@ def compute_this(
     def decorate(function: Callable[..., Any]) -> RemoteFunction:
         if not callable(function):
             raise TypeError(f"compute_this decorates functions, not {function!r}")
-        settings = _Settings(server, depmodules, timeout, token, busy_timeout)
+        settings = _Settings(
+            server, depmodules, timeout, token, busy_timeout, insecure_plaintext_token
+        )
         return RemoteFunction(function, settings)
 
     return decorate
@@ -99,13 +107,13 @@ class _Settings:
     timeout: float | None
     token: str | None
     busy_timeout: float = _retry.DEFAULT_BUSY_TIMEOUT
+    insecure_plaintext_token: bool = False
 
     def target(self) -> Target:
         return resolve_server(self.server)
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        token = resolve_token(self.token)
-        return (("authorization", f"Bearer {token}"),) if token else ()
+    def metadata(self, target: Target) -> tuple[tuple[str, str], ...]:
+        return _token.authorization(target, self.token, self.insecure_plaintext_token)
 
 
 class RemoteFunction:
@@ -120,17 +128,15 @@ class RemoteFunction:
         return Call(self.__wrapped__, args, kwargs, self._settings)
 
     def get_workers(self) -> int:
-        """The number of workers the gateway runs."""
+        """The number of workers of every gateway that answers (each asked on
+        its own; see :meth:`get_gateways`)."""
+        return _gateways.count_workers(self.get_gateways())
+
+    def get_gateways(self) -> list[_gateways.GatewayWorkers]:
+        """Each gateway's ``GetWorkers`` answer, or the error it gave instead:
+        every entry of a list, every address a DNS name resolves to now."""
         target = self._settings.target()
-        try:
-            response = _client.sync_stub(target).GetWorkers(
-                gateway_pb2.GetWorkersRequest(),
-                timeout=self._settings.timeout,
-                metadata=self._settings.metadata(),
-            )
-        except grpc.RpcError as exc:
-            raise_from_rpc_error(exc, target)
-        return response.count
+        return _gateways.survey(target, self._settings.timeout, self._settings.metadata(target))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Pickled (e.g. a function that calls itself by name), it becomes the
@@ -216,12 +222,19 @@ class Call:
         return _Prepared(
             target=target,
             request=gateway_pb2.ExecuteRequest(payload=payload),
-            metadata=settings.metadata(),
-            retry=_retry.BusyRetry(settings.timeout, settings.busy_timeout),
+            metadata=settings.metadata(target),
+            retry=_retry.BusyRetry(
+                settings.timeout, settings.busy_timeout, others=lambda: _others(target)
+            ),
         )
 
     def __repr__(self) -> str:
         return f"<call of {getattr(self._function, '__qualname__', self._function)!r}>"
+
+
+def _others(target: Target) -> int:
+    """How many other gateways a refused call can be sent to at once."""
+    return len(_gateways.members(target)) - 1 if target.balanced else 0
 
 
 def _finish(payload: bytes) -> Any:

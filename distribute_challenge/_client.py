@@ -11,11 +11,20 @@
 Every channel lifts gRPC's message size limits (the gateway enforces its own)
 and keeps its connections to itself (no global subchannel pool), so that the
 channel a forked child makes does not pick up its parent's connection.
+
+A balanced target (a list of gateways or a DNS name, see ``_target.py``)
+gets gRPC's ``round_robin`` policy through the channel's default service
+config: each call goes to the next gateway whose connection is ready; a
+gateway that goes away drops out of the rotation (calls running there fail
+with ``UNAVAILABLE``) and comes back into it once gRPC reconnects. Reconnect
+attempts back off from 1 s to at most ``MAX_RECONNECT_BACKOFF_MS`` (gRPC's
+own default is 120 s), so a restarted gateway is used again within seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import weakref
@@ -26,13 +35,16 @@ import grpc.aio
 from ._pb import gateway_pb2_grpc
 from ._target import Target
 
+MAX_RECONNECT_BACKOFF_MS = 5000
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     # Each channel owns its connections: a child process must not reuse, from
     # gRPC's global subchannel pool, a connection its parent opened.
     ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
 )
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 _lock = threading.Lock()
 _sync_stubs: dict[Target, tuple[int, grpc.Channel, gateway_pb2_grpc.GatewayStub]] = {}
@@ -51,10 +63,10 @@ def sync_stub(target: Target) -> gateway_pb2_grpc.GatewayStub:
         # A channel inherited across fork is dropped, never closed: the parent owns it.
         if target.tls:
             channel = grpc.secure_channel(
-                target.address, _credentials(target), options=CHANNEL_OPTIONS
+                target.address, _credentials(target), options=channel_options(target)
             )
         else:
-            channel = grpc.insecure_channel(target.address, options=CHANNEL_OPTIONS)
+            channel = grpc.insecure_channel(target.address, options=channel_options(target))
         stub = gateway_pb2_grpc.GatewayStub(channel)
         _sync_stubs[target] = (pid, channel, stub)
         return stub
@@ -69,14 +81,28 @@ def async_stub(target: Target) -> gateway_pb2_grpc.GatewayStub:
             stubs = _async_stubs[loop] = {}
         stub = stubs.get(target)
         if stub is None:
+            options = channel_options(target)
             if target.tls:
                 channel = grpc.aio.secure_channel(
-                    target.address, _credentials(target), options=CHANNEL_OPTIONS
+                    target.address, _credentials(target), options=options
                 )
             else:
-                channel = grpc.aio.insecure_channel(target.address, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(target.address, options=options)
             stub = stubs[target] = gateway_pb2_grpc.GatewayStub(channel)
         return stub
+
+
+def channel_options(target: Target) -> tuple[tuple[str, object], ...]:
+    """The options of a channel to ``target``: ``CHANNEL_OPTIONS``, plus
+    ``round_robin`` for a balanced target and the authority (the name TLS
+    checks) when the address does not carry one."""
+    options = CHANNEL_OPTIONS
+    if target.balanced:
+        options += (("grpc.service_config", ROUND_ROBIN),)
+    if target.authority:
+        # TLS checks the gateway's certificate against this name.
+        options += (("grpc.default_authority", target.authority),)
+    return options
 
 
 def _credentials(target: Target) -> grpc.ChannelCredentials:

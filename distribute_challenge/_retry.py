@@ -16,6 +16,18 @@ Against the call's own deadline a wait must also leave the attempt after it
 at least as long again, so that the last attempt is refused (``ServerBusy``)
 rather than cut short by the deadline (``CallTimeout``).
 
+A gateway started with ``--max-queue-wait`` refuses, with ``queue-wait``, a
+call that no worker took within that time, so that it can run elsewhere:
+such a refusal is sent on at once, every time, within the call's own
+``timeout`` only (``busy_timeout`` does not apply: the wait happened at the
+gateway, which bounds how often a call comes back). This needs that gateway
+flag, which the gateway does not have yet.
+
+With several gateways (a balanced target) the channel's ``round_robin``
+sends each attempt to the next gateway, so the first refusals are sent again
+at once, one fewer than there are gateways (``others``): a call refused by a
+full gateway tries the others before it waits.
+
 ``Call.run`` and ``Call.async_run`` both drive one :class:`BusyRetry` per call;
 they differ only in how they sleep.
 """
@@ -28,7 +40,7 @@ from collections.abc import Callable
 
 import grpc
 
-from ._status import is_queue_full
+from ._status import QUEUE_WAIT, refusal
 
 FIRST_DELAY = 0.01
 MAX_DELAY = 1.0
@@ -43,6 +55,8 @@ class BusyRetry:
         busy_timeout: how long to keep retrying while the queue is full.
         clock: a monotonic clock (seconds).
         uniform: ``random.uniform``-like jitter source.
+        others: how many other gateways the call may be sent to at once
+            after a refusal; asked at the first refusal (it may resolve a name).
     """
 
     def __init__(
@@ -51,7 +65,10 @@ class BusyRetry:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         uniform: Callable[[float, float], float] = random.uniform,
+        others: Callable[[], int] = lambda: 0,
     ) -> None:
+        self._others = others
+        self._elsewhere: int | None = None
         self._clock = clock
         self._uniform = uniform
         self.started = clock()
@@ -72,8 +89,21 @@ class BusyRetry:
     def next_delay(self, error: grpc.RpcError) -> float | None:
         """How long to wait before sending the call again after ``error``, or
         None when the call must fail with ``error``."""
-        if not is_queue_full(error):
+        kind = refusal(error)
+        if kind is None:
             return None
+        if kind == QUEUE_WAIT:
+            # The gateway already held the call for its --max-queue-wait: send
+            # it on at once, to the next gateway; only the call's own timeout
+            # bounds this (the call is waiting its turn, not being turned away).
+            if self._deadline is not None and self._clock() >= self._deadline:
+                return None
+            return 0.0
+        if self._elsewhere is None:
+            self._elsewhere = max(self._others(), 0)
+        if self._elsewhere > 0:
+            self._elsewhere -= 1
+            return 0.0 if self._clock() < self._give_up else None
         delay = self._uniform(self._delay / 2, self._delay)
         now = self._clock()
         if now + delay >= self._give_up:

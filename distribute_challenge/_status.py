@@ -8,6 +8,7 @@ DEADLINE_EXCEEDED   call-timeout                 CallTimeout
 ABORTED             worker-crashed               WorkerCrashed
 UNAUTHENTICATED                                  AuthenticationError
 RESOURCE_EXHAUSTED  payload-too-large            PayloadTooLarge
+RESOURCE_EXHAUSTED  queue-wait                   ServerBusy
 RESOURCE_EXHAUSTED  queue-full (or anything)     ServerBusy
 INVALID_ARGUMENT    invalid-request              DistributeError
 anything else                                    DistributeError
@@ -16,7 +17,10 @@ anything else                                    DistributeError
 A ``RESOURCE_EXHAUSTED`` without the metadata key (e.g. raised by gRPC itself)
 counts as too large when its message says a message was too large.
 
-Only ``queue-full`` (:func:`is_queue_full`) is retried, by ``_retry.py``: nothing ran.
+Only ``queue-full`` and ``queue-wait`` (:func:`refusal`) are retried, by
+``_retry.py``: nothing ran. ``queue-wait`` is the refusal of a gateway
+started with ``--max-queue-wait`` (a call that no worker took within that
+time); it needs that gateway flag, which is not in the gateway yet.
 """
 
 from __future__ import annotations
@@ -41,14 +45,18 @@ from ._target import Target
 ERROR_KIND_KEY = "mystic-error"
 PAYLOAD_TOO_LARGE = "payload-too-large"
 QUEUE_FULL = "queue-full"
+QUEUE_WAIT = "queue-wait"
 
 _TOO_LARGE_WORDS = re.compile(r"too large|larger than", re.IGNORECASE)
 
 
-def is_queue_full(exc: grpc.RpcError) -> bool:
-    """Whether the gateway refused the call because its queue is full (nothing ran)."""
-    code = _call_attr(exc, "code")
-    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and _error_kind(exc) == QUEUE_FULL
+def refusal(exc: grpc.RpcError) -> str | None:
+    """``QUEUE_FULL`` or ``QUEUE_WAIT`` when the gateway refused the call before
+    any worker took it (nothing ran); None for every other failure."""
+    if _call_attr(exc, "code") != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    kind = _error_kind(exc)
+    return kind if kind in (QUEUE_FULL, QUEUE_WAIT) else None
 
 
 def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") -> NoReturn:
@@ -57,7 +65,13 @@ def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") 
     code = _call_attr(exc, "code") or grpc.StatusCode.UNKNOWN
     details = _call_attr(exc, "details") or "no details"
     kind = _error_kind(exc)
-    where = f"the gateway at {target.url}"
+    where = target.where()
+    if code == grpc.StatusCode.UNAVAILABLE and target.balanced:
+        raise ServerUnavailable(
+            f"a gateway of {target.url} was unavailable for the call: {details}. Either the "
+            "gateway running it went away (the others keep taking new calls: call again) or "
+            "none of them is running: check them and server= (or $DISTRIBUTE_SERVER)."
+        ) from exc
     if code == grpc.StatusCode.UNAVAILABLE:
         raise ServerUnavailable(
             f"{where} is unavailable: {details}. Check that the gateway is running and that "
@@ -87,8 +101,9 @@ def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") 
                 "per call, or start the gateway with a larger --max-payload-bytes."
             ) from exc
         tried = f" ({retried})" if retried else ""
+        verb = "are" if target.balanced else "is"
         raise ServerBusy(
-            f"{where} is busy: {details}{tried}. Retry later, raise "
+            f"{where} {verb} busy: {details}{tried}. Retry later, raise "
             "compute_this(busy_timeout=...), or start the gateway with more --workers or a "
             "larger --queue-capacity."
         ) from exc

@@ -21,12 +21,15 @@ def format_size(size: int) -> str:
 
 
 def report_header(report: Report, seed: int) -> list[str]:
-    return [
+    lines = [
         f"server: {report.server}",
         f"transport: {report.transport}",
         f"pool: {report.workers} workers",
-        f"seed: {seed}",
     ]
+    if len(report.gateway_workers) > 1:
+        each = ", ".join(str(workers) for workers in report.gateway_workers)
+        lines.append(f"gateways: {len(report.gateway_workers)} ({each} workers)")
+    return [*lines, f"seed: {seed}"]
 
 
 def parallel_lines(run: ParallelRun) -> list[str]:
@@ -40,8 +43,16 @@ def parallel_lines(run: ParallelRun) -> list[str]:
         f"ideal_fifo_execution_time: {run.ideal:.3f}",
         f"efficiency vs ideal FIFO: {run.fifo_efficiency:.2f}%"
         f" (real is {run.real / run.ideal:.3f}x the ideal makespan)",
-        "num of calls: served by num of workers",
     ]
+    if len(run.shares) > 1:
+        lines.append("calls per gateway: calls (share of calls; share of workers)")
+        for share in run.shares:
+            lines.append(
+                f"{share.url}: {share.calls} ({share.calls / run.calls:.1%};"
+                f" {share.workers / run.workers:.1%})"
+            )
+    # The histogram spans every gateway's workers.
+    lines.append("num of calls: served by num of workers")
     return lines + [f"{calls}: {workers}" for calls, workers in run.histogram()]
 
 

@@ -1,6 +1,7 @@
-"""What a load test measured against one gateway, and the figures derived from
-it: the original test's minimal time and effectiveness, the makespan of an ideal
-FIFO list scheduler, throughput, latency percentiles."""
+"""What a load test measured against one gateway (or several: one pool), and
+the figures derived from it: the original test's minimal time and
+effectiveness, the makespan of an ideal FIFO list scheduler, throughput,
+latency percentiles."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ import heapq
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GatewayShare:
+    """What one gateway of the pool had and did in one factor."""
+
+    url: str
+    workers: int
+    calls: int
 
 
 @dataclass
@@ -18,7 +28,8 @@ class ParallelRun:
     workers: int
     sleeps: list[float]
     real: float
-    served: list[int]  # calls served by each worker slot (then by unseen workers)
+    served: list[int]  # calls served by each worker slot, gateway after gateway (then unseen ones)
+    shares: list[GatewayShare] = field(default_factory=list)
 
     @property
     def calls(self) -> int:
@@ -95,6 +106,7 @@ class Report:
     server: str
     transport: str
     workers: int
+    gateway_workers: list[int] = field(default_factory=list)  # each gateway's workers
     parallel: list[ParallelRun] = field(default_factory=list)
     payload: list[PayloadRun] = field(default_factory=list)
     noop: NoopRun | None = None

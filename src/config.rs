@@ -108,6 +108,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub max_queue_wait: Option<Duration>,
 
+    /// Seconds a client connection may stay open with no call on it and no
+    /// traffic before the gateway closes it (clients reconnect on their next
+    /// call).
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    pub idle_connection_timeout: Duration,
+
     /// Client connections open at once; more wait until one closes.
     #[arg(long, value_name = "N", default_value = "1024")]
     pub max_connections: NonZeroUsize,
@@ -138,6 +144,7 @@ pub struct Config {
     pub queue_max_bytes: usize,
     pub max_receiving_bytes: usize,
     pub max_queue_wait: Option<Duration>,
+    pub idle_connection_timeout: Duration,
     pub max_connections: usize,
     pub max_streams_per_connection: u32,
 }
@@ -201,6 +208,7 @@ impl TryFrom<Args> for Config {
                 .max_receiving_bytes
                 .map_or(queue_max_bytes, NonZeroUsize::get),
             max_queue_wait: args.max_queue_wait,
+            idle_connection_timeout: args.idle_connection_timeout,
             max_connections: args.max_connections.get(),
             max_streams_per_connection: args.max_streams_per_connection.get(),
         })
@@ -359,6 +367,7 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.max_streams_per_connection, 1024);
+        assert_eq!(config.idle_connection_timeout, Duration::from_secs(300));
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--max-streams-per-connection", "0"]).is_err());
     }

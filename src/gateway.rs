@@ -103,6 +103,7 @@ pub async fn run(
         max_connections: config.max_connections,
         max_streams_per_connection: config.max_streams_per_connection,
         max_receiving_bytes: config.max_receiving_bytes,
+        idle_connection_timeout: config.idle_connection_timeout,
     };
     let mut server = tokio::spawn(server::serve(
         listener,

@@ -1,17 +1,25 @@
 //! Bounds on connections: at most `--max-connections` open at once (the
-//! next one waits in the listen backlog until one closes), Nagle's algorithm
-//! off, and HTTP/2 keepalive pings so that a peer that vanished without
-//! closing its connection is noticed and its connection dropped.
+//! next one waits in the listen backlog until one closes), a connection idle
+//! for `--idle-connection-timeout` (no call open, no byte either way) is
+//! closed, Nagle's algorithm is off, and HTTP/2 keepalive pings notice a
+//! peer that vanished without closing its connection.
+//!
+//! Idleness needs both halves: [`Limited`] sees the bytes, and
+//! [`OpenCallsLayer`] the calls (it finds the connection's [`Activity`] in
+//! each request's connection info).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::{Connected, TcpIncoming};
 
@@ -20,10 +28,12 @@ use tonic::transport::server::{Connected, TcpIncoming};
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Accepted connections on `listener`, at most `max` open at once.
+/// Accepted connections on `listener`, at most `max` open at once, each
+/// closed once idle for `idle`.
 pub fn limited(
     listener: TcpListener,
     max: usize,
+    idle: Duration,
 ) -> impl Stream<Item = io::Result<Limited<TcpStream>>> {
     let permits = Arc::new(Semaphore::new(max));
     TcpIncoming::from(listener)
@@ -36,26 +46,95 @@ pub fn limited(
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                Ok(Limited {
-                    io,
-                    _permit: permit,
-                })
+                Ok(Limited::new(io, permit, idle))
             }
         })
 }
 
-/// A connection that holds one of the permits while it is open.
+/// What a connection is doing: calls open on it, and when a byte last
+/// crossed it.
+#[derive(Debug)]
+pub struct Activity {
+    open_calls: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The connection info every request carries (tonic puts it in the
+/// request's extensions).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub activity: Arc<Activity>,
+}
+
+/// A connection that holds one of the permits while it is open, and ends
+/// itself (EOF to the server) once idle.
 #[derive(Debug)]
 pub struct Limited<T> {
     io: T,
     _permit: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+    idle: Duration,
+    check: Pin<Box<Sleep>>,
 }
 
-impl<T: Connected> Connected for Limited<T> {
-    type ConnectInfo = T::ConnectInfo;
+impl<T> Limited<T> {
+    fn new(io: T, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+        let activity = Arc::new(Activity {
+            open_calls: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        });
+        Limited {
+            io,
+            _permit: permit,
+            activity,
+            idle,
+            check: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+    /// Whether the connection has been idle for `idle`; if not, arms the
+    /// check for when it could be.
+    fn idle_now(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.check.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let busy = self.activity.open_calls.load(Ordering::Acquire) > 0;
+            let since = self.activity.last();
+            if !busy && since.elapsed() >= self.idle {
+                return true;
+            }
+            // Checked again an idle period after the last activity (or from
+            // now, while a call is open).
+            let next = if busy { Instant::now() } else { since } + self.idle;
+            self.check.as_mut().reset(next);
+        }
+    }
+}
+
+impl<T> Connected for Limited<T> {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            activity: Arc::clone(&self.activity),
+        }
     }
 }
 
@@ -65,7 +144,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.activity.touch();
+                Poll::Ready(Ok(()))
+            }
+            // EOF: the server closes the connection.
+            Poll::Pending if self.idle_now(cx) => Poll::Ready(Ok(())),
+            other => other,
+        }
     }
 }
 
@@ -75,7 +163,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -83,7 +175,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -99,6 +195,69 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
     }
 }
 
+/// A tower layer that counts, on each request's connection, the calls open
+/// on it, from the request's arrival until its response is ready.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenCallsLayer;
+
+impl<S> tower::Layer<S> for OpenCallsLayer {
+    type Service = OpenCalls<S>;
+
+    fn layer(&self, inner: S) -> OpenCalls<S> {
+        OpenCalls { inner }
+    }
+}
+
+/// The service [`OpenCallsLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct OpenCalls<S> {
+    inner: S,
+}
+
+/// One open call on a connection; closing it counts as activity.
+struct OpenCall(Arc<Activity>);
+
+impl OpenCall {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.open_calls.fetch_add(1, Ordering::AcqRel);
+        OpenCall(activity)
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.open_calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for OpenCalls<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let open = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|info| OpenCall::new(Arc::clone(&info.activity)));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(open);
+            response
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +266,7 @@ mod tests {
     async fn a_connection_past_the_cap_waits_until_one_closes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(limited(listener, 1));
+        let mut accepted = Box::pin(limited(listener, 1, Duration::from_secs(60)));
         let _first_client = TcpStream::connect(addr).await.unwrap();
         let first = accepted.next().await.unwrap().unwrap();
         let _second_client = TcpStream::connect(addr).await.unwrap();
@@ -116,5 +275,27 @@ mod tests {
         drop(first);
         let second = tokio::time::timeout(Duration::from_secs(5), accepted.next()).await;
         assert!(matches!(second, Ok(Some(Ok(_)))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_ended_once_idle_but_not_while_a_call_is_open() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = Box::pin(limited(listener, 4, Duration::from_secs(10)));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut server = accepted.next().await.unwrap().unwrap();
+        let call = OpenCall::new(Arc::clone(&server.activity));
+        let mut byte = [0u8; 1];
+        // A call is open: a minute of silence does not end the connection.
+        let read = tokio::time::timeout(Duration::from_secs(60), server.read(&mut byte)).await;
+        assert!(read.is_err(), "ended while a call was open");
+        drop(call);
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(server.read(&mut byte).await.unwrap(), 1);
+        let started = Instant::now();
+        assert_eq!(server.read(&mut byte).await.unwrap(), 0, "EOF once idle");
+        assert!(started.elapsed() >= Duration::from_secs(10));
     }
 }

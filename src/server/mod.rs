@@ -10,6 +10,7 @@ mod refusals;
 mod service;
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -45,6 +46,8 @@ pub struct Bounds {
     pub max_streams_per_connection: u32,
     /// Bytes of requests being received at once, before they are decoded.
     pub max_receiving_bytes: usize,
+    /// A connection with no call open and no traffic for this long is closed.
+    pub idle_connection_timeout: Duration,
 }
 
 /// Serves the gateway and health services on `listener` until `shutdown`
@@ -78,8 +81,9 @@ pub async fn serve(
     let receiving = inflight::Budget::new(bounds.max_receiving_bytes);
     server
         .layer(tower::util::MapResponseLayer::new(
-            limits::rewrite_oversized_request(limit, refusals.clone()),
+            limits::rewrite_tonic_statuses(limit, refusals.clone()),
         ))
+        .layer(connections::OpenCallsLayer)
         .layer(inflight::InflightLayer::new(
             receiving,
             refusals,
@@ -88,7 +92,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(gateway)
         .serve_with_incoming_shutdown(
-            connections::limited(listener, bounds.max_connections),
+            connections::limited(
+                listener,
+                bounds.max_connections,
+                bounds.idle_connection_timeout,
+            ),
             shutdown,
         )
         .await

@@ -1,9 +1,9 @@
 """Starts and stops the real gateway binary for the Python suite.
 
 One :class:`GatewayProcess` is one ``mysticchallenge`` process with real
-Python workers (this interpreter) on ``127.0.0.1:0``. Its stderr (the log)
-goes to a file, so it never blocks; its stdout is read until the one line
-``serving grpc://127.0.0.1:PORT``.
+Python workers (this interpreter) on ``127.0.0.1:0``, or on the ``--listen``
+among its flags. Its stderr (the log) goes to a file, so it never blocks; its
+stdout is read until the one line ``serving grpc://127.0.0.1:PORT``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DEFAULT_BINARY = REPO / "target" / "release" / "mysticchallenge"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
-_SERVING = re.compile(r"^serving (grpcs?://127\.0\.0\.1:\d+)$")
+_SERVING = re.compile(r"^serving (grpcs?://(?:127\.0\.0\.1|\[::1\]):\d+)$")
 
 
 def gateway_binary() -> pathlib.Path | None:
@@ -45,16 +45,9 @@ class GatewayProcess:
         if "--workers" not in flags:
             flags = ["--workers", "2", *flags]
         self.workers = int(flags[flags.index("--workers") + 1])
-        self.command = [
-            str(binary),
-            "--transport",
-            transport,
-            "--listen",
-            "127.0.0.1:0",
-            "--python",
-            sys.executable,
-            *flags,
-        ]
+        if "--listen" not in flags:
+            flags = ["--listen", "127.0.0.1:0", *flags]
+        self.command = [str(binary), "--transport", transport, "--python", sys.executable, *flags]
         self.workdir = pathlib.Path(workdir)
         self.log_path = self.workdir / "gateway.log"
         self.url = ""
@@ -117,6 +110,10 @@ class GatewayProcess:
                         f"the gateway did not exit within {STOP_TIMEOUT}s of SIGTERM{self._tail()}"
                     ) from None
         return process.returncode
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def stub(self) -> gateway_pb2_grpc.GatewayStub:
         if self._channel is None:

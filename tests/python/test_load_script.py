@@ -116,6 +116,19 @@ def test_against_a_running_gateway(gateway, tmp_path):
     check_png(plot)
 
 
+def test_against_a_list_of_gateways(start_gateway):
+    gateways = [start_gateway("--workers", "1"), start_gateway("--workers", "2")]
+    server = ",".join(gateway.url for gateway in gateways)
+    text = succeeded(run_script(*SMALL, "--sections", "parallel", "--server", server))
+    assert re.search(r"^gateways: 2 \(1, 2 workers\)$", text, re.MULTILINE), text
+    check_original_figures(text, workers=3, factors=[1, 2])  # the histogram spans both
+    for block, factor in zip(factor_blocks(text), [1, 2], strict=True):
+        shares = re.findall(r"^(grpc://\S+): (\d+) \([\d.]+%; ([\d.]+)%\)$", block, re.M)
+        assert [url for url, _, _ in shares] == [gateway.url for gateway in gateways], block
+        assert sum(int(calls) for _, calls, _ in shares) == 3 * factor
+        assert [float(workers) for _, _, workers in shares] == [33.3, 66.7]
+
+
 def test_sections_can_be_skipped(server):
     text = succeeded(run_script("--sections", "noop", "--noop-calls", "5", "--server", server))
     assert "workers:" not in text and "payload" not in text

@@ -43,6 +43,8 @@ class Refused(grpc.RpcError):
 
 
 QUEUE_FULL = Refused(S.RESOURCE_EXHAUSTED, "queue-full", "the gateway's queue is full")
+# What a gateway started with --max-queue-wait sends (that flag is not in the gateway yet).
+QUEUE_WAIT = Refused(S.RESOURCE_EXHAUSTED, "queue-wait", "no worker was free in time")
 
 
 class Clock:
@@ -124,6 +126,47 @@ def test_retries_stop_at_the_busy_timeout():
     assert total < 3.0
     # Retrying went on until the next wait (1 s by then) would end past the budget.
     assert total + MAX_DELAY >= 3.0
+
+
+def test_with_other_gateways_the_first_refusals_are_sent_again_at_once():
+    clock = Clock()
+    asked = []
+    retry = BusyRetry(None, clock=clock, uniform=upper, others=lambda: asked.append(1) or 2)
+    assert [retry.next_delay(QUEUE_FULL) for _ in range(4)] == [0.0, 0.0, FIRST_DELAY, 0.02]
+    assert asked == [1]  # the number of gateways is asked for once, at the first refusal
+
+
+def test_refusals_sent_elsewhere_still_stop_at_the_busy_timeout():
+    clock = Clock()
+    retry = BusyRetry(None, busy_timeout=1.0, clock=clock, others=lambda: 5)
+    assert retry.next_delay(QUEUE_FULL) == 0.0
+    clock.now += 1.0
+    assert retry.next_delay(QUEUE_FULL) is None
+
+
+def test_a_queue_wait_refusal_is_sent_on_at_once_past_the_busy_timeout():
+    clock = Clock()
+    retry = BusyRetry(None, busy_timeout=1.0, clock=clock, uniform=upper)
+    delays = []
+    for _ in range(50):
+        delays.append(retry.next_delay(QUEUE_WAIT))
+        clock.now += 0.1  # each refusal came after the gateway's wait
+    assert delays == [0.0] * 50
+    assert retry.next_delay(QUEUE_FULL) is None  # a full queue still ends at busy_timeout
+
+
+def test_queue_wait_refusals_leave_the_backoff_where_it_was():
+    retry = BusyRetry(None, busy_timeout=1e9, clock=Clock(), uniform=upper)
+    assert [retry.next_delay(QUEUE_WAIT) for _ in range(3)] == [0.0] * 3
+    assert retry.next_delay(QUEUE_FULL) == FIRST_DELAY
+
+
+def test_queue_wait_refusals_stop_at_the_call_timeout():
+    clock = Clock()
+    retry = BusyRetry(2.0, clock=clock)
+    assert retry.next_delay(QUEUE_WAIT) == 0.0
+    clock.now += 2.0
+    assert retry.next_delay(QUEUE_WAIT) is None
 
 
 def test_a_zero_busy_timeout_never_retries():

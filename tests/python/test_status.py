@@ -51,6 +51,7 @@ S = grpc.StatusCode
         (S.RESOURCE_EXHAUSTED, "payload-too-large", "over the limit", PayloadTooLarge),
         (S.RESOURCE_EXHAUSTED, None, "Sent message larger than max (9 vs. 4)", PayloadTooLarge),
         (S.RESOURCE_EXHAUSTED, "queue-full", "queue is full", ServerBusy),
+        (S.RESOURCE_EXHAUSTED, "queue-wait", "no worker was free in time", ServerBusy),
         (S.RESOURCE_EXHAUSTED, None, "queue is full", ServerBusy),
         (S.INVALID_ARGUMENT, "invalid-request", "bad magic", DistributeError),
         (S.INTERNAL, None, "decode failure", DistributeError),

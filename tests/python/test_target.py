@@ -1,10 +1,13 @@
 """Server addresses and tokens (``distribute_challenge._target``), and the
 decorator's argument checks, without a gateway."""
 
+import re
+
 import pytest
 
 from distribute_challenge import compute_this
-from distribute_challenge._target import Target, parse_server, resolve_server, resolve_token
+from distribute_challenge._target import Target, parse_server, resolve_server
+from distribute_challenge._token import resolve_token
 
 
 @pytest.mark.parametrize(
@@ -101,3 +104,102 @@ def test_an_unreadable_ca_file_is_a_clear_value_error(monkeypatch, tmp_path):
     function = compute_this(server="grpcs://127.0.0.1:1")(lambda: None)
     with pytest.raises(ValueError, match="missing-ca.pem"):
         function().run()
+
+
+@pytest.mark.parametrize(
+    ("raw", "address", "gateways", "tls"),
+    [
+        (
+            "grpc://127.0.0.1:5001,grpc://127.0.0.1:5002",
+            "ipv4:127.0.0.1:5001,127.0.0.1:5002",
+            ("127.0.0.1:5001", "127.0.0.1:5002"),
+            False,
+        ),
+        (
+            "grpcs://10.0.0.1:443, 10.0.0.2:443",  # the first entry's scheme applies
+            "ipv4:10.0.0.1:443,10.0.0.2:443",
+            ("10.0.0.1:443", "10.0.0.2:443"),
+            True,
+        ),
+        ("127.0.0.1:1,127.0.0.2:1", "ipv4:127.0.0.1:1,127.0.0.2:1", None, False),
+        ("grpc://[::1]:1,[::1]:2", "ipv6:[::1]:1,[::1]:2", ("[::1]:1", "[::1]:2"), False),
+        ("unix:/run/a.sock,unix:///run/b.sock", "unix:/run/a.sock,/run/b.sock", None, False),
+    ],
+)
+def test_lists_become_balanced_ip_targets(raw, address, gateways, tls, monkeypatch):
+    monkeypatch.delenv("DISTRIBUTE_CA_FILE", raising=False)
+    target = parse_server(raw)
+    assert target.address == address
+    assert target.balanced and target.tls is tls
+    if gateways is not None:
+        assert target.gateways == gateways
+    assert parse_server(target.url) == target  # the URL reads back as the same target
+
+
+def test_a_tls_list_checks_the_first_entry_and_takes_the_ca_file(monkeypatch):
+    monkeypatch.setenv("DISTRIBUTE_CA_FILE", "/etc/ca.pem")
+    target = parse_server("grpcs://127.0.0.1:1,127.0.0.1:2")
+    assert target.authority == "127.0.0.1:1"
+    assert target.ca_file == "/etc/ca.pem"
+    assert target.url == "grpcs://127.0.0.1:1,grpcs://127.0.0.1:2"
+
+
+@pytest.mark.parametrize(
+    ("raw", "address", "tls"),
+    [
+        ("dns:///localhost:8000", "dns:///localhost:8000", False),
+        ("grpcs+dns:///gateways.default.svc:8000", "dns:///gateways.default.svc:8000", True),
+        ("DNS:///[::1]:8000", "dns:///[::1]:8000", False),
+    ],
+)
+def test_dns_names_are_balanced(raw, address, tls):
+    target = parse_server(raw)
+    assert (target.address, target.tls, target.balanced) == (address, tls, True)
+    assert parse_server(target.url) == target
+
+
+def test_one_address_is_not_balanced():
+    assert not parse_server("grpc://127.0.0.1:1").balanced
+    assert parse_server("unix:/run/g.sock") == Target("unix:/run/g.sock", tls=False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("grpc://127.0.0.1:1,", "empty"),
+        ("grpc://127.0.0.1:1,grpcs://127.0.0.1:2", "one scheme"),
+        ("grpc://127.0.0.1:1,unix:/a.sock", "one scheme"),
+        ("unix:/a.sock,grpc://127.0.0.1:1", "one scheme"),
+        ("grpc://a.example:1,grpc://b.example:1", "dns:///NAME:PORT"),
+        ("127.0.0.1:1,[::1]:1", "one family"),
+        ("127.0.0.1:1,127.0.0.1:1", "listed twice"),
+        ("dns:///a:1,dns:///b:1", "cannot be part of a list"),
+        ("dns://8.8.8.8/name:1", "three slashes"),
+        ("dns:///name", "port is missing"),
+        ("unix:", "path is missing"),
+        ("unix://host/path", "no host"),
+    ],
+)
+def test_bad_lists_and_names_say_why(raw, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_server(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "loopback"),
+    [
+        ("grpc://127.0.0.1:1", True),
+        ("grpc://127.8.9.10:1", True),
+        ("grpc://[::1]:1", True),
+        ("grpc://localhost:1", True),
+        ("dns:///localhost:1", True),
+        ("unix:/run/g.sock", True),
+        ("grpc://127.0.0.1:1,127.0.0.2:1", True),
+        ("grpc://127.0.0.1:1,10.0.0.1:1", False),
+        ("grpc://10.0.0.1:1", False),
+        ("grpc://example.com:1", False),
+        ("dns:///gateways.default.svc:1", False),
+    ],
+)
+def test_loopback(raw, loopback):
+    assert parse_server(raw).is_loopback() is loopback
