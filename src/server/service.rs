@@ -13,7 +13,7 @@ use crate::pb;
 use crate::pool::{Pool, WorkerSnapshot, WorkerState};
 use crate::transport::TransportKind;
 
-/// Every encoded call starts with these bytes (see `distribute_challenge/_codec.py`).
+/// Every encoded call starts with these bytes (see `mystic_wire/_codec.py`).
 pub const REQUEST_MAGIC: &[u8] = b"MCQ1";
 
 /// A request that passed validation.

@@ -1,11 +1,15 @@
-"""What a careless or hostile function can do to the gateway, on both
-transports: a function that forks and then crashes is reported at once and
-its children do not outlive it."""
+"""What a careless or hostile function (or local user) can do to the
+gateway, on both transports: a function that forks and then crashes is
+reported at once and its children do not outlive it; on shm, a function
+cannot resize its segment under the gateway, and one that scribbles over its
+rings loses only its worker; names squatted by someone else stop nothing."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import pathlib
+import signal
 import time
 
 import pytest
@@ -117,3 +121,30 @@ def test_a_worker_that_scribbles_over_its_rings_loses_only_itself(shm_only, cras
     assert crashing.process.poll() is None
     for value in range(4):
         assert remote(abs)(-value).run() == value
+
+
+def test_names_squatted_by_someone_else_do_not_stop_the_gateway(
+    start_gateway, tmp_path, monkeypatch
+):
+    # What earlier versions used, taken by someone else: the runtime
+    # directory (here a file where the directory would go) and segment
+    # names in /dev/shm. The gateway names nothing, so none of it matters.
+    squat = tmp_path / "xdg"
+    squat.mkdir(mode=0o777)
+    (squat / "mysticchallenge").write_text("not yours")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(squat))
+    squatted = [pathlib.Path(f"/dev/shm/mystic-squat-{os.getpid()}-{n}") for n in range(3)]
+    for path in squatted:
+        path.write_bytes(b"")
+    try:
+        gateway = start_gateway()
+        remote = compute_this(server=gateway.url)
+        assert remote(abs)(-7).run() == 7
+        for pid in gateway.worker_pids() - {0}:
+            os.kill(pid, signal.SIGKILL)  # restarts too
+        gateway.wait_for(lambda g: g.restarts() >= 2, "both workers to be restarted")
+        assert remote(abs)(-8).run() == 8
+    finally:
+        for path in squatted:
+            path.unlink()
+    assert (squat / "mysticchallenge").read_text() == "not yours"
