@@ -20,7 +20,7 @@ counts as too large when its message says a message was too large.
 Only ``queue-full`` and ``queue-wait`` (:func:`refusal`) are retried, by
 ``_retry.py``: nothing ran. ``queue-wait`` is the refusal of a gateway
 started with ``--max-queue-wait`` (a call that no worker took within that
-time); it needs that gateway flag, which is not in the gateway yet.
+time).
 """
 
 from __future__ import annotations
