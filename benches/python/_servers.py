@@ -43,13 +43,18 @@ def serving(command: list[str], start_timeout: float = 120.0):
             sys.exit(f"{command[0]} did not start:\n{log.read().decode(errors='replace')}")
         yield line.removeprefix("serving ")
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
+
+
+def stop(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; reaps the process."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def gateway(transport: str, workers: int, *flags: str):

@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from _servers import stop
+
 
 def launch(command: list[str], timeout: float) -> float:
     """Seconds from launch until the ``serving`` line; stops the gateway."""
@@ -38,12 +40,7 @@ def launch(command: list[str], timeout: float) -> float:
                 sys.exit(f"{command} took {elapsed:.1f}s, over {timeout}s")
             return elapsed
         finally:
-            process.terminate()
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, grace=60)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from gateway_process import REPO
+from gateway_process import REPO, gateway_binary
 
 HARNESS = REPO / "benches" / "python" / "pool_baseline.py"
 
@@ -36,3 +36,19 @@ def test_pool_baseline_harness_prints_every_row():
     ]
     assert all(row.count("x |") == 2 for row in rows), rows
     assert any(line.startswith("command: ") for line in lines)
+
+
+def test_startup_harness_times_each_setup_on_each_transport(tmp_path):
+    gateway = gateway_binary()
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "startup.py"), "--workers", "2"]
+        + ["--rounds", "1", "--setup", f"a={gateway}", "--setup", f"b={gateway}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    summary = finished.stdout.split("median (min-max) seconds until serving\n")[1]
+    names = [line.replace(":", "").split()[:2] for line in summary.splitlines()]
+    assert names == [["a", "pipe"], ["b", "pipe"], ["a", "shm"], ["b", "shm"]]
