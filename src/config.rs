@@ -108,11 +108,11 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub max_queue_wait: Option<Duration>,
 
-    /// Seconds a client connection may stay open with no call on it and no
-    /// traffic before the gateway closes it (clients reconnect on their next
-    /// call).
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
-    pub idle_connection_timeout: Duration,
+    /// Seconds a client connection may stay open with no call on it before
+    /// the gateway closes it (abruptly: a call sent in that same instant
+    /// fails as unavailable) [default: never].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub idle_connection_timeout: Option<Duration>,
 
     /// Client connections open at once; more wait until one closes.
     #[arg(long, value_name = "N", default_value = "1024")]
@@ -144,7 +144,7 @@ pub struct Config {
     pub queue_max_bytes: usize,
     pub max_receiving_bytes: usize,
     pub max_queue_wait: Option<Duration>,
-    pub idle_connection_timeout: Duration,
+    pub idle_connection_timeout: Option<Duration>,
     pub max_connections: usize,
     pub max_streams_per_connection: u32,
 }
@@ -367,7 +367,7 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.max_streams_per_connection, 1024);
-        assert_eq!(config.idle_connection_timeout, Duration::from_secs(300));
+        assert_eq!(config.idle_connection_timeout, None);
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--max-streams-per-connection", "0"]).is_err());
     }

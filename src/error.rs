@@ -76,11 +76,6 @@ pub enum GatewayError {
     QueueWait(Duration),
 
     #[error(
-        "the call passed the deadline its client set; if it was running, its worker was stopped and replaced"
-    )]
-    DeadlinePassed,
-
-    #[error(
         "the call ran longer than its {}s deadline; its worker was stopped and replaced", .0.as_secs_f64()
     )]
     Timeout(Duration),
@@ -154,7 +149,7 @@ impl GatewayError {
             | GatewayError::QueueBytesFull { .. }
             | GatewayError::ReceivingFull { .. } => ErrorKind::QueueFull,
             GatewayError::QueueWait(_) => ErrorKind::QueueWait,
-            GatewayError::Timeout(_) | GatewayError::DeadlinePassed => ErrorKind::CallTimeout,
+            GatewayError::Timeout(_) => ErrorKind::CallTimeout,
             GatewayError::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
             GatewayError::ShuttingDown => ErrorKind::Unavailable,
             GatewayError::Unauthenticated => ErrorKind::Unauthenticated,

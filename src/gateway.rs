@@ -49,9 +49,7 @@ pub enum RunError {
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 
-    #[error(
-        "stopped at once on a second {signal}: {busy} running calls were cut off and their callers told the gateway is unavailable"
-    )]
+    #[error("stopped at once on a second {signal}: {busy} running calls were cut off")]
     Interrupted { signal: &'static str, busy: usize },
 }
 

@@ -55,6 +55,8 @@ pub struct Pool {
 #[derive(Debug)]
 pub struct PoolTasks {
     queue: JobQueue,
+    /// To answer what is still queued once the actors have stopped.
+    leftovers: queue::JobReceiver,
     abort: CancellationToken,
     actors: JoinSet<()>,
     first_starts: Vec<oneshot::Receiver<Result<(), StartError>>>,
@@ -145,6 +147,7 @@ impl Pool {
         };
         let tasks = PoolTasks {
             queue,
+            leftovers: jobs.clone(),
             abort,
             actors,
             first_starts,
@@ -161,14 +164,12 @@ impl Pool {
     ) -> Result<PendingCall, GatewayError> {
         let (reply, response) = oneshot::channel();
         let queued = self.queue.reserve(payload.len())?;
-        let claim = Claim::default();
+        let claim = Claim::new(payload, queued);
         self.queue.submit(Job {
-            payload,
+            claim: claim.clone(),
             deadline,
             reply,
             queued_at: tokio::time::Instant::now(),
-            queued,
-            claim: claim.clone(),
         })?;
         Ok(PendingCall {
             response,
@@ -213,7 +214,9 @@ impl PendingCall {
                 answer = &mut response => return answer.unwrap_or(Err(GatewayError::ShuttingDown)),
                 () = &mut deadline_passed => return Err(GatewayError::Timeout(deadline.map_or(Duration::ZERO, |d| d.budget))),
                 () = tokio::time::sleep(wait) => {
-                    if claim.take() {
+                    // Taken back: the payload and its bytes are freed now,
+                    // and the worker that pops the job skips it.
+                    if claim.take().is_some() {
                         return Err(GatewayError::QueueWait(wait));
                     }
                     // A worker took it just now: wait for its answer.
@@ -252,8 +255,9 @@ impl PoolTasks {
         Ok(())
     }
 
-    /// Refuses new calls, stops every worker (killing any still mid-call)
-    /// and waits for the actors to finish.
+    /// Refuses new calls, stops every worker (killing any still mid-call),
+    /// waits for the actors to finish, and answers the calls still queued
+    /// with [`GatewayError::ShuttingDown`].
     pub async fn shutdown(mut self) {
         self.queue.close();
         self.abort.cancel();
@@ -261,6 +265,9 @@ impl PoolTasks {
             if let Err(err) = joined {
                 tracing::error!(cause = %err, "a worker actor failed");
             }
+        }
+        while let Ok(job) = self.leftovers.try_recv() {
+            let _ = job.reply.send(Err(GatewayError::ShuttingDown));
         }
     }
 }

@@ -5,8 +5,8 @@
 //! queue is bounded by count and by payload bytes, so that a burst of calls
 //! cannot make the gateway hold unbounded memory.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,25 +38,31 @@ pub type JobResult = Result<Bytes, GatewayError>;
 /// One call waiting for a worker.
 #[derive(Debug)]
 pub struct Job {
-    pub payload: Bytes,
+    /// The payload, taken by the worker that runs the job.
+    pub claim: Claim,
     pub deadline: Option<Deadline>,
     pub reply: oneshot::Sender<JobResult>,
     pub queued_at: Instant,
-    /// The job's share of the queue's byte bound, given back when dropped.
-    pub queued: QueuedBytes,
-    /// Taken by the worker that runs the job, or by its caller giving up
-    /// waiting (`--max-queue-wait`): whichever comes first, exactly once.
-    pub claim: Claim,
 }
 
-/// Who a queued job belongs to: the first to [take](Claim::take) it.
-#[derive(Debug, Clone, Default)]
-pub struct Claim(Arc<std::sync::atomic::AtomicBool>);
+/// A queued job's payload and its share of the queue's byte bound (given
+/// back when dropped), taken exactly once: by the worker that runs the job,
+/// or by its caller giving up waiting (`--max-queue-wait`), which frees them
+/// at once.
+#[derive(Debug, Clone)]
+pub struct Claim(Arc<Mutex<Option<(Bytes, QueuedBytes)>>>);
 
 impl Claim {
-    /// Whether this call took the job (no one had before).
-    pub fn take(&self) -> bool {
-        !self.0.swap(true, Ordering::AcqRel)
+    pub fn new(payload: Bytes, queued: QueuedBytes) -> Self {
+        Claim(Arc::new(Mutex::new(Some((payload, queued)))))
+    }
+
+    /// The payload and its bytes, if no one took them before.
+    pub fn take(&self) -> Option<(Bytes, QueuedBytes)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 }
 
@@ -135,7 +141,7 @@ impl JobQueue {
         self.sender.len()
     }
 
-    /// Refuses new jobs. Workers still drain what is queued, then stop.
+    /// Refuses new jobs; what is queued stays for the receivers.
     pub fn close(&self) {
         self.sender.close();
     }
@@ -149,12 +155,10 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         (
             Job {
-                payload: Bytes::from_static(b"x"),
+                claim: Claim::new(Bytes::from_static(b"x"), queue.reserve(1).unwrap()),
                 deadline: None,
                 reply,
                 queued_at: Instant::now(),
-                queued: queue.reserve(1).unwrap(),
-                claim: Claim::default(),
             },
             rx,
         )
@@ -180,12 +184,15 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_is_taken_once() {
-        let claim = Claim::default();
+    fn a_claim_is_taken_once_and_frees_its_bytes() {
+        let (queue, _receiver) = JobQueue::bounded(10, 100);
+        let claim = Claim::new(Bytes::from_static(b"x"), queue.reserve(60).unwrap());
         let other = claim.clone();
-        assert!(claim.take());
-        assert!(!other.take());
-        assert!(!claim.take());
+        let (payload, bytes) = other.take().unwrap();
+        assert_eq!(&payload[..], b"x");
+        assert!(claim.take().is_none());
+        drop(bytes);
+        assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -193,18 +193,16 @@ impl<S: Spawner> WorkerActor<S> {
                 },
             };
             let Job {
-                payload,
+                claim,
                 deadline,
                 reply,
                 queued_at,
-                queued,
-                claim,
             } = job;
-            drop(queued);
-            if !claim.take() {
+            let Some((payload, queued)) = claim.take() else {
                 // Its caller gave up waiting (--max-queue-wait) and was told.
                 continue;
-            }
+            };
+            drop(queued);
             let started = Instant::now();
             if let Some(deadline) = deadline.filter(|deadline| deadline.at <= started) {
                 // Its caller has been told (or is about to be) that it timed out.

@@ -1,12 +1,16 @@
-//! Bounds on connections: at most `--max-connections` open at once (the
-//! next one waits in the listen backlog until one closes), a connection idle
-//! for `--idle-connection-timeout` (no call open, no byte either way) is
+//! Bounds on connections: at most `--max-connections` open at once (one
+//! more is accepted and waits for a place, the rest wait in the listen
+//! backlog), a connection with no call for `--idle-connection-timeout` is
 //! closed, Nagle's algorithm is off, and HTTP/2 keepalive pings notice a
 //! peer that vanished without closing its connection.
 //!
-//! Idleness needs both halves: [`Limited`] sees the bytes, and
-//! [`OpenCallsLayer`] the calls (it finds the connection's [`Activity`] in
-//! each request's connection info).
+//! Idleness is about calls, not bytes (keepalive pings are bytes too):
+//! [`OpenCallsLayer`] counts the calls open on each connection, through the
+//! [`Activity`] it finds in the request's connection info, and [`Limited`]
+//! ends the connection (EOF to the server) once none has been open for the
+//! timeout. That close is abrupt, not a GOAWAY: a call the client sends in
+//! that same instant fails as unavailable, which is why the timeout is off
+//! unless asked for.
 
 use std::future::Future;
 use std::io;
@@ -23,17 +27,19 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::{Connected, TcpIncoming};
 
+use super::deadline::Arrival;
+
 /// How often an HTTP/2 connection with no traffic is pinged, and how long
 /// the peer has to answer before the connection is dropped.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Accepted connections on `listener`, at most `max` open at once, each
-/// closed once idle for `idle`.
+/// closed once it had no call for `idle`.
 pub fn limited(
     listener: TcpListener,
     max: usize,
-    idle: Duration,
+    idle: Option<Duration>,
 ) -> impl Stream<Item = io::Result<Limited<TcpStream>>> {
     let permits = Arc::new(Semaphore::new(max));
     TcpIncoming::from(listener)
@@ -51,8 +57,8 @@ pub fn limited(
         })
 }
 
-/// What a connection is doing: calls open on it, and when a byte last
-/// crossed it.
+/// What a connection is doing: calls open on it, and when the last one
+/// closed.
 #[derive(Debug)]
 pub struct Activity {
     open_calls: AtomicUsize,
@@ -83,18 +89,18 @@ pub struct ConnectionInfo {
 }
 
 /// A connection that holds one of the permits while it is open, and ends
-/// itself (EOF to the server) once idle.
+/// itself (EOF to the server) once idle, if `idle` is set.
 #[derive(Debug)]
 pub struct Limited<T> {
     io: T,
     _permit: OwnedSemaphorePermit,
     activity: Arc<Activity>,
-    idle: Duration,
+    idle: Option<Duration>,
     check: Pin<Box<Sleep>>,
 }
 
 impl<T> Limited<T> {
-    fn new(io: T, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+    fn new(io: T, permit: OwnedSemaphorePermit, idle: Option<Duration>) -> Self {
         let activity = Arc::new(Activity {
             open_calls: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
@@ -104,25 +110,28 @@ impl<T> Limited<T> {
             _permit: permit,
             activity,
             idle,
-            check: Box::pin(tokio::time::sleep(idle)),
+            check: Box::pin(tokio::time::sleep(idle.unwrap_or(Duration::MAX / 4))),
         }
     }
 
     /// Whether the connection has been idle for `idle`; if not, arms the
     /// check for when it could be.
     fn idle_now(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle else {
+            return false;
+        };
         loop {
             if self.check.as_mut().poll(cx).is_pending() {
                 return false;
             }
             let busy = self.activity.open_calls.load(Ordering::Acquire) > 0;
             let since = self.activity.last();
-            if !busy && since.elapsed() >= self.idle {
+            if !busy && since.elapsed() >= idle {
                 return true;
             }
-            // Checked again an idle period after the last activity (or from
-            // now, while a call is open).
-            let next = if busy { Instant::now() } else { since } + self.idle;
+            // Checked again an idle period after the last call closed (or
+            // from now, while a call is open).
+            let next = if busy { Instant::now() } else { since } + idle;
             self.check.as_mut().reset(next);
         }
     }
@@ -144,12 +153,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                self.activity.touch();
-                Poll::Ready(Ok(()))
-            }
             // EOF: the server closes the connection.
             Poll::Pending if self.idle_now(cx) => Poll::Ready(Ok(())),
             other => other,
@@ -163,11 +167,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        written
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -175,11 +175,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        written
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -195,8 +191,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
     }
 }
 
-/// A tower layer that counts, on each request's connection, the calls open
-/// on it, from the request's arrival until its response is ready.
+/// A tower layer that stamps each request's [`Arrival`] (for its deadline)
+/// and counts, on its connection, the calls open on it, from the request's
+/// arrival until its response is ready.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenCallsLayer;
 
@@ -244,7 +241,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(Arrival(Instant::now()));
         let open = request
             .extensions()
             .get::<ConnectionInfo>()
@@ -266,7 +264,7 @@ mod tests {
     async fn a_connection_past_the_cap_waits_until_one_closes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(limited(listener, 1, Duration::from_secs(60)));
+        let mut accepted = Box::pin(limited(listener, 1, None));
         let _first_client = TcpStream::connect(addr).await.unwrap();
         let first = accepted.next().await.unwrap().unwrap();
         let _second_client = TcpStream::connect(addr).await.unwrap();
@@ -283,7 +281,7 @@ mod tests {
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(limited(listener, 4, Duration::from_secs(10)));
+        let mut accepted = Box::pin(limited(listener, 4, Some(Duration::from_secs(10))));
         let mut client = TcpStream::connect(addr).await.unwrap();
         let mut server = accepted.next().await.unwrap().unwrap();
         let call = OpenCall::new(Arc::clone(&server.activity));
@@ -291,11 +289,12 @@ mod tests {
         // A call is open: a minute of silence does not end the connection.
         let read = tokio::time::timeout(Duration::from_secs(60), server.read(&mut byte)).await;
         assert!(read.is_err(), "ended while a call was open");
-        drop(call);
+        // Bytes alone (a keepalive ping, say) are not a call.
         client.write_all(b"x").await.unwrap();
         assert_eq!(server.read(&mut byte).await.unwrap(), 1);
-        let started = Instant::now();
+        drop(call);
+        let closed = Instant::now();
         assert_eq!(server.read(&mut byte).await.unwrap(), 0, "EOF once idle");
-        assert!(started.elapsed() >= Duration::from_secs(10));
+        assert!(closed.elapsed() >= Duration::from_secs(10));
     }
 }

@@ -1,23 +1,50 @@
 //! A call's deadline: the client's `grpc-timeout` header and the gateway's
 //! `--call-timeout`, whichever ends first.
+//!
+//! tonic enforces the client's `grpc-timeout` too, from when the request's
+//! headers arrived, and answers `CANCELLED` when it passes. So the client's
+//! budget counts from the request's [`Arrival`] (stamped as the headers come
+//! in) and ends [`AHEAD_OF_TONIC`] early: the pool answers first, with
+//! `DEADLINE_EXCEEDED` and `call-timeout`, and replaces the worker.
 
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
 use crate::pool::Deadline;
 
-/// The deadline for a call arriving now, if it has one.
-pub fn call_deadline(metadata: &MetadataMap, call_timeout: Option<Duration>) -> Option<Deadline> {
+/// How much sooner than tonic the pool gives up on a client's deadline.
+pub const AHEAD_OF_TONIC: Duration = Duration::from_millis(20);
+
+/// When a request's headers arrived (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
+
+/// The deadline of a call that arrived at `arrival`, if it has one.
+pub fn call_deadline(
+    metadata: &MetadataMap,
+    arrival: Option<Arrival>,
+    call_timeout: Option<Duration>,
+) -> Option<Deadline> {
+    let arrived = arrival.map_or_else(Instant::now, |Arrival(at)| at);
     let client = metadata
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout);
-    let budget = match (client, call_timeout) {
-        (Some(client), Some(server)) => client.min(server),
-        (one, other) => one.or(other)?,
-    };
-    Some(Deadline::after(budget))
+        .and_then(parse_grpc_timeout)
+        .map(|budget| Deadline {
+            at: arrived + budget - AHEAD_OF_TONIC.min(budget / 2),
+            budget,
+        });
+    let server = call_timeout.map(Deadline::after);
+    match (client, server) {
+        (Some(client), Some(server)) => Some(if client.at <= server.at {
+            client
+        } else {
+            server
+        }),
+        (one, other) => one.or(other),
+    }
 }
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -59,25 +86,37 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_shorter_budget_wins() {
+    #[tokio::test(start_paused = true)]
+    async fn the_shorter_budget_wins_and_the_clients_ends_ahead_of_tonic() {
+        let left = |deadline: Option<Deadline>| deadline.unwrap().at - Instant::now();
         let mut metadata = MetadataMap::new();
-        assert!(call_deadline(&metadata, None).is_none());
+        assert!(call_deadline(&metadata, None, None).is_none());
         let server = Some(Duration::from_secs(10));
         assert_eq!(
-            call_deadline(&metadata, server).unwrap().budget,
+            call_deadline(&metadata, None, server).unwrap().budget,
             Duration::from_secs(10)
         );
         metadata.insert("grpc-timeout", "1500m".parse().unwrap());
+        let client = call_deadline(&metadata, None, server).unwrap();
+        assert_eq!(client.budget, Duration::from_millis(1500));
         assert_eq!(
-            call_deadline(&metadata, server).unwrap().budget,
-            Duration::from_millis(1500)
+            left(Some(client)),
+            Duration::from_millis(1500) - AHEAD_OF_TONIC
         );
+        let shorter = call_deadline(&metadata, None, Some(Duration::from_secs(1)));
+        assert_eq!(shorter.unwrap().budget, Duration::from_secs(1));
+        // Counted from the arrival of the headers.
+        let arrival = Arrival(Instant::now());
+        tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(
-            call_deadline(&metadata, Some(Duration::from_secs(1)))
-                .unwrap()
-                .budget,
-            Duration::from_secs(1)
+            left(call_deadline(&metadata, Some(arrival), server)),
+            Duration::from_millis(1000) - AHEAD_OF_TONIC
+        );
+        // A tiny budget keeps half of itself.
+        metadata.insert("grpc-timeout", "10m".parse().unwrap());
+        assert_eq!(
+            left(call_deadline(&metadata, None, None)),
+            Duration::from_millis(5)
         );
     }
 }

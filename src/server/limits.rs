@@ -1,28 +1,20 @@
-//! Keeps the status contract for what tonic answers by itself, before or
-//! instead of our handler:
+//! Keeps the payload-limit contract for messages tonic refuses by itself.
 //!
-//! - a request over its decoding limit gets `OUT_OF_RANGE`; the contract
-//!   says `RESOURCE_EXHAUSTED` with the `payload-too-large` kind (a refusal,
-//!   counted as such);
-//! - a call whose client deadline (`grpc-timeout`) passed gets `CANCELLED`
-//!   ("Timeout expired") from tonic's timeout layer, racing the pool's own
-//!   answer; the contract says `DEADLINE_EXCEEDED` with `call-timeout` (the
-//!   worker actor counts it, and replaces the worker if the call was
-//!   running).
-//!
-//! This response hook rewrites exactly those statuses.
+//! tonic refuses a request over its decoding limit with `OUT_OF_RANGE` before
+//! our handler sees it; the contract says `RESOURCE_EXHAUSTED` with the
+//! `payload-too-large` kind. This response hook rewrites exactly that status.
+//! (tonic's other answer of its own, `CANCELLED` for a passed `grpc-timeout`,
+//! comes from a layer outside ours: `deadline.rs` makes the pool answer
+//! first instead.)
 
 use super::refusals::Refusals;
 use crate::error::{Direction, GatewayError};
 
 /// tonic's message for a request over the decoding limit.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
-/// tonic's message for a call past its `grpc-timeout`.
-const TONIC_TIMEOUT: &str = "Timeout expired";
-
-/// Rewrites tonic's own "message too large" and "timeout expired" statuses
-/// into the gateway's; the first is refused through `refusals`.
-pub fn rewrite_tonic_statuses<B>(
+/// Rewrites tonic's own "message too large" status into the gateway's,
+/// refused through `refusals`.
+pub fn rewrite_oversized_request<B>(
     limit: usize,
     refusals: Refusals,
 ) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone {
@@ -30,10 +22,6 @@ pub fn rewrite_tonic_statuses<B>(
         let Some(status) = tonic::Status::from_header_map(response.headers()) else {
             return response;
         };
-        if status.code() == tonic::Code::Cancelled && status.message() == TONIC_TIMEOUT {
-            replace(&mut response, GatewayError::DeadlinePassed.into());
-            return response;
-        }
         if status.code() != tonic::Code::OutOfRange {
             return response;
         }
@@ -60,7 +48,7 @@ fn replace<B>(response: &mut http::Response<B>, replacement: tonic::Status) {
     headers.remove("grpc-message");
     headers.remove("grpc-status-details-bin");
     if replacement.add_header(headers).is_err() {
-        tracing::warn!("could not rewrite one of tonic's statuses");
+        tracing::warn!("could not rewrite an oversized-request status");
     }
 }
 
@@ -81,7 +69,7 @@ mod tests {
         let original = tonic::Status::out_of_range(
             "Error, decoded message length too large: found 2000 bytes, the limit is: 1064 bytes",
         );
-        let rewritten = rewrite_tonic_statuses(1000, refusals())(response_with(original));
+        let rewritten = rewrite_oversized_request(1000, refusals())(response_with(original));
         let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(
@@ -101,29 +89,13 @@ mod tests {
     }
 
     #[test]
-    fn tonic_timeout_becomes_deadline_exceeded() {
-        let original = tonic::Status::cancelled("Timeout expired");
-        let rewritten = rewrite_tonic_statuses(1000, refusals())(response_with(original));
-        let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
-        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-        assert_eq!(
-            rewritten.headers().get("mystic-error").unwrap(),
-            "call-timeout"
-        );
-        let other = tonic::Status::cancelled("the client went away");
-        let untouched = rewrite_tonic_statuses(1000, refusals())(response_with(other));
-        let status = tonic::Status::from_header_map(untouched.headers()).unwrap();
-        assert_eq!(status.code(), tonic::Code::Cancelled);
-    }
-
-    #[test]
     fn other_statuses_pass_untouched() {
         let original = tonic::Status::out_of_range("something else");
-        let rewritten = rewrite_tonic_statuses(1000, refusals())(response_with(original));
+        let rewritten = rewrite_oversized_request(1000, refusals())(response_with(original));
         let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::OutOfRange);
         assert_eq!(status.message(), "something else");
-        let ok = rewrite_tonic_statuses(1000, refusals())(http::Response::new(()));
+        let ok = rewrite_oversized_request(1000, refusals())(http::Response::new(()));
         assert!(ok.headers().is_empty());
     }
 }

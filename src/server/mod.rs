@@ -46,8 +46,8 @@ pub struct Bounds {
     pub max_streams_per_connection: u32,
     /// Bytes of requests being received at once, before they are decoded.
     pub max_receiving_bytes: usize,
-    /// A connection with no call open and no traffic for this long is closed.
-    pub idle_connection_timeout: Duration,
+    /// A connection with no call for this long is closed [default: never].
+    pub idle_connection_timeout: Option<Duration>,
 }
 
 /// Serves the gateway and health services on `listener` until `shutdown`
@@ -81,7 +81,7 @@ pub async fn serve(
     let receiving = inflight::Budget::new(bounds.max_receiving_bytes);
     server
         .layer(tower::util::MapResponseLayer::new(
-            limits::rewrite_tonic_statuses(limit, refusals.clone()),
+            limits::rewrite_oversized_request(limit, refusals.clone()),
         ))
         .layer(connections::OpenCallsLayer)
         .layer(inflight::InflightLayer::new(

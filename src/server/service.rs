@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
-use super::deadline::call_deadline;
+use super::deadline::{Arrival, call_deadline};
 use super::refusals::Refusals;
 use crate::error::{Direction, GatewayError};
 use crate::pb;
@@ -56,7 +56,8 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let deadline = call_deadline(request.metadata(), self.call_timeout);
+        let arrival = request.extensions().get::<Arrival>().copied();
+        let deadline = call_deadline(request.metadata(), arrival, self.call_timeout);
         let pending = CallRequest::parse(request.into_inner(), self.max_payload_bytes)
             .and_then(|call| self.pool.submit(call.payload, deadline))
             .map_err(|err| self.refusals.refuse(err))?;

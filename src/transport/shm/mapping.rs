@@ -60,11 +60,14 @@ pub fn write_at(mapping: &dyn Mapping, offset: usize, bytes: &[u8]) -> Result<()
 /// The memory one worker's rings live in: a memfd (anonymous, with no name
 /// anyone could find or pre-create), allocated in full at once, sealed so
 /// that no process can ever shrink or grow it, and mapped here. The worker
-/// gets the file itself as an inherited descriptor and maps it too.
+/// gets the file itself as an inherited descriptor and maps it too; once it
+/// has, [`seal_writes`] closes the file to every other way of writing (new
+/// writable mappings, `write`, punching holes).
 ///
 /// The seals are what keep a hostile worker from killing the gateway: were
 /// the file truncated, the gateway's next touch of the mapping would raise
-/// SIGBUS.
+/// SIGBUS; were pages punched out, they would come back as zeros (a corrupt
+/// ring for that worker alone) allocated on the gateway's next touch.
 pub struct SealedMemory {
     base: SharedPtr,
     len: usize,
@@ -95,7 +98,7 @@ pub enum MemoryError {
         #[source]
         source: nix::Error,
     },
-    #[error("cannot seal the memfd: {0}")]
+    #[error("cannot seal the memfd (sealing it against writes needs Linux 5.1): {0}")]
     Seal(#[source] nix::Error),
     #[error("cannot map the memfd: {0}")]
     Map(#[source] std::io::Error),
@@ -118,14 +121,15 @@ impl SealedMemory {
         // rather than a SIGBUS when a ring first touches a page.
         nix::fcntl::posix_fallocate(&fd, 0, size)
             .map_err(|source| MemoryError::Allocate { len, source })?;
-        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
         fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(MemoryError::Seal)?;
         let file = std::fs::File::from(fd);
         // SAFETY: the file is a memfd only we and the worker we hand it to
-        // can reach, sealed against any change of size, so the mapping stays
-        // valid for its whole length; its contents may change under us,
-        // which the rings expect (they copy through raw pointers and check
-        // every counter they read).
+        // can reach, sealed against any change of size, so every page of the
+        // mapping stays backed for its whole length (a page punched out
+        // before `seal_writes` reads as zeros); its contents may change under
+        // us, which the rings expect (they copy through raw pointers and
+        // check every counter they read).
         let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(MemoryError::Map)?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         let memory = SealedMemory {
@@ -137,9 +141,23 @@ impl SealedMemory {
     }
 }
 
+/// Seals the memory behind `fd` against every new way of writing it: the
+/// mappings made so far (the gateway's, the worker's) keep working, but no
+/// process can map it writable again, `write` to it or punch holes in it,
+/// and no seal can be added or removed any more. Call once the worker has
+/// mapped it. Needs Linux 5.1.
+pub fn seal_writes(fd: &OwnedFd) -> Result<(), MemoryError> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+
+    let seals = SealFlag::F_SEAL_FUTURE_WRITE | SealFlag::F_SEAL_SEAL;
+    fcntl(fd, FcntlArg::F_ADD_SEALS(seals))
+        .map(drop)
+        .map_err(MemoryError::Seal)
+}
+
 // SAFETY: `base` points to `len` bytes mapped read-write until `_map` is
 // dropped with the value; mmap returns page-aligned (so 64-byte aligned)
-// addresses, and the seals keep every byte of the file in place.
+// addresses, and the seals keep the file at its size.
 unsafe impl Mapping for SealedMemory {
     fn base(&self) -> NonNull<u8> {
         self.base.0
@@ -228,6 +246,13 @@ mod tests {
             let err = file.set_len(size).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc_eperm()), "set_len({size})");
         }
+        use std::io::Write as _;
+        let fd = OwnedFd::from(file.try_clone().unwrap());
+        seal_writes(&fd).unwrap();
+        let err = (&file).write(b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc_eperm()));
+        // The mapping made before still writes.
+        write_at(memory.as_ref(), 0, &[1]).unwrap();
     }
 
     fn libc_eperm() -> i32 {

@@ -62,6 +62,7 @@ pub struct Prepared {
     requests: Producer,
     responses: Consumer,
     bell: Doorbell,
+    seal_later: OwnedFd,
     max_payload_bytes: usize,
     /// The worker's stdin (its doorbell end) and stdout (the segment).
     worker_ends: Option<(OwnedFd, OwnedFd)>,
@@ -85,6 +86,7 @@ impl Prepared {
             requests: segment.requests,
             responses: segment.responses,
             bell,
+            seal_later: segment.seal_later,
             max_payload_bytes,
             worker_ends: Some((worker_bell, segment.file)),
         })
@@ -102,6 +104,7 @@ impl Prepared {
             requests: self.requests,
             responses: self.responses,
             bell: self.bell,
+            seal_later: Some(self.seal_later),
             ready: false,
             max_payload_bytes: self.max_payload_bytes,
         }
@@ -113,6 +116,8 @@ pub struct ShmTransport {
     requests: Producer,
     responses: Consumer,
     bell: Doorbell,
+    /// Until the handshake: the segment's file, to seal against writes.
+    seal_later: Option<OwnedFd>,
     /// Whether the worker said `ready`.
     ready: bool,
     max_payload_bytes: usize,
@@ -127,10 +132,17 @@ impl std::fmt::Debug for ShmTransport {
 }
 
 impl ShmTransport {
-    /// Waits for the worker to say `ready` on the doorbell.
+    /// Waits for the worker to say `ready` on the doorbell (it has mapped
+    /// its segment by then), then seals the segment against any further way
+    /// of writing it.
     pub async fn handshake(&mut self) -> Result<(), TransportError> {
         if !self.bell.handshake().await.map_err(from_io)? {
             return Err(ShmError::NotReady.into());
+        }
+        if let Some(file) = self.seal_later.take() {
+            mapping::seal_writes(&file)
+                .map_err(SegmentError::from)
+                .map_err(ShmError::from)?;
         }
         self.ready = true;
         Ok(())

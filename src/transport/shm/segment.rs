@@ -75,6 +75,9 @@ pub struct Segment {
     pub responses: Consumer,
     /// The segment's memfd, for the worker to map.
     pub file: OwnedFd,
+    /// The gateway's own descriptor of it, to seal it against writes once
+    /// the worker has mapped it (`mapping::seal_writes`).
+    pub seal_later: OwnedFd,
 }
 
 impl std::fmt::Debug for Segment {
@@ -105,10 +108,12 @@ impl Segment {
         for offset in (DATA_OFFSET..size).step_by(PAGE_BYTES) {
             write_at(mapping.as_ref(), offset, &[0])?;
         }
+        let seal_later = file.try_clone().map_err(MemoryError::Map)?;
         Ok(Segment {
             requests,
             responses,
             file,
+            seal_later,
         })
     }
 }
@@ -135,6 +140,7 @@ mod tests {
             (DATA_OFFSET + 2 * 4096) as u64
         );
         assert!(file.set_len(0).is_err(), "the segment could be truncated");
+        drop(segment.seal_later);
     }
 
     #[test]
