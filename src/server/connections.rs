@@ -95,8 +95,8 @@ pub struct Limited<T> {
     io: T,
     _permit: OwnedSemaphorePermit,
     activity: Arc<Activity>,
-    idle: Option<Duration>,
-    check: Pin<Box<Sleep>>,
+    /// The idle timeout, and the timer that checks for it.
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 
 impl<T> Limited<T> {
@@ -109,19 +109,19 @@ impl<T> Limited<T> {
             io,
             _permit: permit,
             activity,
-            idle,
-            check: Box::pin(tokio::time::sleep(idle.unwrap_or(Duration::MAX / 4))),
+            idle: idle.map(|idle| (idle, Box::pin(tokio::time::sleep(idle)))),
         }
     }
 
     /// Whether the connection has been idle for `idle`; if not, arms the
     /// check for when it could be.
     fn idle_now(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(idle) = self.idle else {
+        let Some((idle, check)) = self.idle.as_mut() else {
             return false;
         };
+        let idle = *idle;
         loop {
-            if self.check.as_mut().poll(cx).is_pending() {
+            if check.as_mut().poll(cx).is_pending() {
                 return false;
             }
             let busy = self.activity.open_calls.load(Ordering::Acquire) > 0;
@@ -132,7 +132,7 @@ impl<T> Limited<T> {
             // Checked again an idle period after the last call closed (or
             // from now, while a call is open).
             let next = if busy { Instant::now() } else { since } + idle;
-            self.check.as_mut().reset(next);
+            check.as_mut().reset(next);
         }
     }
 }
