@@ -201,18 +201,13 @@ impl PendingCall {
             claim,
             max_queue_wait,
         } = self;
-        let deadline_passed = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline.at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(deadline_passed);
+        let expired = queue::expiry(deadline);
+        tokio::pin!(expired);
         if let Some(wait) = max_queue_wait {
             tokio::select! {
                 biased;
                 answer = &mut response => return answer.unwrap_or(Err(GatewayError::ShuttingDown)),
-                () = &mut deadline_passed => return Err(GatewayError::Timeout(deadline.map_or(Duration::ZERO, |d| d.budget))),
+                budget = &mut expired => return Err(GatewayError::Timeout(budget)),
                 () = tokio::time::sleep(wait) => {
                     // Taken back: the payload and its bytes are freed now,
                     // and the worker that pops the job skips it.
@@ -226,7 +221,7 @@ impl PendingCall {
         tokio::select! {
             biased;
             answer = response => answer.unwrap_or(Err(GatewayError::ShuttingDown)),
-            () = deadline_passed => Err(GatewayError::Timeout(deadline.map_or(Duration::ZERO, |d| d.budget))),
+            budget = expired => Err(GatewayError::Timeout(budget)),
         }
     }
 }

@@ -32,6 +32,18 @@ impl Deadline {
     }
 }
 
+/// Sleeps until `deadline` passes, then returns its budget; never returns
+/// when there is none.
+pub async fn expiry(deadline: Option<Deadline>) -> Duration {
+    match deadline {
+        Some(deadline) => {
+            tokio::time::sleep_until(deadline.at).await;
+            deadline.budget
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// What a worker sends back for one job.
 pub type JobResult = Result<Bytes, GatewayError>;
 

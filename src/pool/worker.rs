@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::process::describe_exit;
-use super::queue::{Deadline, Job, JobReceiver, JobResult};
+use super::queue::{Job, JobReceiver, JobResult, expiry};
 use super::restart::Backoff;
 use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
@@ -235,9 +235,8 @@ impl<S: Spawner> WorkerActor<S> {
                 // Watched during the call too: children the function forked
                 // may hold the channel open long after the worker died.
                 exit = process.wait() => Err(Failure::Exited(exit)),
-                () = sleep_until(deadline) => {
+                budget = expiry(deadline) => {
                     process.kill();
-                    let budget = deadline.map_or(Duration::ZERO, |deadline| deadline.budget);
                     warn!(worker = self.index, pid, "call ran past its deadline; replacing the worker");
                     answer(Err(GatewayError::Timeout(budget)), started.elapsed());
                     return Ended::TimedOut;
@@ -300,13 +299,5 @@ impl<S: Spawner> WorkerActor<S> {
 
     fn count_call(&self) {
         self.board.update(self.index, |slot| slot.calls_served += 1);
-    }
-}
-
-/// Sleeps until the deadline, or forever when there is none.
-async fn sleep_until(deadline: Option<Deadline>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.at).await,
-        None => std::future::pending().await,
     }
 }

@@ -66,13 +66,6 @@ impl Spec {
         }
     }
 
-    pub fn kind(&self) -> TransportKind {
-        match self {
-            Spec::Pipe { .. } => TransportKind::Pipe,
-            Spec::Shm { .. } => TransportKind::Shm,
-        }
-    }
-
     /// Sets up the channel for a new worker process. Call from within the
     /// tokio runtime.
     pub fn prepare(&self) -> Result<Prepared, TransportError> {

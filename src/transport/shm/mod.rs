@@ -105,7 +105,6 @@ impl Prepared {
             responses: self.responses,
             bell: self.bell,
             seal_later: Some(self.seal_later),
-            ready: false,
             max_payload_bytes: self.max_payload_bytes,
         }
     }
@@ -118,15 +117,13 @@ pub struct ShmTransport {
     bell: Doorbell,
     /// Until the handshake: the segment's file, to seal against writes.
     seal_later: Option<OwnedFd>,
-    /// Whether the worker said `ready`.
-    ready: bool,
     max_payload_bytes: usize,
 }
 
 impl std::fmt::Debug for ShmTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmTransport")
-            .field("ready", &self.ready)
+            .field("handshake_done", &self.seal_later.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -144,7 +141,6 @@ impl ShmTransport {
                 .map_err(SegmentError::from)
                 .map_err(ShmError::from)?;
         }
-        self.ready = true;
         Ok(())
     }
 
@@ -159,9 +155,6 @@ impl ShmTransport {
     /// fits the rings costs one bell each way. The worker follows the same
     /// rules (`worker_shim/_shm.py`).
     pub async fn call(&mut self, request: Bytes) -> Result<Bytes, TransportError> {
-        if !self.ready {
-            return Err(TransportError::Closed);
-        }
         let bell = &mut self.bell;
         let mut writer = FrameWriter::new(request);
         loop {
