@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser as _;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mysticchallenge::functions::{FunctionCache, Request, WorkerCall};
 use mysticchallenge::metrics::Metrics;
 use mysticchallenge::pool::Pool;
 use mysticchallenge::transport::Spec;
@@ -25,6 +26,15 @@ fn python() -> String {
             .to_string_lossy()
             .into_owned()
     })
+}
+
+/// A call of `echo` on `size` bytes, as the gateway hands it to a worker:
+/// after the first round trip, by digest.
+fn echo_call(runtime: &tokio::runtime::Runtime, size: usize) -> WorkerCall {
+    let request = Request::parse(echo_request(size)).unwrap();
+    runtime
+        .block_on(FunctionCache::new(1 << 20).resolve(request))
+        .unwrap()
 }
 
 fn echo_request(size: usize) -> Bytes {
@@ -44,9 +54,9 @@ fn echo_request(size: usize) -> Bytes {
 
 fn round_trips(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let requests: Vec<(usize, Bytes)> = SIZES
+    let requests: Vec<(usize, WorkerCall)> = SIZES
         .iter()
-        .map(|&size| (size, echo_request(size)))
+        .map(|&size| (size, echo_call(&runtime, size)))
         .collect();
     let mut group = c.benchmark_group("worker_round_trip");
     group

@@ -3,6 +3,13 @@ and the call object whose ``run()`` and ``async_run()`` are twins over one
 request builder (``_prepare``), one retry policy (``_retry.BusyRetry``: a call
 refused because the gateway's queue is full is sent again) and one response
 handler (``_finish``).
+
+A remote function is pickled once, at its first call (``_Capture``): with
+what it closes over and the globals it uses as they are then. Its first call
+carries it attached; after that calls name it by digest, and a gateway that
+does not know the digest (it restarted, evicted it, or is another gateway
+of a list) refuses the call with ``function-unknown``, which is sent again
+at once with the function attached, as are the next calls, one per gateway.
 """
 
 from __future__ import annotations
@@ -10,27 +17,31 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
 from mystic_wire import (
     ERROR,
     OK,
+    Function,
     SerializationError,
+    attach,
     decode_response,
     describe_depmodules,
-    encode_request,
+    encode_call,
+    encode_function,
 )
 
 from . import _client, _gateways, _retry, _token
 from ._by_value import pickle_module_by_value_if_needed
 from ._pb import gateway_pb2
-from ._status import raise_from_rpc_error
+from ._status import function_unknown, raise_from_rpc_error
 from ._target import Target, parse_server, resolve_server
 
 DepModule = types.ModuleType | str
@@ -123,9 +134,23 @@ class RemoteFunction:
     def __init__(self, function: Callable[..., Any], settings: _Settings) -> None:
         functools.update_wrapper(self, function)
         self._settings = settings
+        self._capture: _Capture | None = None
+        self._capture_lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Call:
-        return Call(self.__wrapped__, args, kwargs, self._settings)
+        return Call(self, args, kwargs)
+
+    def _captured(self) -> _Capture:
+        """The function as pickled at its first call (see the module doc)."""
+        capture = self._capture
+        if capture is None:
+            with self._capture_lock:
+                if self._capture is None:
+                    function = self.__wrapped__
+                    pickle_module_by_value_if_needed(getattr(function, "__module__", None))
+                    self._capture = _Capture(encode_function(function))
+                capture = self._capture
+        return capture
 
     def get_workers(self) -> int:
         """The number of workers of every gateway that answers (each asked on
@@ -151,44 +176,78 @@ def _plain_function(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-@dataclass(frozen=True)
-class _Prepared:
+class _Capture:
+    """A remote function's pickle, and how many calls are still to carry it.
+
+    One at first: once a call that carried it has been answered, calls name
+    it by digest. When a gateway says it does not hold it, as many as there
+    are gateways: round robin takes each call to the next one, so the one
+    that lacks it (and any other) is given it again."""
+
+    def __init__(self, function: Function) -> None:
+        self.function = function
+        self._to_attach = 1
+
+    def attach(self) -> bool:
+        """Whether the next call carries the function."""
+        return self._to_attach > 0
+
+    def delivered(self) -> None:
+        """A call that carried it was answered."""
+        self._to_attach = max(self._to_attach - 1, 0)
+
+    def unknown(self, target: Target) -> None:
+        """A gateway of ``target`` does not hold it."""
+        gateways = len(_gateways.members(target)) if target.balanced else 1
+        self._to_attach = max(self._to_attach, gateways)
+
+
+class _Prepared(NamedTuple):
     target: Target
-    request: gateway_pb2.ExecuteRequest
+    capture: _Capture
+    call: bytes
     metadata: tuple[tuple[str, str], ...]
     retry: _retry.BusyRetry
+
+    def request(self, attached: bool) -> gateway_pb2.ExecuteRequest:
+        payload = attach(self.capture.function, self.call) if attached else self.call
+        return gateway_pb2.ExecuteRequest(payload=payload)
 
 
 class Call:
     """One pending call of a remote function; run it with :meth:`run` or
     :meth:`async_run` (each run is a new remote call)."""
 
-    def __init__(
-        self, function: Callable[..., Any], args: tuple, kwargs: dict, settings: _Settings
-    ) -> None:
-        self._function = function
+    def __init__(self, remote: RemoteFunction, args: tuple, kwargs: dict) -> None:
+        self._remote = remote
         self._args = args
         self._kwargs = kwargs
-        self._settings = settings
 
     def run(self) -> Any:
         """Runs the call and blocks until its result (works inside a running event loop)."""
         prepared = self._prepare()
         stub = _client.sync_stub(prepared.target)
         retry = prepared.retry
+        attached = prepared.capture.attach()
         while True:
             try:
                 response = stub.Execute(
-                    prepared.request,
+                    prepared.request(attached),
                     timeout=retry.attempt_timeout(),
                     metadata=prepared.metadata,
                 )
                 break
             except grpc.RpcError as exc:
+                if not attached and function_unknown(exc):
+                    prepared.capture.unknown(prepared.target)
+                    attached = True
+                    continue
                 delay = retry.next_delay(exc)
                 if delay is None:
                     raise_from_rpc_error(exc, prepared.target, retry.summary())
             time.sleep(delay)
+        if attached:
+            prepared.capture.delivered()
         return _finish(response.payload)
 
     async def async_run(self) -> Any:
@@ -196,32 +255,42 @@ class Call:
         prepared = self._prepare()
         stub = _client.async_stub(prepared.target)
         retry = prepared.retry
+        attached = prepared.capture.attach()
         while True:
             try:
                 response = await stub.Execute(
-                    prepared.request,
+                    prepared.request(attached),
                     timeout=retry.attempt_timeout(),
                     metadata=prepared.metadata,
                 )
                 break
             except grpc.RpcError as exc:
+                if not attached and function_unknown(exc):
+                    prepared.capture.unknown(prepared.target)
+                    attached = True
+                    continue
                 delay = retry.next_delay(exc)
                 if delay is None:
                     raise_from_rpc_error(exc, prepared.target, retry.summary())
             await asyncio.sleep(delay)
+        if attached:
+            prepared.capture.delivered()
         return _finish(response.payload)
 
     def _prepare(self) -> _Prepared:
-        """The request builder shared by both runs; pickles before anything is sent.
-        A function from a module the worker cannot import travels by value."""
-        settings = self._settings
+        """The request builder shared by both runs; pickles before anything is sent."""
+        remote = self._remote
+        settings = remote._settings
         target = settings.target()
-        spec = describe_depmodules(self._function, settings.depmodules)
-        pickle_module_by_value_if_needed(getattr(self._function, "__module__", None))
-        payload = encode_request(self._function, self._args, self._kwargs, spec)
+        capture = remote._captured()
+        spec = describe_depmodules(remote.__wrapped__, settings.depmodules)
+        call = encode_call(
+            capture.function.digest, self._args, self._kwargs, spec, remote.__qualname__
+        )
         return _Prepared(
             target=target,
-            request=gateway_pb2.ExecuteRequest(payload=payload),
+            capture=capture,
+            call=call,
             metadata=settings.metadata(target),
             retry=_retry.BusyRetry(
                 settings.timeout, settings.busy_timeout, others=lambda: _others(target)
@@ -229,7 +298,8 @@ class Call:
         )
 
     def __repr__(self) -> str:
-        return f"<call of {getattr(self._function, '__qualname__', self._function)!r}>"
+        function = self._remote.__wrapped__
+        return f"<call of {getattr(function, '__qualname__', function)!r}>"
 
 
 def _others(target: Target) -> int:

@@ -11,6 +11,7 @@ RESOURCE_EXHAUSTED  payload-too-large            PayloadTooLarge
 RESOURCE_EXHAUSTED  queue-wait                   ServerBusy
 RESOURCE_EXHAUSTED  queue-full (or anything)     ServerBusy
 INVALID_ARGUMENT    invalid-request              DistributeError
+FAILED_PRECONDITION function-unknown             (sent again, attached)
 anything else                                    DistributeError
 ==================  ===========================  ===================
 
@@ -46,6 +47,7 @@ ERROR_KIND_KEY = "mystic-error"
 PAYLOAD_TOO_LARGE = "payload-too-large"
 QUEUE_FULL = "queue-full"
 QUEUE_WAIT = "queue-wait"
+FUNCTION_UNKNOWN = "function-unknown"
 
 _TOO_LARGE_WORDS = re.compile(r"too large|larger than", re.IGNORECASE)
 
@@ -57,6 +59,15 @@ def refusal(exc: grpc.RpcError) -> str | None:
         return None
     kind = _error_kind(exc)
     return kind if kind in (QUEUE_FULL, QUEUE_WAIT) else None
+
+
+def function_unknown(exc: grpc.RpcError) -> bool:
+    """The gateway does not hold the function a call named by digest (it
+    restarted, or evicted it): the call is sent again with it attached."""
+    return (
+        _call_attr(exc, "code") == grpc.StatusCode.FAILED_PRECONDITION
+        and _error_kind(exc) == FUNCTION_UNKNOWN
+    )
 
 
 def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") -> NoReturn:

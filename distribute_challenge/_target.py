@@ -25,6 +25,7 @@ certificate valid for the first entry's host (share one certificate).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -106,6 +107,12 @@ def parse_server(server: str) -> Target:
     """Parses any form in this module's docstring."""
     if not isinstance(server, str):
         raise ValueError(f"the server address must be a string, not {type(server).__name__}")
+    return _parse(server, os.environ.get(CA_FILE_ENV) or None)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(server: str, ca_file: str | None) -> Target:
+    """Every call parses its server: cached by what the parse depends on."""
     raw = server.strip()
     if "," in raw:
         return _parse_list(server, [entry.strip() for entry in raw.split(",")])
@@ -220,6 +227,7 @@ def _unix_path(server: str, raw: str) -> str:
 
 
 def _ca_file(tls: bool) -> str | None:
+    # Read afresh for each parse, and part of _parse's cache key.
     return (os.environ.get(CA_FILE_ENV) or None) if tls else None
 
 

@@ -1,11 +1,19 @@
 """The request and response payload format: the one definition used by the
-client (``distribute_challenge``) and by the worker (``worker_shim``).
+client (``distribute_challenge``), the gateway (``src/functions.rs``) and the
+worker (``worker_shim``).
 
-The gateway never looks inside a payload except for the request's 4-byte magic.
+A function travels once: the client pickles it at its first call and after
+that refers to it by its digest (SHA-256 of its pickle). A request is the
+call, optionally with the function attached::
 
-Request payload::
+    call     = b"MCQ2" + digest (32 bytes) + pickle of (args, kwargs, depmodules)
+    attached = b"MCA2" + u32 little-endian length + pickled function + call
 
-    b"MCQ1" + pickle(protocol 5, cloudpickle) of (function, args, kwargs, depmodules)
+The gateway keeps functions by digest (it checks that an attached function's
+pickle has the digest its call names) and attaches one for a worker that has
+not seen it; a worker keeps the unpickled functions by digest. A worker
+asked for a digest it does not know answers ``b"MCM2" + digest`` (a *miss*)
+and the gateway sends the call again with the function attached.
 
 ``depmodules`` is a tuple of ``(module_name, alias_names)`` pairs (see
 ``_depmodules.py``). Which modules the function travels with by value is the
@@ -13,7 +21,7 @@ client's choice (``distribute_challenge._by_value``), made before it encodes.
 
 Response payload::
 
-    b"MCR1" + pickle(protocol 5, cloudpickle) of (kind, value, stdout, stderr)
+    b"MCR1" + pickle(protocol 5) of (kind, value, stdout, stderr)
 
 ``kind`` is one of:
 
@@ -27,22 +35,33 @@ Response payload::
 
 ``stdout`` and ``stderr`` are what the function printed, as text.
 
-``decode_request`` and ``decode_response`` raise :class:`CodecError` (a
-``SerializationError``) for anything that is not a well-formed payload.
+Records are pickled with the standard pickler when they hold nothing that
+must travel by value (functions or classes of ``__main__`` or of a module
+registered with ``cloudpickle.register_pickle_by_value``), with cloudpickle
+otherwise; both unpickle with ``pickle.loads``.
+
+The decoders raise :class:`CodecError` (a ``SerializationError``) for
+anything that is not a well-formed payload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import struct
+import types
 from typing import Any, NamedTuple
 
 import cloudpickle
 
 from ._exceptions import CodecError, SerializationError
 
-REQUEST_MAGIC = b"MCQ1"
+REQUEST_MAGIC = b"MCQ2"
+FUNCTION_MAGIC = b"MCA2"
+MISS_MAGIC = b"MCM2"
 RESPONSE_MAGIC = b"MCR1"
 PICKLE_PROTOCOL = 5
+DIGEST_BYTES = 32
 
 OK = "ok"
 RAISED = "raised"
@@ -52,14 +71,43 @@ KINDS = (OK, RAISED, ERROR)
 DepModules = tuple[tuple[str, tuple[str, ...]], ...]
 Buffer = bytes | bytearray | memoryview
 
+_LENGTH = struct.Struct("<I")
+_CALL_HEADER = len(REQUEST_MAGIC) + DIGEST_BYTES
+_ATTACHED_HEADER = len(FUNCTION_MAGIC) + _LENGTH.size
+
+
+class Function(NamedTuple):
+    """A function as it travels: its digest and its pickle."""
+
+    digest: bytes
+    pickled: bytes
+
+
+class Call(NamedTuple):
+    """A decoded call, without its function."""
+
+    args: tuple
+    kwargs: dict
+    depmodules: DepModules
+
 
 class Request(NamedTuple):
-    """A decoded call."""
+    """A decoded call with its function."""
 
     function: Any
     args: tuple
     kwargs: dict
     depmodules: DepModules
+
+
+class Split(NamedTuple):
+    """A request's parts, not yet unpickled: the digest its call names, the
+    attached function's pickle (None when only the digest travels), and the
+    call's pickle."""
+
+    digest: bytes
+    pickled_function: memoryview | None
+    call: memoryview
 
 
 class Response(NamedTuple):
@@ -71,39 +119,113 @@ class Response(NamedTuple):
     stderr: str
 
 
-def encode_request(function: Any, args: tuple, kwargs: dict, depmodules: DepModules) -> bytes:
-    """Encodes one call. Raises SerializationError if anything cannot be pickled.
+def encode_function(function: Any) -> Function:
+    """Pickles a function once, as it is now: with what it closes over and the
+    globals it uses. Raises SerializationError if it cannot be pickled.
 
     ``function`` travels by reference (module and name) unless cloudpickle
     pickles it by value: defined in ``__main__`` or locally, or its module
     registered with ``cloudpickle.register_pickle_by_value`` (the client
     registers modules the worker cannot import)."""
-    record = (function, tuple(args), dict(kwargs), tuple(depmodules))
-    name = getattr(function, "__qualname__", repr(function))
+    if not callable(function):
+        raise SerializationError(f"only callables can be called remotely, not {function!r}")
     try:
-        return b"".join(_dump(REQUEST_MAGIC, record))
+        pickled = cloudpickle.dumps(function, protocol=PICKLE_PROTOCOL)
+    except Exception as exc:
+        name = getattr(function, "__qualname__", repr(function))
+        raise SerializationError(
+            f"cannot pickle the function {name}: {type(exc).__name__}: {exc}; the globals it "
+            "uses and what it closes over must be picklable (locks, open files, sockets and "
+            "generators are not): pass them as arguments instead"
+        ) from exc
+    return Function(hashlib.sha256(pickled).digest(), pickled)
+
+
+def encode_call(
+    digest: bytes, args: tuple, kwargs: dict, depmodules: DepModules, name: str = "the function"
+) -> bytes:
+    """Encodes a call of the function with ``digest`` (called ``name`` in
+    errors), without the function. Raises SerializationError if an argument
+    cannot be pickled."""
+    if len(digest) != DIGEST_BYTES:
+        raise ValueError(f"a function digest is {DIGEST_BYTES} bytes, not {len(digest)}")
+    record = (tuple(args), dict(kwargs), tuple(depmodules))
+    try:
+        return b"".join(_dump(REQUEST_MAGIC + digest, record))
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle the call to {name}: {type(exc).__name__}: {exc}; "
-            "the function, its arguments and the globals it uses must be picklable "
-            "(locks, open files, sockets and generators are not): pass plain data instead"
+            "arguments must be picklable (locks, open files, sockets and generators are "
+            "not): pass plain data instead"
         ) from exc
 
 
-def decode_request(data: bytes | bytearray | memoryview) -> Request:
-    """Decodes a request payload (any bytes-like object, e.g. a shared-memory view)."""
-    record = _load(data, REQUEST_MAGIC, "request")
-    if not (isinstance(record, tuple) and len(record) == 4):
-        raise CodecError("the request payload is not a (function, args, kwargs, depmodules) record")
-    function, args, kwargs, depmodules = record
-    if not (
-        callable(function)
-        and isinstance(args, tuple)
-        and isinstance(kwargs, dict)
-        and isinstance(depmodules, tuple)
-    ):
+def attach(function: Function, call: bytes) -> bytes:
+    """A request that carries its function: decodable without any cache."""
+    return b"".join((FUNCTION_MAGIC, _LENGTH.pack(len(function.pickled)), function.pickled, call))
+
+
+def encode_request(function: Any, args: tuple, kwargs: dict, depmodules: DepModules) -> bytes:
+    """Encodes one call with its function attached (see :func:`attach`)."""
+    captured = encode_function(function)
+    name = getattr(function, "__qualname__", repr(function))
+    return attach(captured, encode_call(captured.digest, args, kwargs, depmodules, name))
+
+
+def encode_miss(digest: bytes) -> bytes:
+    """A worker's answer to a call whose function it does not know."""
+    return MISS_MAGIC + digest
+
+
+def split_request(data: Buffer) -> Split:
+    """Separates a request into its digest, its attached function (if any) and
+    its call, without unpickling anything."""
+    view = _view(data, "request")
+    function = None
+    if view[: len(FUNCTION_MAGIC)] == FUNCTION_MAGIC:
+        if view.nbytes < _ATTACHED_HEADER:
+            raise CodecError("the request payload ends inside its function's length")
+        (length,) = _LENGTH.unpack(view[len(FUNCTION_MAGIC) : _ATTACHED_HEADER])
+        end = _ATTACHED_HEADER + length
+        if view.nbytes < end:
+            raise CodecError("the request payload ends inside its function")
+        function, view = view[_ATTACHED_HEADER:end], view[end:]
+    if view.nbytes < _CALL_HEADER or view[: len(REQUEST_MAGIC)] != REQUEST_MAGIC:
+        raise CodecError(
+            f"the request payload does not start with {REQUEST_MAGIC!r} or {FUNCTION_MAGIC!r}: "
+            "it was not made by this codec (or by a different version of it); use the same "
+            "distribute_challenge version for the client and the workers"
+        )
+    return Split(view[len(REQUEST_MAGIC) : _CALL_HEADER].tobytes(), function, view[_CALL_HEADER:])
+
+
+def decode_function(pickled: Buffer) -> Any:
+    """Unpickles an attached function."""
+    function = _loads(pickled, "function")
+    if not callable(function):
+        raise CodecError("the request's function is not callable")
+    return function
+
+
+def decode_call(call: Buffer) -> Call:
+    """Unpickles a call's ``(args, kwargs, depmodules)``."""
+    record = _loads(call, "request")
+    if not (isinstance(record, tuple) and len(record) == 3):
+        raise CodecError("the request payload is not an (args, kwargs, depmodules) record")
+    args, kwargs, depmodules = record
+    if not (isinstance(args, tuple) and isinstance(kwargs, dict) and isinstance(depmodules, tuple)):
         raise CodecError("the request payload holds a record of the wrong types")
-    return Request(function, args, kwargs, depmodules)
+    return Call(args, kwargs, depmodules)
+
+
+def decode_request(data: Buffer) -> Request:
+    """Decodes a request that carries its function (any bytes-like object,
+    e.g. a shared-memory view)."""
+    split = split_request(data)
+    if split.pickled_function is None:
+        raise CodecError("the request names its function by digest only; attach the function")
+    function = decode_function(split.pickled_function)
+    return Request(function, *decode_call(split.call))
 
 
 def encode_response(kind: str, value: Any, stdout: str, stderr: str) -> bytes:
@@ -150,28 +272,62 @@ class _Pieces:
         return memoryview(data).nbytes
 
 
+class _ByValue(Exception):
+    """The record holds something the standard pickler would pickle by name
+    although it must travel by value."""
+
+
+class _PlainPickler(pickle.Pickler):
+    """The standard (C) pickler, refusing what must travel by value. Plain
+    data never reaches ``reducer_override``, so it costs nothing there."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type | types.FunctionType) and _travels_by_value(obj):
+            raise _ByValue
+        return NotImplemented
+
+
+def _travels_by_value(obj: Any) -> bool:
+    module = getattr(obj, "__module__", None)
+    if not isinstance(module, str) or module == "__main__":
+        return True
+    by_value = cloudpickle.list_registry_pickle_by_value()
+    return any(module == name or module.startswith(name + ".") for name in by_value)
+
+
 def _dump(magic: bytes, record: tuple) -> list[Buffer]:
     sink = _Pieces(magic)
-    cloudpickle.dump(record, sink, protocol=PICKLE_PROTOCOL)
+    try:
+        _PlainPickler(sink, protocol=PICKLE_PROTOCOL).dump(record)
+    except (_ByValue, pickle.PicklingError, AttributeError, TypeError):
+        sink = _Pieces(magic)
+        cloudpickle.dump(record, sink, protocol=PICKLE_PROTOCOL)
     return sink.pieces
 
 
-def _load(data: bytes | bytearray | memoryview, magic: bytes, what: str) -> Any:
+def _view(data: Buffer, what: str) -> memoryview:
     try:
-        view = memoryview(data)
+        return memoryview(data).cast("B")
     except TypeError as exc:
         raise CodecError(f"a {what} payload must be bytes, not {type(data).__name__}") from exc
-    with view:
-        if view.nbytes < len(magic) or view[: len(magic)].tobytes() != magic:
-            raise CodecError(
-                f"the {what} payload does not start with {magic!r}: it was not made by this "
-                "codec (or by a different version of it); use the same distribute_challenge "
-                "version for the client and the workers"
-            )
-        try:
-            return pickle.loads(view.cast("B")[len(magic) :])
-        except Exception as exc:
-            raise CodecError(
-                f"the {what} payload could not be unpickled: {type(exc).__name__}: {exc}; "
-                "if a module is missing, install it where the payload is decoded"
-            ) from exc
+
+
+def _loads(data: Buffer, what: str) -> Any:
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise CodecError(
+            f"the {what} could not be unpickled: {type(exc).__name__}: {exc}; "
+            "if a module is missing, install it where the payload is decoded"
+        ) from exc
+
+
+def _load(data: Buffer, magic: bytes, what: str) -> Any:
+    view = _view(data, what)
+    if view[: len(magic)] != magic:
+        raise CodecError(
+            f"the {what} payload does not start with {magic!r}: it was not made by this "
+            "codec (or by a different version of it); use the same distribute_challenge "
+            "version for the client and the workers"
+        )
+    return _loads(view[len(magic) :], f"{what} payload")

@@ -96,6 +96,13 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub queue_max_bytes: Option<NonZeroUsize>,
 
+    /// Bytes of pickled functions the gateway keeps, so that clients send a
+    /// function once rather than with every call (least recently used go
+    /// first; with 0 every call is refused as function-unknown and sent
+    /// again with its function attached, which costs a round trip).
+    #[arg(long, value_name = "N", default_value_t = crate::functions::DEFAULT_CACHE_BYTES)]
+    pub function_cache_bytes: usize,
+
     /// Bytes of requests that may be arriving at once, before they are
     /// decoded; a request that would pass it is refused as queue-full
     /// [default: --queue-max-bytes].
@@ -142,6 +149,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub worker_memory_bytes: Option<u64>,
     pub queue_max_bytes: usize,
+    pub function_cache_bytes: usize,
     pub max_receiving_bytes: usize,
     pub max_queue_wait: Option<Duration>,
     pub idle_connection_timeout: Option<Duration>,
@@ -204,6 +212,7 @@ impl TryFrom<Args> for Config {
             tls,
             worker_memory_bytes: args.worker_memory_bytes,
             queue_max_bytes,
+            function_cache_bytes: args.function_cache_bytes,
             max_receiving_bytes: args
                 .max_receiving_bytes
                 .map_or(queue_max_bytes, NonZeroUsize::get),

@@ -39,6 +39,16 @@ pub enum GatewayError {
     InvalidRequest,
 
     #[error(
+        "the request's attached function does not have the digest its call names; send calls with the distribute_challenge client"
+    )]
+    FunctionMismatch,
+
+    #[error(
+        "the gateway does not hold the function this call names by digest (it restarted or evicted it); send the call again with the function attached (the distribute_challenge client does so by itself)"
+    )]
+    FunctionUnknown,
+
+    #[error(
         "the {direction} payload is {size} bytes, over the gateway's limit of {limit} bytes; send less data per call or raise --max-payload-bytes"
     )]
     PayloadTooLarge {
@@ -101,6 +111,7 @@ pub enum GatewayError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     InvalidRequest,
+    FunctionUnknown,
     PayloadTooLarge,
     QueueFull,
     QueueWait,
@@ -115,6 +126,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidRequest => "invalid-request",
+            ErrorKind::FunctionUnknown => "function-unknown",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::QueueFull => "queue-full",
             ErrorKind::QueueWait => "queue-wait",
@@ -129,6 +141,7 @@ impl ErrorKind {
     pub fn code(self) -> Code {
         match self {
             ErrorKind::InvalidRequest => Code::InvalidArgument,
+            ErrorKind::FunctionUnknown => Code::FailedPrecondition,
             ErrorKind::PayloadTooLarge | ErrorKind::QueueFull | ErrorKind::QueueWait => {
                 Code::ResourceExhausted
             }
@@ -143,7 +156,10 @@ impl ErrorKind {
 impl GatewayError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            GatewayError::InvalidRequest => ErrorKind::InvalidRequest,
+            GatewayError::InvalidRequest | GatewayError::FunctionMismatch => {
+                ErrorKind::InvalidRequest
+            }
+            GatewayError::FunctionUnknown => ErrorKind::FunctionUnknown,
             GatewayError::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             GatewayError::QueueFull { .. }
             | GatewayError::QueueBytesFull { .. }
@@ -215,6 +231,16 @@ mod tests {
                 "worker-crashed",
             ),
             (GatewayError::ShuttingDown, Code::Unavailable, "unavailable"),
+            (
+                GatewayError::FunctionUnknown,
+                Code::FailedPrecondition,
+                "function-unknown",
+            ),
+            (
+                GatewayError::FunctionMismatch,
+                Code::InvalidArgument,
+                "invalid-request",
+            ),
             (
                 GatewayError::Unauthenticated,
                 Code::Unauthenticated,

@@ -14,6 +14,7 @@ use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use crate::config::{Config, TlsFiles};
+use crate::functions::FunctionCache;
 use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, StartError, WorkerState};
 use crate::server::{self, Access, GatewayService, Refusals, SERVICE_NAME, TokenError};
@@ -81,6 +82,7 @@ pub async fn run(
     let (pool, mut tasks) = Pool::spawn(&config, transport, Arc::clone(&metrics));
     let service = GatewayService {
         pool: pool.clone(),
+        functions: Arc::new(FunctionCache::new(config.function_cache_bytes)),
         transport: config.transport,
         max_payload_bytes: config.max_payload_bytes,
         call_timeout: config.call_timeout,

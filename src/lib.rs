@@ -4,6 +4,7 @@
 //! - [`config`]: the command line and the validated settings.
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
 //! - [`server`]: the tonic services (gateway, health) and graceful shutdown.
+//! - [`functions`]: functions by digest (the gateway's function cache).
 //! - [`pool`]: the bounded job queue and one supervising actor per worker.
 //! - [`transport`]: how payloads reach a worker (pipe, or shared memory).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod error;
+pub mod functions;
 pub mod gateway;
 pub mod metrics;
 pub mod pb;

@@ -5,6 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{Gateway, MARKER, TRANSPORTS, assert_response_contains, call};
+use mysticchallenge::functions::encode;
 use tonic::Code;
 
 #[tokio::test]
@@ -37,9 +38,8 @@ async fn a_payload_without_the_magic_is_invalid_argument() {
 async fn a_garbled_call_is_answered_by_the_worker_not_a_crash() {
     for &transport in TRANSPORTS {
         let mut gateway = Gateway::start(transport, &[]).await;
-        let response = gateway
-            .execute(Bytes::from_static(b"MCQ1 this is not a pickle"))
-            .await;
+        let garbled = encode::attached(b"not a pickle", b"nor this");
+        let response = gateway.execute(garbled).await;
         let response = response.expect("the worker answers a garbled call with an error payload");
         assert!(response.starts_with(b"MCR1"));
         assert_eq!(gateway.restarts().await, 0);
@@ -55,7 +55,7 @@ async fn payloads_over_the_limit_are_resource_exhausted() {
         // Just over our limit (checked by the handler), and far over it
         // (refused by the gRPC decoder before the handler runs).
         for size in [limit + 1, limit * 10] {
-            let mut payload = b"MCQ1".to_vec();
+            let mut payload = b"MCQ2".to_vec();
             payload.resize(size, b'x');
             let status = gateway.execute(Bytes::from(payload)).await.unwrap_err();
             assert_eq!(status.code(), Code::ResourceExhausted, "{size}: {status:?}");

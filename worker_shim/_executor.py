@@ -1,6 +1,9 @@
 """Runs one encoded call and returns the encoded response; never raises.
 
-Steps: decode the request (failure → an ``"error"`` response), import and
+Steps: find the request's function (unpickled from the request and kept by
+digest in a :class:`FunctionCache`, or found there; a digest it does not
+hold is answered with a *miss* for the gateway, which then attaches the
+function), decode the call (failure → an ``"error"`` response), import and
 bind its depmodules, call the function with ``sys.stdout`` / ``sys.stderr``
 redirected to in-memory text buffers, then pickle the outcome:
 
@@ -29,41 +32,67 @@ from mystic_wire import (
     Buffer,
     RemoteError,
     bind_depmodules,
-    decode_request,
+    decode_call,
+    decode_function,
     decode_response,
+    encode_miss,
     encode_response,
     encode_response_parts,
+    split_request,
 )
 
+from ._functions import FunctionCache
 from ._tracebacks import picklable
 
+_FUNCTIONS = FunctionCache()
 
-def execute(payload: bytes | memoryview) -> list[Buffer]:
+
+class _Miss(Exception):
+    """The request names a function this worker does not hold."""
+
+    def __init__(self, digest: bytes) -> None:
+        self.digest = digest
+
+
+def execute(payload: bytes | memoryview, functions: FunctionCache = _FUNCTIONS) -> list[Buffer]:
     """Runs the call in ``payload``; returns the response payload, as the
     pieces it is made of (see ``encode_response_parts``)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
-        kind, value = _run(payload, stdout, stderr)
+        kind, value = _run(payload, functions, stdout, stderr)
         return _encode(kind, value, stdout.getvalue(), stderr.getvalue())
+    except _Miss as miss:
+        return [encode_miss(miss.digest)]
     except BaseException as exc:  # a bug here must not end the worker
         message = f"the worker failed to handle the call: {type(exc).__name__}: {exc}"
         return [encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())]
 
 
-def _run(payload: bytes | memoryview, stdout: io.StringIO, stderr: io.StringIO) -> tuple[str, Any]:
+def _run(
+    payload: bytes | memoryview, functions: FunctionCache, stdout: io.StringIO, stderr: io.StringIO
+) -> tuple[str, Any]:
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = stdout, stderr
     try:
         try:
-            request = decode_request(payload)
+            digest, pickled, call = split_request(payload)
+            if pickled is None:
+                function = functions.get(digest)
+                if function is None:
+                    raise _Miss(digest)
+            else:
+                function = decode_function(pickled)
+                functions.put(digest, function, pickled.nbytes)
+            args, kwargs, spec = decode_call(call)
+            del pickled, call
+        except _Miss:
+            raise
         except Exception as exc:
             return ERROR, (
                 f"the worker could not decode the call: {exc}. Make sure the worker's Python "
                 "has the modules the function and its arguments need, and the same "
                 "distribute_challenge version as the client."
             )
-        function, args, kwargs, spec = request
-        del request
         try:
             function_globals = getattr(function, "__globals__", None)
             if spec:

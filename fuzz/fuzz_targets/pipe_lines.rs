@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         // Every call consumes at least one line's `\n`, so this bound is
         // never reached unless a call fails to make progress.
         for _ in 0..=stdout.len() {
-            match transport.call(Bytes::from_static(b"MCQ1")).await {
+            match transport.call(Bytes::from_static(b"MCQ2")).await {
                 Ok(response) => assert!(response.len() <= limit),
                 Err(TransportError::Closed) => return,
                 // A bad line: the reader stays in step with the stream.

@@ -1,12 +1,15 @@
 //! Fuzzes the request decoding path: the bytes of an `ExecuteRequest` as they
-//! arrive in a gRPC message, decoded by prost and validated by the service.
-//! Every input must give a request or a typed error, never a panic.
+//! arrive in a gRPC message, decoded by prost and split by the service into
+//! call and function. Every input must give a request or a typed error,
+//! never a panic.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mysticchallenge::pb::ExecuteRequest;
-use mysticchallenge::server::{CallRequest, REQUEST_MAGIC};
+use mysticchallenge::error::GatewayError;
+use mysticchallenge::functions::{CALL_MAGIC, FUNCTION_MAGIC};
+use mysticchallenge::server::parse_request;
 use prost::Message as _;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,9 +17,13 @@ fuzz_target!(|data: &[u8]| {
     let limit = [0usize, 4, 64, 1 << 20][usize::from(shape) % 4];
     let Ok(request) = ExecuteRequest::decode(message) else { return };
     let len = request.payload.len();
-    let magic = request.payload.starts_with(REQUEST_MAGIC);
-    match CallRequest::parse(request, limit) {
-        Ok(call) => assert!(magic && call.payload.len() <= limit),
-        Err(err) => assert!(!magic || len > limit, "{err}"),
+    let magic = request.payload.starts_with(CALL_MAGIC) || request.payload.starts_with(FUNCTION_MAGIC);
+    match parse_request(request, limit) {
+        Ok(call) => assert!(magic && len <= limit && call.arguments().len() < len),
+        // Without a magic it is never a call; with one it may still be malformed.
+        Err(err) => assert!(
+            matches!(err, GatewayError::InvalidRequest | GatewayError::PayloadTooLarge { .. }),
+            "{err}"
+        ),
     }
 });

@@ -34,6 +34,7 @@ pub use status::{WorkerSnapshot, WorkerState};
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::functions::WorkerCall;
 use crate::metrics::Metrics;
 use crate::transport;
 use process::PythonSpawner;
@@ -159,12 +160,12 @@ impl Pool {
     /// shutting down) is returned at once; the caller counts it.
     pub fn submit(
         &self,
-        payload: Bytes,
+        call: WorkerCall,
         deadline: Option<Deadline>,
     ) -> Result<PendingCall, GatewayError> {
         let (reply, response) = oneshot::channel();
-        let queued = self.queue.reserve(payload.len())?;
-        let claim = Claim::new(payload, queued);
+        let queued = self.queue.reserve(call.len())?;
+        let claim = Claim::new(call, queued);
         self.queue.submit(Job {
             claim: claim.clone(),
             deadline,

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::GatewayError;
+use crate::functions::WorkerCall;
 
 /// When a call must be finished by, and the budget it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,15 +63,15 @@ pub struct Job {
 /// or by its caller giving up waiting (`--max-queue-wait`), which frees them
 /// at once.
 #[derive(Debug, Clone)]
-pub struct Claim(Arc<Mutex<Option<(Bytes, QueuedBytes)>>>);
+pub struct Claim(Arc<Mutex<Option<(WorkerCall, QueuedBytes)>>>);
 
 impl Claim {
-    pub fn new(payload: Bytes, queued: QueuedBytes) -> Self {
-        Claim(Arc::new(Mutex::new(Some((payload, queued)))))
+    pub fn new(call: WorkerCall, queued: QueuedBytes) -> Self {
+        Claim(Arc::new(Mutex::new(Some((call, queued)))))
     }
 
-    /// The payload and its bytes, if no one took them before.
-    pub fn take(&self) -> Option<(Bytes, QueuedBytes)> {
+    /// The call and its bytes, if no one took them before.
+    pub fn take(&self) -> Option<(WorkerCall, QueuedBytes)> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -162,12 +163,17 @@ impl JobQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::functions::encode;
+
+    fn test_call() -> WorkerCall {
+        encode::worker_call(b"f", b"x")
+    }
 
     fn job(queue: &JobQueue) -> (Job, oneshot::Receiver<JobResult>) {
         let (reply, rx) = oneshot::channel();
         (
             Job {
-                claim: Claim::new(Bytes::from_static(b"x"), queue.reserve(1).unwrap()),
+                claim: Claim::new(test_call(), queue.reserve(1).unwrap()),
                 deadline: None,
                 reply,
                 queued_at: Instant::now(),
@@ -198,10 +204,10 @@ mod tests {
     #[test]
     fn a_claim_is_taken_once_and_frees_its_bytes() {
         let (queue, _receiver) = JobQueue::bounded(10, 100);
-        let claim = Claim::new(Bytes::from_static(b"x"), queue.reserve(60).unwrap());
+        let claim = Claim::new(test_call(), queue.reserve(60).unwrap());
         let other = claim.clone();
-        let (payload, bytes) = other.take().unwrap();
-        assert_eq!(&payload[..], b"x");
+        let (call, bytes) = other.take().unwrap();
+        assert_eq!(call.digest(), test_call().digest());
         assert!(claim.take().is_none());
         drop(bytes);
         assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);

@@ -1,11 +1,12 @@
 //! A scripted stand-in for a worker process, for the worker actor's unit
 //! tests: it speaks the real pipe protocol (`ready`, then one base64 line per
-//! request and per response) over in-memory pipes, and does what its
-//! [`Script`] says: serve, crash mid-call, die while idle, hang, or fail to
-//! start. Its exit status is what a real process's would be, and a kill ends
+//! request and per response) over in-memory pipes, keeps the functions it
+//! was sent by digest as a real worker does (answering a miss for one it
+//! lacks), and does what its [`Script`] says: serve, forget its functions,
+//! crash mid-call, die while idle, hang, or fail to start. Its exit status is what a real process's would be, and a kill ends
 //! it at once.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -20,14 +21,17 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::spawn::{Spawned, Spawner, WorkerProcess};
+use crate::functions::{MISS_MAGIC, Request};
 use crate::transport::ChildStdio;
 
 /// What one scripted worker does.
 #[derive(Debug, Clone)]
 pub enum Script {
     /// Says `ready`, then answers every call after `delay` with `echo:` and
-    /// the request.
+    /// the call's arguments.
     Serve { delay: Duration },
+    /// Serves, but forgets every function once its call is answered.
+    Forgetful,
     /// Says `ready`, then dies with `status` when the first call arrives.
     CrashOnCall(ExitStatus),
     /// As `CrashOnCall`, but its pipes stay open, as when children the
@@ -56,8 +60,10 @@ pub fn signalled(signal: i32) -> ExitStatus {
 pub struct Log {
     /// When each worker was spawned.
     pub spawns: Vec<Instant>,
-    /// Every request a worker read, in order.
+    /// The arguments of every call a worker ran, in order.
     pub requests: Vec<Vec<u8>>,
+    /// Whether each request a worker read had its function attached.
+    pub attached: Vec<bool>,
     /// How many times a worker's process group was killed.
     pub kills: usize,
 }
@@ -211,6 +217,7 @@ async fn run(
     }
     let mut requests = BufReader::new(stdin);
     let mut line = String::new();
+    let mut functions = HashSet::new();
     loop {
         line.clear();
         match requests.read_line(&mut line).await {
@@ -224,17 +231,35 @@ async fn run(
         let request = BASE64
             .decode(line.trim_end())
             .expect("the gateway sends base64 lines");
-        log.lock().unwrap().requests.push(request.clone());
+        let request = Request::parse(request.into()).expect("the gateway sends calls");
+        log.lock().unwrap().attached.push(request.is_attached());
+        if request.is_attached() {
+            functions.insert(*request.digest());
+        } else if !functions.contains(request.digest()) {
+            let miss = [&MISS_MAGIC[..], request.digest()].concat();
+            if !answer(&mut stdout, &miss).await {
+                return;
+            }
+            continue;
+        }
+        log.lock()
+            .unwrap()
+            .requests
+            .push(request.arguments().to_vec());
         match &script {
             Script::Serve { delay } => {
                 tokio::time::sleep(*delay).await;
-                let mut answer = b"echo:".to_vec();
-                answer.extend_from_slice(&request);
-                let mut response = BASE64.encode(answer);
-                response.push('\n');
-                if stdout.write_all(response.as_bytes()).await.is_err() {
+                let echo = [&b"echo:"[..], request.arguments()].concat();
+                if !answer(&mut stdout, &echo).await {
                     return;
                 }
+            }
+            Script::Forgetful => {
+                let echo = [&b"echo:"[..], request.arguments()].concat();
+                if !answer(&mut stdout, &echo).await {
+                    return;
+                }
+                functions.clear();
             }
             Script::CrashOnCall(status) => {
                 die(*status);
@@ -248,4 +273,11 @@ async fn run(
             Script::DieIdle { .. } | Script::FailStart(_) => unreachable!("handled above"),
         }
     }
+}
+
+/// Writes one response line; false once the gateway has gone.
+async fn answer(stdout: &mut DuplexStream, response: &[u8]) -> bool {
+    let mut line = BASE64.encode(response);
+    line.push('\n');
+    stdout.write_all(line.as_bytes()).await.is_ok()
 }

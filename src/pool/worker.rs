@@ -1,6 +1,7 @@
 //! The actor that owns one worker slot: it prepares the worker's channel,
 //! spawns the process, waits for its handshake, pulls jobs from the queue one
-//! at a time, notices when the process dies (while idle or mid-call), answers
+//! at a time (sending each call's function along the first time this process
+//! needs it, and again if the process says it no longer holds it), notices when the process dies (while idle or mid-call), answers
 //! the call it was running with a crash error, and starts a new process with
 //! backoff.
 
@@ -19,6 +20,7 @@ use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
 use crate::error::{Direction, GatewayError};
+use crate::functions::{self, KnownFunctions, WorkerCall};
 use crate::metrics::{Metrics, Outcome, Unserved};
 use crate::transport::{self, Transport, TransportError};
 
@@ -177,6 +179,7 @@ impl<S: Spawner> WorkerActor<S> {
     /// Serves jobs one at a time until the process ends or the pool stops.
     async fn serve(&self, process: &mut S::Process, transport: &mut Transport) -> Ended {
         let pid = process.pid();
+        let mut known = KnownFunctions::default();
         loop {
             self.set_state(WorkerState::Idle);
             let job = tokio::select! {
@@ -198,7 +201,7 @@ impl<S: Spawner> WorkerActor<S> {
                 reply,
                 queued_at,
             } = job;
-            let Some((payload, queued)) = claim.take() else {
+            let Some((call, queued)) = claim.take() else {
                 // Its caller gave up waiting (--max-queue-wait) and was told.
                 continue;
             };
@@ -221,7 +224,6 @@ impl<S: Spawner> WorkerActor<S> {
             self.metrics.call_started(started - queued_at);
 
             self.set_state(WorkerState::Busy);
-            self.metrics.moved(Direction::Request, payload.len());
             // `ran_for` is the call's own time, not including waiting for a
             // dead worker's exit status.
             let answer = |result: JobResult, ran_for: Duration| {
@@ -231,7 +233,7 @@ impl<S: Spawner> WorkerActor<S> {
                 let _ = reply.send(result);
             };
             let outcome = tokio::select! {
-                outcome = transport.call(payload) => outcome.map_err(Failure::Transport),
+                outcome = self.exchange(transport, &call, &mut known) => outcome.map_err(Failure::Transport),
                 // Watched during the call too: children the function forked
                 // may hold the channel open long after the worker died.
                 exit = process.wait() => Err(Failure::Exited(exit)),
@@ -290,6 +292,35 @@ impl<S: Spawner> WorkerActor<S> {
                     return Ended::Died;
                 }
             }
+        }
+    }
+
+    /// Sends `call`, by digest if the process holds its function, attached
+    /// if not or if it answers that it does not (a miss): then once more,
+    /// attached.
+    async fn exchange(
+        &self,
+        transport: &mut Transport,
+        call: &WorkerCall,
+        known: &mut KnownFunctions,
+    ) -> Result<bytes::Bytes, TransportError> {
+        let mut attached = !known.knows(call.digest());
+        loop {
+            let request = if attached {
+                call.attached()
+            } else {
+                call.by_digest()
+            };
+            self.metrics.moved(Direction::Request, request.len());
+            let response = transport.call(request).await?;
+            if !functions::is_miss(&response) {
+                known.learned(*call.digest());
+                return Ok(response);
+            }
+            if attached {
+                return Err(TransportError::UnexpectedMiss);
+            }
+            attached = true;
         }
     }
 

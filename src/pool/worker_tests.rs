@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::scripted::{Log, Script, ScriptedSpawner, exit_code, signalled};
 use super::{Deadline, Pool, PoolSettings, PoolTasks, WorkerState};
 use crate::error::GatewayError;
+use crate::functions::{WorkerCall, encode};
 use crate::metrics::Metrics;
 use crate::transport;
 
@@ -43,9 +44,12 @@ async fn call_within(
     payload: &'static [u8],
     deadline: Option<Deadline>,
 ) -> Result<Bytes, GatewayError> {
-    pool.submit(Bytes::from_static(payload), deadline)?
-        .outcome()
-        .await
+    pool.submit(job(payload), deadline)?.outcome().await
+}
+
+/// A call of the one function these tests use, with `arguments`.
+fn job(arguments: &[u8]) -> WorkerCall {
+    encode::worker_call(b"the function", arguments)
 }
 
 fn restarts(pool: &Pool) -> u64 {
@@ -68,8 +72,26 @@ async fn a_worker_serves_calls_one_after_another() {
         log.lock().unwrap().requests,
         [b"one".to_vec(), b"two".to_vec()]
     );
+    // The function went with the first call only.
+    assert_eq!(log.lock().unwrap().attached, [true, false]);
     tasks.shutdown().await;
     assert_eq!(pool.workers()[0].state, WorkerState::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_no_longer_holds_a_function_is_sent_it_again() {
+    let (pool, tasks, log) = pool([Script::Forgetful]).await;
+    for arguments in [&b"one"[..], b"two", b"three"] {
+        let answer = pool.submit(job(arguments), None).unwrap().outcome().await;
+        assert_eq!(answer.unwrap(), [&b"echo:"[..], arguments].concat());
+    }
+    // Each later call went by digest, met a miss, and went again attached;
+    // nothing failed and the worker was never replaced.
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.attached, [true, false, true, false, true]);
+    assert_eq!(log.requests.len(), 3);
+    assert_eq!((restarts(&pool), pool.workers()[0].calls_served), (0, 3));
+    tasks.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -87,6 +109,8 @@ async fn a_crash_mid_call_answers_that_call_and_the_worker_is_replaced() {
     assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
     assert_eq!(restarts(&pool), 1);
     assert_eq!(pool.workers()[0].pid, Some(1002));
+    // The new process was sent the function, as if it were the first call.
+    assert_eq!(log.lock().unwrap().attached, [true, true]);
     assert_eq!(log.lock().unwrap().spawns.len(), 2);
     assert_eq!(log.lock().unwrap().kills, 1);
     assert!(scrape(&pool).contains(r#"mystic_calls_total{worker="0",outcome="worker-crashed"} 1"#));
@@ -185,7 +209,7 @@ async fn a_call_that_expired_in_the_queue_is_not_run() {
         delay: Duration::from_secs(10),
     }])
     .await;
-    let busy = pool.submit(Bytes::from_static(b"long"), None).unwrap();
+    let busy = pool.submit(job(b"long"), None).unwrap();
     let deadline = Deadline::after(Duration::from_secs(1));
     let err = call_within(&pool, b"expires", Some(deadline))
         .await
@@ -206,8 +230,8 @@ async fn a_call_whose_caller_left_while_queued_is_not_run() {
         delay: Duration::from_secs(10),
     }])
     .await;
-    let busy = pool.submit(Bytes::from_static(b"long"), None).unwrap();
-    let left = pool.submit(Bytes::from_static(b"left"), None).unwrap();
+    let busy = pool.submit(job(b"long"), None).unwrap();
+    let left = pool.submit(job(b"left"), None).unwrap();
     drop(left);
     assert_eq!(&busy.outcome().await.unwrap()[..], b"echo:long");
     assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
@@ -220,7 +244,7 @@ async fn a_call_whose_caller_left_while_queued_is_not_run() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_mid_call_answers_unavailable_and_kills_the_worker() {
     let (pool, tasks, log) = pool([Script::Hang]).await;
-    let running = pool.submit(Bytes::from_static(b"stuck"), None).unwrap();
+    let running = pool.submit(job(b"stuck"), None).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(pool.workers()[0].state, WorkerState::Busy);
     tasks.shutdown().await;
@@ -230,7 +254,7 @@ async fn shutdown_mid_call_answers_unavailable_and_kills_the_worker() {
     );
     assert_eq!(log.lock().unwrap().kills, 1);
     assert!(matches!(
-        pool.submit(Bytes::from_static(b"late"), None),
+        pool.submit(job(b"late"), None),
         Err(GatewayError::ShuttingDown)
     ));
 }
@@ -241,7 +265,7 @@ async fn a_call_no_worker_took_within_the_queue_wait_is_refused_and_never_runs()
         delay: Duration::from_secs(60),
     }])
     .await;
-    let busy = pool.submit(Bytes::from_static(b"long"), None).unwrap();
+    let busy = pool.submit(job(b"long"), None).unwrap();
     let started = tokio::time::Instant::now();
     let err = call(&pool, b"waits").await.unwrap_err();
     assert_eq!(err, GatewayError::QueueWait(Duration::from_secs(30)));

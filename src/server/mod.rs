@@ -20,7 +20,7 @@ use tonic_health::server::HealthReporter;
 
 pub use auth::{TokenError, read_token};
 pub use refusals::Refusals;
-pub use service::{CallRequest, GatewayService, REQUEST_MAGIC};
+pub use service::{GatewayService, parse_request};
 
 use crate::pb::gateway_server::GatewayServer;
 

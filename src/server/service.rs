@@ -1,49 +1,41 @@
 //! The `mysticchallenge.v1.Gateway` gRPC service: thin handlers that validate
 //! a request, hand it to the pool and map the outcome to a status.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::deadline::{Arrival, call_deadline};
 use super::refusals::Refusals;
 use crate::error::{Direction, GatewayError};
+use crate::functions::{self, FunctionCache};
 use crate::pb;
 use crate::pool::{Pool, WorkerSnapshot, WorkerState};
 use crate::transport::TransportKind;
 
-/// Every encoded call starts with these bytes (see `mystic_wire/_codec.py`).
-pub const REQUEST_MAGIC: &[u8] = b"MCQ1";
-
-/// A request that passed validation.
-#[derive(Debug)]
-pub struct CallRequest {
-    pub payload: Bytes,
-}
-
-impl CallRequest {
-    /// Checks an `ExecuteRequest` against the payload limit and the codec's magic.
-    pub fn parse(request: pb::ExecuteRequest, limit: usize) -> Result<Self, GatewayError> {
-        let payload = request.payload;
-        if payload.len() > limit {
-            return Err(GatewayError::PayloadTooLarge {
-                direction: Direction::Request,
-                size: payload.len(),
-                limit,
-            });
-        }
-        if !payload.starts_with(REQUEST_MAGIC) {
-            return Err(GatewayError::InvalidRequest);
-        }
-        Ok(CallRequest { payload })
+/// Checks an `ExecuteRequest` against the payload limit and splits its
+/// payload into call and function (see [`functions`]).
+pub fn parse_request(
+    request: pb::ExecuteRequest,
+    limit: usize,
+) -> Result<functions::Request, GatewayError> {
+    let payload = request.payload;
+    if payload.len() > limit {
+        return Err(GatewayError::PayloadTooLarge {
+            direction: Direction::Request,
+            size: payload.len(),
+            limit,
+        });
     }
+    functions::Request::parse(payload)
 }
 
 /// The gateway's gRPC API.
 #[derive(Debug)]
 pub struct GatewayService {
     pub pool: Pool,
+    pub functions: Arc<FunctionCache>,
     pub transport: TransportKind,
     pub max_payload_bytes: usize,
     pub call_timeout: Option<Duration>,
@@ -58,9 +50,15 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let arrival = request.extensions().get::<Arrival>().copied();
         let deadline = call_deadline(request.metadata(), arrival, self.call_timeout);
-        let pending = CallRequest::parse(request.into_inner(), self.max_payload_bytes)
-            .and_then(|call| self.pool.submit(call.payload, deadline))
-            .map_err(|err| self.refusals.refuse(err))?;
+        let submitted = match parse_request(request.into_inner(), self.max_payload_bytes) {
+            Ok(request) => self
+                .functions
+                .resolve(request)
+                .await
+                .and_then(|call| self.pool.submit(call, deadline)),
+            Err(err) => Err(err),
+        };
+        let pending = submitted.map_err(|err| self.refusals.refuse(err))?;
         let payload = pending.outcome().await.map_err(|err| match err {
             // The one refusal decided after the call was queued.
             GatewayError::QueueWait(_) => self.refusals.refuse(err),
@@ -103,27 +101,25 @@ fn worker_info(slot: WorkerSnapshot) -> pb::WorkerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    fn request(payload: &'static [u8]) -> pb::ExecuteRequest {
-        pb::ExecuteRequest {
-            payload: Bytes::from_static(payload),
-        }
+    fn request(payload: Bytes) -> pb::ExecuteRequest {
+        pb::ExecuteRequest { payload }
     }
 
     #[test]
-    fn requests_need_the_magic() {
-        assert!(CallRequest::parse(request(b"MCQ1rest"), 100).is_ok());
-        assert!(CallRequest::parse(request(b"MCQ1"), 100).is_ok());
-        for bad in [&b""[..], b"MCQ", b"XXXX1234", b"mcq1abc"] {
-            let payload = Bytes::from_static(bad);
-            let err = CallRequest::parse(pb::ExecuteRequest { payload }, 100).unwrap_err();
+    fn requests_must_be_encoded_calls() {
+        let call = functions::encode::attached(b"f", b"args");
+        assert!(parse_request(request(call), 100).is_ok());
+        for bad in [&b""[..], b"MCQ", b"XXXX1234", b"mcq2abc"] {
+            let err = parse_request(request(Bytes::from_static(bad)), 100).unwrap_err();
             assert_eq!(err, GatewayError::InvalidRequest);
         }
     }
 
     #[test]
     fn requests_over_the_limit_are_refused_first() {
-        let err = CallRequest::parse(request(b"MCQ1 too long"), 8).unwrap_err();
+        let err = parse_request(request(Bytes::from_static(b"MCQ2 too long")), 8).unwrap_err();
         assert_eq!(
             err,
             GatewayError::PayloadTooLarge {

@@ -156,6 +156,10 @@ pub enum TransportError {
     #[error(transparent)]
     Shm(#[from] ShmError),
 
+    /// The worker said it does not hold the function it was just sent.
+    #[error("the worker asked for the function the call had just brought it")]
+    UnexpectedMiss,
+
     /// The worker's response was over the payload limit. It was read and
     /// discarded, so the worker can serve the next call.
     #[error("the response is {size} bytes or more, over the limit of {limit} bytes")]

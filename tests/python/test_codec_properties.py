@@ -44,15 +44,20 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mystic_wire import (
+    DIGEST_BYTES,
     ERROR,
+    FUNCTION_MAGIC,
     KINDS,
+    MISS_MAGIC,
     OK,
     RAISED,
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
     CodecError,
+    Function,
     Request,
     Response,
+    attach,
     decode_request,
     decode_response,
     encode_request,
@@ -217,7 +222,7 @@ def response_payloads(draw) -> bytes:
 def test_any_request_round_trips(function_probe, args, kwargs, depmodules):
     function, probe, expected = function_probe
     payload = encode_request(function, tuple(args), kwargs, depmodules)
-    assert payload.startswith(REQUEST_MAGIC)
+    assert payload.startswith(FUNCTION_MAGIC)
     request = decode_request(payload)
     assert request.args == tuple(args)
     assert request.kwargs == kwargs
@@ -307,14 +312,16 @@ def test_corrupt_payloads_decode_or_raise_codec_error(decode, payloads, data):
 @given(garbage=st.binary(max_size=200))
 def test_garbage_decodes_or_raises_codec_error(decode, magic, garbage):
     _decodes_cleanly(decode, magic + garbage)
-    if not garbage.startswith(magic):
+    if not garbage.startswith((magic, FUNCTION_MAGIC)):
         with pytest.raises(CodecError, match="does not start with"):
             decode(garbage)
 
 
 def test_a_huge_memo_index_is_a_codec_error_under_a_memory_limit():
     # PROTO 5, NONE, LONG_BINPUT 2**31 - 1, STOP: the memo would need 32 GiB.
-    data = REQUEST_MAGIC + b"\x80\x05Nr" + struct.pack("<I", (1 << 31) - 1) + b"."
+    bomb = b"\x80\x05Nr" + struct.pack("<I", (1 << 31) - 1) + b"."
+    digest = bytes(DIGEST_BYTES)
+    data = attach(Function(digest, bomb), REQUEST_MAGIC + digest)
     with memory_headroom(), pytest.raises(CodecError, match="MemoryError"):
         decode_request(data)
 
@@ -339,8 +346,15 @@ def request_bytes(draw) -> bytes:
 def test_execute_answers_any_request_bytes(payload):
     with memory_headroom():
         pieces = _executor.execute(memoryview(payload))
-    response = decode_response(b"".join(pieces))
-    assert response.kind in KINDS
+    _assert_an_answer(b"".join(pieces))
+
+
+def _assert_an_answer(answer: bytes) -> None:
+    """A response, or a miss: a call by digest of a function the worker lacks."""
+    if answer.startswith(MISS_MAGIC):
+        assert len(answer) == len(MISS_MAGIC) + DIGEST_BYTES
+    else:
+        assert decode_response(answer).kind in KINDS
 
 
 @given(st.binary(min_size=0, max_size=24))
@@ -400,4 +414,4 @@ def test_the_pipe_loop_answers_valid_lines_and_stops_at_the_first_bad_one(lines)
     answers = output[1:-1]
     assert len(answers) == good
     for answer in answers:
-        assert decode_response(binascii.a2b_base64(answer, strict_mode=True)).kind in KINDS
+        _assert_an_answer(binascii.a2b_base64(answer, strict_mode=True))

@@ -4,6 +4,7 @@ PayloadTooLarge, garbage gets an error status, and the gateway stays healthy."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 
@@ -13,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distribute_challenge import PayloadTooLarge, ServerBusy, compute_this
 from distribute_challenge._pb import gateway_pb2
-from mystic_wire import ERROR, decode_response
+from mystic_wire import ERROR, REQUEST_MAGIC, Function, attach, decode_response
 
 EXECUTE = "/mysticchallenge.v1.Gateway/Execute"
 
@@ -84,8 +85,11 @@ def test_a_payload_without_the_magic_is_invalid_argument(gateway):
 
 def test_magic_then_garbage_reaches_the_worker_which_answers_an_error(gateway):
     restarts = gateway.restarts()
+    garbage = os.urandom(64)
+    function = Function(hashlib.sha256(garbage).digest(), garbage)
+    call = function.digest + os.urandom(64)
     response = gateway.stub().Execute(
-        gateway_pb2.ExecuteRequest(payload=b"MCQ1" + os.urandom(64)), timeout=30
+        gateway_pb2.ExecuteRequest(payload=attach(function, REQUEST_MAGIC + call)), timeout=30
     )
     decoded = decode_response(response.payload)
     assert decoded.kind == ERROR

@@ -113,7 +113,7 @@ def test_a_response_larger_than_the_ring_streams_through_it():
 def test_a_request_is_read_in_place_when_it_fits():
     buffer, requests, responses = _rings(4096)
     gateway_side = _shm.Producer(requests)
-    payload = b"MCQ1 some call"
+    payload = b"MCQ2 some call"
     frame = _shm.encode_frame_header(len(payload)) + payload + bytes(_shm.padding(len(payload)))
     assert gateway_side.write(memoryview(frame)) == len(frame)
     bell = _LoopbackBell(lambda: None)

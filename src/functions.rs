@@ -1,0 +1,484 @@
+//! Functions by digest: the gateway's part of "a function travels once". The
+//! format is `mystic_wire/_codec.py`'s:
+//!
+//! ```text
+//! call     = "MCQ2" + digest (32 bytes, SHA-256 of the pickle) + pickled (args, kwargs, depmodules)
+//! attached = "MCA2" + u32 LE length + pickled function + call
+//! miss     = "MCM2" + digest   (a worker's answer: it does not hold that function)
+//! ```
+//!
+//! - [`Request::parse`]: a client's payload, split into its call and, if
+//!   attached, its function (nothing is unpickled).
+//! - [`FunctionCache`]: functions' pickles by digest, bounded by bytes, least
+//!   recently used evicted first; an attached function is checked against
+//!   its digest before it is kept, so no client can pass off one function
+//!   under another's digest.
+//! - [`WorkerCall`]: a call with its function as a worker gets it: by digest
+//!   for a worker that has it ([`KnownFunctions`]), attached otherwise.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use lru::LruCache;
+
+use crate::error::GatewayError;
+
+/// A call that names its function by digest.
+pub const CALL_MAGIC: &[u8; 4] = b"MCQ2";
+/// A call with its function attached.
+pub const FUNCTION_MAGIC: &[u8; 4] = b"MCA2";
+/// A worker's answer to a digest it does not hold.
+pub const MISS_MAGIC: &[u8; 4] = b"MCM2";
+pub const DIGEST_BYTES: usize = 32;
+
+/// Default `--function-cache-bytes`.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// How many functions the gateway remembers having sent each worker; the
+/// worker keeps as many (`worker_shim/_functions.py`). Should the two
+/// disagree, a worker's miss costs one more round trip, never the call.
+pub const KNOWN_PER_WORKER: usize = 256;
+
+/// Attached functions at least this large are checked off the async runtime.
+const HASH_OFF_RUNTIME_BYTES: usize = 256 * 1024;
+
+const LENGTH_BYTES: usize = 4;
+const ATTACHED_HEADER: usize = FUNCTION_MAGIC.len() + LENGTH_BYTES;
+const CALL_HEADER: usize = CALL_MAGIC.len() + DIGEST_BYTES;
+
+/// SHA-256 of a function's pickle.
+pub type Digest = [u8; DIGEST_BYTES];
+
+/// A client's request payload, split.
+#[derive(Debug, Clone)]
+pub struct Request {
+    digest: Digest,
+    call: Bytes,
+    attached: Option<Attached>,
+}
+
+#[derive(Debug, Clone)]
+struct Attached {
+    /// The client's whole payload, function and call.
+    whole: Bytes,
+    pickled: Bytes,
+}
+
+impl Request {
+    /// Splits `payload` into its call and its attached function, if any.
+    pub fn parse(payload: Bytes) -> Result<Request, GatewayError> {
+        let (attached, call) = if payload.starts_with(FUNCTION_MAGIC) {
+            let length = payload
+                .get(FUNCTION_MAGIC.len()..ATTACHED_HEADER)
+                .and_then(|bytes| <[u8; LENGTH_BYTES]>::try_from(bytes).ok())
+                .map(u32::from_le_bytes)
+                .ok_or(GatewayError::InvalidRequest)?;
+            let end = usize::try_from(length)
+                .ok()
+                .and_then(|length| ATTACHED_HEADER.checked_add(length))
+                .filter(|&end| end <= payload.len())
+                .ok_or(GatewayError::InvalidRequest)?;
+            let attached = Attached {
+                pickled: payload.slice(ATTACHED_HEADER..end),
+                whole: payload.clone(),
+            };
+            (Some(attached), payload.slice(end..))
+        } else {
+            (None, payload)
+        };
+        if !call.starts_with(CALL_MAGIC) {
+            return Err(GatewayError::InvalidRequest);
+        }
+        let digest = call
+            .get(CALL_MAGIC.len()..CALL_HEADER)
+            .and_then(|bytes| Digest::try_from(bytes).ok())
+            .ok_or(GatewayError::InvalidRequest)?;
+        Ok(Request {
+            digest,
+            call,
+            attached,
+        })
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Whether the function travels with the call.
+    pub fn is_attached(&self) -> bool {
+        self.attached.is_some()
+    }
+
+    /// The call's own pickle, after its header.
+    pub fn arguments(&self) -> &[u8] {
+        &self.call[CALL_HEADER..]
+    }
+}
+
+/// A call ready for a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerCall {
+    digest: Digest,
+    call: Bytes,
+    function: Function,
+}
+
+#[derive(Debug, Clone)]
+enum Function {
+    /// The client attached it: its whole payload goes as it came.
+    InPayload(Bytes),
+    /// The pickle from the cache, attached here when a worker needs it.
+    Cached(Bytes),
+}
+
+impl WorkerCall {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The bytes this call holds of its own while it waits (a cached
+    /// function's pickle belongs to the cache).
+    pub fn len(&self) -> usize {
+        match &self.function {
+            Function::InPayload(whole) => whole.len(),
+            Function::Cached(_) => self.call.len(),
+        }
+    }
+
+    /// Whether the call holds no bytes at all (never: it has a header).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The request for a worker that holds the function.
+    pub fn by_digest(&self) -> Bytes {
+        self.call.clone()
+    }
+
+    /// The request for a worker that does not.
+    pub fn attached(&self) -> Bytes {
+        match &self.function {
+            Function::InPayload(whole) => whole.clone(),
+            Function::Cached(pickled) => attach(pickled, &self.call),
+        }
+    }
+}
+
+/// `"MCA2" + length + pickled + call`.
+pub fn attach(pickled: &[u8], call: &[u8]) -> Bytes {
+    let length = u32::try_from(pickled.len()).expect("a function under 4 GiB");
+    let mut request = BytesMut::with_capacity(ATTACHED_HEADER + pickled.len() + call.len());
+    request.put_slice(FUNCTION_MAGIC);
+    request.put_u32_le(length);
+    request.put_slice(pickled);
+    request.put_slice(call);
+    request.freeze()
+}
+
+/// Whether a worker's response says it does not hold the call's function.
+pub fn is_miss(response: &[u8]) -> bool {
+    response.starts_with(MISS_MAGIC)
+}
+
+/// Functions' pickles by digest, at most `max_bytes` of them.
+#[derive(Debug)]
+pub struct FunctionCache {
+    store: Mutex<Store>,
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Store {
+    entries: LruCache<Digest, Bytes>,
+    bytes: usize,
+}
+
+impl FunctionCache {
+    pub fn new(max_bytes: usize) -> Self {
+        FunctionCache {
+            store: Mutex::new(Store {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            max_bytes,
+        }
+    }
+
+    /// The call with its function: the attached one (checked against its
+    /// digest, then kept), or the one kept under the digest its call names.
+    /// A digest the cache does not hold is [`GatewayError::FunctionUnknown`]:
+    /// the client sends the call again with the function attached.
+    pub async fn resolve(&self, request: Request) -> Result<WorkerCall, GatewayError> {
+        let Request {
+            digest,
+            call,
+            attached,
+        } = request;
+        let function = match attached {
+            Some(Attached { whole, pickled }) => {
+                if self.get(&digest).as_deref() != Some(&pickled[..]) {
+                    if !has_digest(&pickled, &digest).await {
+                        return Err(GatewayError::FunctionMismatch);
+                    }
+                    self.insert(digest, &pickled);
+                }
+                Function::InPayload(whole)
+            }
+            None => Function::Cached(self.get(&digest).ok_or(GatewayError::FunctionUnknown)?),
+        };
+        Ok(WorkerCall {
+            digest,
+            call,
+            function,
+        })
+    }
+
+    fn get(&self, digest: &Digest) -> Option<Bytes> {
+        self.lock().entries.get(digest).cloned()
+    }
+
+    /// Keeps a copy of `pickled` (not a slice: that would keep the whole
+    /// request alive), evicting the least recently used past the bound.
+    fn insert(&self, digest: Digest, pickled: &[u8]) {
+        if pickled.len() > self.max_bytes {
+            return;
+        }
+        let mut store = self.lock();
+        if let Some(old) = store.entries.put(digest, Bytes::copy_from_slice(pickled)) {
+            store.bytes -= old.len();
+        }
+        store.bytes += pickled.len();
+        while store.bytes > self.max_bytes {
+            let Some((_, evicted)) = store.entries.pop_lru() else {
+                break;
+            };
+            store.bytes -= evicted.len();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn has_digest(pickled: &Bytes, digest: &Digest) -> bool {
+    fn check(pickled: &[u8], digest: &Digest) -> bool {
+        ring::digest::digest(&ring::digest::SHA256, pickled).as_ref() == digest
+    }
+    if pickled.len() < HASH_OFF_RUNTIME_BYTES {
+        return check(pickled, digest);
+    }
+    let (pickled, digest) = (pickled.clone(), *digest);
+    tokio::task::spawn_blocking(move || check(&pickled, &digest))
+        .await
+        .unwrap_or(false)
+}
+
+/// The functions one worker process has been sent, as far as the gateway
+/// knows: the most recent [`KNOWN_PER_WORKER`].
+#[derive(Debug)]
+pub struct KnownFunctions(LruCache<Digest, ()>);
+
+impl Default for KnownFunctions {
+    fn default() -> Self {
+        let capacity = NonZeroUsize::new(KNOWN_PER_WORKER).expect("a positive bound");
+        KnownFunctions(LruCache::new(capacity))
+    }
+}
+
+impl KnownFunctions {
+    /// Whether the worker was sent `digest` (and counts it as used now).
+    pub fn knows(&mut self, digest: &Digest) -> bool {
+        self.0.get(digest).is_some()
+    }
+
+    /// The worker now holds `digest`.
+    pub fn learned(&mut self, digest: Digest) {
+        self.0.put(digest, ());
+    }
+}
+
+/// Requests as the client codec makes them, for tests.
+#[cfg(any(test, feature = "test-support"))]
+pub mod encode {
+    use super::*;
+
+    /// The digest of `pickled`.
+    pub fn digest(pickled: &[u8]) -> Digest {
+        let hash = ring::digest::digest(&ring::digest::SHA256, pickled);
+        Digest::try_from(hash.as_ref()).expect("SHA-256 is 32 bytes")
+    }
+
+    /// A call of `pickled`'s function by digest, `arguments` standing for
+    /// its pickled arguments.
+    pub fn by_digest(pickled: &[u8], arguments: &[u8]) -> Bytes {
+        [&CALL_MAGIC[..], &digest(pickled), arguments]
+            .concat()
+            .into()
+    }
+
+    /// The same call with the function attached.
+    pub fn attached(pickled: &[u8], arguments: &[u8]) -> Bytes {
+        attach(pickled, &by_digest(pickled, arguments))
+    }
+
+    /// The same call as the cache resolves it for a worker.
+    pub fn worker_call(pickled: &[u8], arguments: &[u8]) -> WorkerCall {
+        WorkerCall {
+            digest: digest(pickled),
+            call: by_digest(pickled, arguments),
+            function: Function::Cached(Bytes::copy_from_slice(pickled)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FUNCTION: &[u8] = b"pickled function";
+
+    #[test]
+    fn requests_split_into_function_and_call() {
+        let attached = Request::parse(encode::attached(FUNCTION, b"args")).unwrap();
+        assert!(attached.is_attached());
+        assert_eq!(attached.digest(), &encode::digest(FUNCTION));
+        assert_eq!(attached.arguments(), b"args");
+        let by_digest = Request::parse(encode::by_digest(FUNCTION, b"args")).unwrap();
+        assert!(!by_digest.is_attached());
+        assert_eq!(by_digest.digest(), attached.digest());
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let good = encode::attached(FUNCTION, b"args");
+        let mut bad: Vec<Bytes> = [
+            &b""[..],
+            b"MCQ2",
+            b"MCQ2short",
+            b"MCA2",
+            b"MCA2\x01",
+            b"XXXX",
+        ]
+        .iter()
+        .map(|bytes| Bytes::copy_from_slice(bytes))
+        .collect();
+        // A length past the end, and a function followed by no call.
+        bad.push(Bytes::from(
+            [&b"MCA2\xff\xff\x00\x00"[..], FUNCTION].concat(),
+        ));
+        bad.push(attach(FUNCTION, b""));
+        bad.push(good.slice(..good.len() - 40));
+        for payload in bad {
+            let err = Request::parse(payload.clone()).unwrap_err();
+            assert_eq!(err, GatewayError::InvalidRequest, "{payload:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attached_function_is_kept_and_later_calls_name_it() {
+        let cache = FunctionCache::new(1 << 20);
+        let by_digest = || Request::parse(encode::by_digest(FUNCTION, b"args")).unwrap();
+        assert_eq!(
+            cache.resolve(by_digest()).await.unwrap_err(),
+            GatewayError::FunctionUnknown
+        );
+        let first = cache
+            .resolve(Request::parse(encode::attached(FUNCTION, b"args")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(first.attached(), encode::attached(FUNCTION, b"args"));
+        let later = cache.resolve(by_digest()).await.unwrap();
+        assert_eq!(later.by_digest(), encode::by_digest(FUNCTION, b"args"));
+        // Attached here for a worker that has not seen it.
+        assert_eq!(later.attached(), encode::attached(FUNCTION, b"args"));
+    }
+
+    #[tokio::test]
+    async fn a_function_under_another_digest_is_refused_and_not_kept() {
+        let cache = FunctionCache::new(1 << 20);
+        let forged = attach(b"evil", &encode::by_digest(FUNCTION, b"args"));
+        let err = cache
+            .resolve(Request::parse(forged).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err, GatewayError::FunctionMismatch);
+        let by_digest = Request::parse(encode::by_digest(FUNCTION, b"args")).unwrap();
+        assert!(cache.resolve(by_digest).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn large_functions_are_checked_too() {
+        let cache = FunctionCache::new(4 << 20);
+        let large = vec![7u8; HASH_OFF_RUNTIME_BYTES + 1];
+        assert!(
+            cache
+                .resolve(Request::parse(encode::attached(&large, b"a")).unwrap())
+                .await
+                .is_ok()
+        );
+        let forged = attach(&large, &encode::by_digest(FUNCTION, b"a"));
+        assert_eq!(
+            cache
+                .resolve(Request::parse(forged).unwrap())
+                .await
+                .unwrap_err(),
+            GatewayError::FunctionMismatch
+        );
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_function_is_evicted_past_the_bound() {
+        let cache = FunctionCache::new(2 * FUNCTION.len());
+        let functions: Vec<Vec<u8>> = (b'a'..=b'c')
+            .map(|c| [FUNCTION, &[c][..]].concat()[1..].to_vec())
+            .collect();
+        for function in &functions[..2] {
+            let request = Request::parse(encode::attached(function, b"")).unwrap();
+            cache.resolve(request).await.unwrap();
+        }
+        // The first is used again, so the second is the one to go.
+        let again = Request::parse(encode::by_digest(&functions[0], b"")).unwrap();
+        cache.resolve(again).await.unwrap();
+        let third = Request::parse(encode::attached(&functions[2], b"")).unwrap();
+        cache.resolve(third).await.unwrap();
+        assert!(held(&cache, &functions[0]).await);
+        assert!(!held(&cache, &functions[1]).await);
+        assert!(held(&cache, &functions[2]).await);
+        // A function larger than the whole bound still runs, but is not kept.
+        let huge = vec![1u8; 3 * FUNCTION.len()];
+        let request = Request::parse(encode::attached(&huge, b"")).unwrap();
+        assert!(cache.resolve(request).await.is_ok());
+        assert!(!held(&cache, &huge).await);
+    }
+
+    async fn held(cache: &FunctionCache, function: &[u8]) -> bool {
+        let request = Request::parse(encode::by_digest(function, b"")).unwrap();
+        cache.resolve(request).await.is_ok()
+    }
+
+    #[test]
+    fn workers_remember_a_bounded_number_of_functions() {
+        let mut known = KnownFunctions::default();
+        let digest = |i: usize| {
+            let mut digest = [0u8; DIGEST_BYTES];
+            digest[..8].copy_from_slice(&i.to_le_bytes());
+            digest
+        };
+        for i in 0..=KNOWN_PER_WORKER {
+            assert!(!known.knows(&digest(i)));
+            known.learned(digest(i));
+        }
+        assert!(!known.knows(&digest(0)));
+        assert!(known.knows(&digest(KNOWN_PER_WORKER)));
+    }
+
+    #[test]
+    fn misses_are_recognised() {
+        assert!(is_miss(b"MCM2 digest"));
+        assert!(!is_miss(b"MCR1 response"));
+    }
+}

@@ -1,0 +1,60 @@
+"""The worker's functions by digest (``worker_shim/_functions.py``) and how
+the executor answers a call by digest: from the cache, or with a miss."""
+
+from __future__ import annotations
+
+from mystic_wire import MISS_MAGIC, OK, attach, decode_response, encode_call, encode_function
+from worker_shim._executor import execute
+from worker_shim._functions import FunctionCache
+
+
+def triple(x):
+    return 3 * x
+
+
+def run(payload: bytes, functions: FunctionCache) -> bytes:
+    return b"".join(execute(memoryview(payload), functions))
+
+
+def test_an_attached_function_is_kept_and_later_calls_by_digest_use_it():
+    functions = FunctionCache()
+    captured = encode_function(triple)
+    call = encode_call(captured.digest, (2,), {}, ())
+    assert run(call, functions) == MISS_MAGIC + captured.digest
+    assert decode_response(run(attach(captured, call), functions)) == (OK, 6, "", "")
+    assert captured.digest in functions
+    assert decode_response(run(encode_call(captured.digest, (5,), {}, ()), functions)).value == 15
+
+
+def test_a_function_that_cannot_be_unpickled_is_not_kept():
+    functions = FunctionCache()
+    broken = encode_function(triple)._replace(pickled=b"\x80\x05not a pickle")
+    response = decode_response(
+        run(attach(broken, encode_call(broken.digest, (1,), {}, ())), functions)
+    )
+    assert response.kind == "error" and "could not decode" in response.value
+    assert len(functions) == 0
+
+
+def test_the_least_recently_used_go_first_by_count():
+    functions = FunctionCache(max_functions=2, max_bytes=1000)
+    for name in (b"a", b"b"):
+        functions.put(name, name, 1)
+    assert functions.get(b"a") == b"a"  # now b is the least recently used
+    functions.put(b"c", b"c", 1)
+    assert (b"a" in functions, b"b" in functions, b"c" in functions) == (True, False, True)
+
+
+def test_the_least_recently_used_go_first_by_bytes():
+    functions = FunctionCache(max_functions=10, max_bytes=100)
+    functions.put(b"a", "a", 60)
+    functions.put(b"b", "b", 30)
+    functions.put(b"c", "c", 30)
+    assert (b"a" in functions, b"b" in functions, b"c" in functions) == (False, True, True)
+    # One larger than the whole bound is not kept, and evicts nothing.
+    functions.put(b"huge", "huge", 101)
+    assert b"huge" not in functions and len(functions) == 2
+    # Kept again under the same digest: counted once.
+    functions.put(b"b", "b", 30)
+    functions.put(b"d", "d", 40)
+    assert len(functions) == 3
