@@ -3,7 +3,7 @@ or the bare tonic echo server. Each prints `serving grpc://HOST:PORT` on
 stdout once it is ready; its log goes to a temporary file.
 
 The gateway is the release build, or ``$MYSTIC_GATEWAY_BIN`` as in the test
-suite."""
+suite; the echo server likewise, or ``$MYSTIC_ECHO_SERVER_BIN``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 GATEWAY = pathlib.Path(
     os.environ.get("MYSTIC_GATEWAY_BIN") or REPO / "target" / "release" / "mysticchallenge"
 )
-ECHO_SERVER = REPO / "target" / "release" / "examples" / "echo_server"
+ECHO_SERVER = pathlib.Path(
+    os.environ.get("MYSTIC_ECHO_SERVER_BIN")
+    or REPO / "target" / "release" / "examples" / "echo_server"
+)
+
+
+class DidNotStart(SystemExit):
+    """A server exited, or never said `serving`; its message holds the log.
+    Uncaught, it ends the benchmark with that message, as `sys.exit` would."""
 
 
 def _require(binary: pathlib.Path, build: str) -> None:
@@ -40,7 +48,7 @@ def serving(command: list[str], start_timeout: float = 120.0):
         line = first_line[0].strip() if first_line else ""
         if not line.startswith("serving "):
             log.seek(0)
-            sys.exit(f"{command[0]} did not start:\n{log.read().decode(errors='replace')}")
+            raise DidNotStart(f"{command[0]} did not start:\n{log.read().decode(errors='replace')}")
         yield line.removeprefix("serving ")
     finally:
         stop(process)
@@ -57,10 +65,11 @@ def stop(process: subprocess.Popen, grace: float = 30.0) -> None:
         process.wait()
 
 
-def gateway(transport: str, workers: int, *flags: str):
-    """The release gateway on `transport` with `workers` workers of this Python."""
+def gateway(transport: str, workers: int, *flags: str, listen: str = "127.0.0.1:0"):
+    """The release gateway on `transport` with `workers` workers of this Python,
+    listening on `listen`."""
     _require(GATEWAY, "cargo build --release")
-    command = [str(GATEWAY), "--listen", "127.0.0.1:0", "--transport", transport]
+    command = [str(GATEWAY), "--listen", listen, "--transport", transport]
     command += ["--workers", str(workers), "--python", sys.executable, *flags]
     return serving(command)
 

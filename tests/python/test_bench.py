@@ -1,41 +1,69 @@
-"""Smoke test of the end-to-end benchmark harness
-(`benches/python/pool_baseline.py`): a tiny run on both transports and the
-ProcessPoolExecutor baseline prints the whole table. It checks that the
-harness works, not how fast anything is."""
+"""Smoke tests of the end-to-end benchmark harnesses: a tiny run of
+`benches/python/compare.py` (every contestant, every table) and of
+`benches/python/startup.py`. They check that the harnesses work, not how
+fast anything is."""
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
 import subprocess
 import sys
 
 from gateway_process import REPO, gateway_binary
 
-HARNESS = REPO / "benches" / "python" / "pool_baseline.py"
+HARNESS = REPO / "benches" / "python" / "compare.py"
+LATENCY_HEADER = "| contestant | p50 | p99 | p99 / p50 | p50 / pool | p50 / grpc-echo |"
+BURST_HEADER = "| contestant | calls/s (median) | min-max | rate / pool |"
 
 
-def test_pool_baseline_harness_prints_every_row():
-    tiny = ["--workers", "2", "--calls", "20", "--throughput-calls", "200"]
-    tiny += ["--echo-mib", "1", "--echo-repeats", "1"]
+def echo_server_binary() -> pathlib.Path | None:
+    """``$MYSTIC_ECHO_SERVER_BIN``, else the example built beside the gateway,
+    else the checkout's; None when none is built."""
+    gateway = gateway_binary()
+    candidates = [os.environ.get("MYSTIC_ECHO_SERVER_BIN")]
+    candidates += [gateway and gateway.parent / "examples" / "echo_server"]
+    candidates += [REPO / "target" / "release" / "examples" / "echo_server"]
+    return next((pathlib.Path(c) for c in candidates if c and pathlib.Path(c).is_file()), None)
+
+
+def test_compare_harness_prints_every_table(tmp_path):
+    contestants = ["pipe", "shm", "shm-unix", "pool"]
+    env = dict(os.environ)
+    echo_server = echo_server_binary()
+    if echo_server is not None:  # not built by `make test`: then the run goes without it
+        contestants.append("grpc-echo")
+        env["MYSTIC_ECHO_SERVER_BIN"] = str(echo_server)
+    tiny = ["--quick", "--workers", "2", "--calls", "5", "--warmup", "2", "--burst", "50"]
+    tiny += ["--concurrency", "4", "--sizes", "1K,4K", "--json", str(tmp_path / "run.json")]
     finished = subprocess.run(
-        [sys.executable, str(HARNESS), *tiny],
+        [sys.executable, str(HARNESS), *tiny, "--contestants", *contestants],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
+        cwd=tmp_path,  # not the checkout: `python -m worker_shim` puts the cwd first on sys.path
     )
     assert finished.returncode == 0, finished.stderr
     lines = finished.stdout.splitlines()
-    assert lines[0] == (
-        "| workload | ProcessPoolExecutor | pipe | shm | pipe / pool | shm / pool |"
-    )
-    rows = [line for line in lines[2:] if line.startswith("| ")]
-    assert [row.split(" | ")[0] for row in rows] == [
-        "| no-op latency p50 (20 calls)",
-        "| no-op latency p99 (20 calls)",
-        "| 200 no-op calls at once, 2 workers",
-        "| 1 MiB echo (median of 1)",
-    ]
-    assert all(row.count("x |") == 2 for row in rows), rows
-    assert any(line.startswith("command: ") for line in lines)
+    assert lines[0].startswith("`") and "benches/python/compare.py --quick" in lines[0]
+    for start in ("- commit ", "- gateway ", "- load average before ", "- contestants: "):
+        assert any(line.startswith(start) for line in lines), start
+    ran = json.loads((tmp_path / "run.json").read_text())["contestants"]
+    skipped = [line for line in lines if line.startswith("- skipped: ")]
+    # shm-unix runs where the gateway takes `--listen unix:PATH`, else is skipped, saying why.
+    assert ran == [name for name in contestants if name != "shm-unix" or not skipped], skipped
+    assert all(line.startswith("- skipped: shm-unix: ") for line in skipped), skipped
+
+    assert lines.count(LATENCY_HEADER) == 2  # the no-op and the 1 KiB echo
+    assert lines.count(BURST_HEADER) == 1
+    assert lines.count("| payload | " + " | ".join(ran) + " | shm / pipe |") == 2
+    for name in ran:  # two latency tables and the burst
+        assert sum(line.startswith(f"| {name} | ") for line in lines) == 3, name
+    for size in ("1 KiB", "4 KiB"):  # round trips and throughput
+        rows = [line for line in lines if line.startswith(f"| {size} | ")]
+        assert len(rows) == 2 and all(row.endswith("x |") for row in rows), rows
 
 
 def test_startup_harness_times_each_setup_on_each_transport(tmp_path):
