@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from gateway_process import REPO, gateway_binary
 
 HARNESS = REPO / "benches" / "python" / "compare.py"
@@ -80,3 +81,30 @@ def test_startup_harness_times_each_setup_on_each_transport(tmp_path):
     summary = finished.stdout.split("median (min-max) seconds until serving\n")[1]
     names = [line.replace(":", "").split()[:2] for line in summary.splitlines()]
     assert names == [["a", "pipe"], ["b", "pipe"], ["a", "shm"], ["b", "shm"]]
+
+
+def test_breakdown_harness_prints_every_part(tmp_path):
+    echo_server = echo_server_binary()
+    if echo_server is None:
+        pytest.skip("the echo server example is not built")
+    env = dict(os.environ, MYSTIC_ECHO_SERVER_BIN=str(echo_server))
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "breakdown.py")]
+        + ["--calls", "5", "--rounds", "1", "--gateway", str(gateway_binary())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert finished.returncode == 0, finished.stderr
+    rows = [line.split(" | ")[0] for line in finished.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| part"
+    assert [row.removeprefix("| ").split(" (")[0] for row in rows[1:]] == [
+        "client",
+        "gRPC hop",
+        "gateway",
+        "worker leg",
+        "worker",
+        "**end to end, p50**",
+    ]

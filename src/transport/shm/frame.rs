@@ -65,21 +65,23 @@ impl FrameHeader {
         }
     }
 
-    /// The header's 16 wire bytes.
+    /// The header's 16 wire bytes (serialized on the stack: no allocation).
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
-        let bytes =
-            rkyv::to_bytes::<rancor::Error>(self).expect("a plain struct always serializes");
+        let mut space = rkyv::util::Align([std::mem::MaybeUninit::<u8>::uninit(); HEADER_BYTES]);
+        let written = rkyv::api::high::to_bytes_in::<_, rancor::Error>(
+            self,
+            rkyv::ser::writer::Buffer::from(&mut *space),
+        )
+        .expect("a plain struct always fits its own size");
         let mut out = [0u8; HEADER_BYTES];
-        out.copy_from_slice(&bytes);
+        out.copy_from_slice(&written);
         out
     }
 
     /// Checks and reads a header from its 16 wire bytes.
     pub fn decode(bytes: &[u8; HEADER_BYTES]) -> Result<Self, FrameError> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(HEADER_BYTES);
-        aligned.extend_from_slice(bytes);
-        debug_assert_eq!(aligned.as_ptr() as usize % 16, 0);
-        let archived = rkyv::access::<ArchivedFrameHeader, rancor::Error>(&aligned)
+        let aligned = rkyv::util::Align(*bytes);
+        let archived = rkyv::access::<ArchivedFrameHeader, rancor::Error>(&aligned[..])
             .map_err(|err| FrameError::BadHeader(err.to_string()))?;
         let header = FrameHeader {
             magic: archived.magic.to_native(),
