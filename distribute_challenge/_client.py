@@ -12,6 +12,11 @@ Every channel lifts gRPC's message size limits (the gateway enforces its own)
 and keeps its connections to itself (no global subchannel pool), so that the
 channel a forked child makes does not pick up its parent's connection.
 
+A channel to a ``unix:`` socket sends ``localhost`` as the ``:authority``:
+gRPC's own default there is the percent-encoded socket path
+(``tmp%2Fgateway.sock``), which is not a valid authority, and the gateway's
+HTTP/2 server (h2) resets every such stream with ``PROTOCOL_ERROR``.
+
 A balanced target (a list of gateways or a DNS name, see ``_target.py``)
 gets gRPC's ``round_robin`` policy through the channel's default service
 config: each call goes to the next gateway whose connection is ready; a
@@ -45,6 +50,8 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
 )
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# The :authority of calls over a Unix socket (see the module docstring).
+UNIX_AUTHORITY = "localhost"
 
 _lock = threading.Lock()
 _sync_stubs: dict[Target, tuple[int, grpc.Channel, gateway_pb2_grpc.GatewayStub]] = {}
@@ -102,6 +109,8 @@ def channel_options(target: Target) -> tuple[tuple[str, object], ...]:
     if target.authority:
         # TLS checks the gateway's certificate against this name.
         options += (("grpc.default_authority", target.authority),)
+    elif target.is_unix:
+        options += (("grpc.default_authority", UNIX_AUTHORITY),)
     return options
 
 

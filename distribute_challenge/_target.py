@@ -5,8 +5,9 @@ The ``server=`` argument, else ``$DISTRIBUTE_SERVER``, else
 
 - One gateway: ``grpc://HOST:PORT`` (plaintext), ``grpcs://HOST:PORT`` (TLS,
   trusting the system roots or the PEM file named by ``$DISTRIBUTE_CA_FILE``),
-  bare ``HOST:PORT`` (plaintext), or ``unix:PATH``. IPv6 hosts go in
-  brackets: ``grpc://[::1]:8000``.
+  bare ``HOST:PORT`` (plaintext), or ``unix:PATH`` / ``unix:///ABSOLUTE``
+  (the Unix socket of a gateway started with ``--listen unix:PATH``, on this
+  host). IPv6 hosts go in brackets: ``grpc://[::1]:8000``.
 - Several gateways: a comma-separated list of such addresses, all of one
   scheme (an entry without a scheme takes the first entry's):
   ``grpc://10.0.0.1:8000,10.0.0.2:8000``, ``unix:/run/a.sock,/run/b.sock``.
@@ -16,6 +17,13 @@ The ``server=`` argument, else ``$DISTRIBUTE_SERVER``, else
   (plaintext) or ``grpcs+dns:///NAME:PORT`` (TLS, checked against NAME),
   e.g. a Kubernetes headless Service. gRPC resolves it and re-resolves it
   when connections fail.
+
+A relative ``unix:`` path is taken from the current directory when the
+address is parsed (at each call: the target is resolved per call), and made
+absolute there: a channel keeps dialling the socket it was made for, even
+after ``os.chdir``. A socket path, once absolute, can be at most
+:data:`MAX_UNIX_PATH_BYTES` bytes (``sun_path``); a longer one is a
+``ValueError`` here rather than a failed connection later.
 
 Lists and DNS names are *balanced*: the channel spreads calls with gRPC's own
 ``round_robin`` policy (``_client.py``); a single address keeps gRPC's
@@ -32,6 +40,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 DEFAULT_SERVER = "grpc://127.0.0.1:8000"
+MAX_UNIX_PATH_BYTES = 107
 SERVER_ENV = "DISTRIBUTE_SERVER"
 CA_FILE_ENV = "DISTRIBUTE_CA_FILE"
 
@@ -107,12 +116,13 @@ def parse_server(server: str) -> Target:
     """Parses any form in this module's docstring."""
     if not isinstance(server, str):
         raise ValueError(f"the server address must be a string, not {type(server).__name__}")
-    return _parse(server, os.environ.get(CA_FILE_ENV) or None)
+    return _parse(server, os.environ.get(CA_FILE_ENV) or None, _cwd_for(server))
 
 
 @functools.lru_cache(maxsize=256)
-def _parse(server: str, ca_file: str | None) -> Target:
-    """Every call parses its server: cached by what the parse depends on."""
+def _parse(server: str, ca_file: str | None, cwd: str | None) -> Target:
+    """Every call parses its server: cached by what the parse depends on (the
+    CA file, and for ``unix:`` the current directory a relative path is in)."""
     raw = server.strip()
     if "," in raw:
         return _parse_list(server, [entry.strip() for entry in raw.split(",")])
@@ -215,7 +225,7 @@ def _host_port(server: str, raw: str, default_scheme: str) -> tuple[str, int, bo
 
 
 def _unix_path(server: str, raw: str) -> str:
-    """The path of ``unix:PATH`` or ``unix:///ABSOLUTE``."""
+    """The absolute path of ``unix:PATH`` or ``unix:///ABSOLUTE``."""
     path = raw[len("unix:") :]
     if path.startswith("//"):
         path = path[2:]
@@ -223,7 +233,32 @@ def _unix_path(server: str, raw: str) -> str:
             raise _bad(server, "unix:// takes no host: write unix:PATH or unix:///ABSOLUTE/PATH")
     if not path:
         raise _bad(server, "the socket path is missing")
+    if not os.path.isabs(path):
+        # Read afresh for each parse, and part of _parse's cache key.
+        cwd = _cwd_for(raw)
+        if cwd is None:
+            raise _bad(server, "the current directory is gone: give the socket's absolute path")
+        # Joined, not normalized: "a/../b" means what the kernel makes of it.
+        path = os.path.join(cwd, path)
+    length = len(os.fsencode(path))
+    if length > MAX_UNIX_PATH_BYTES:
+        raise _bad(
+            server,
+            f"the socket path {path} is {length} bytes long; a Unix socket path can be at "
+            f"most {MAX_UNIX_PATH_BYTES} bytes",
+        )
     return path
+
+
+def _cwd_for(server: str) -> str | None:
+    """The current directory if ``server`` names a ``unix:`` socket (whose
+    path may be relative to it), else None."""
+    if "unix:" not in server.lower():
+        return None
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
 
 
 def _ca_file(tls: bool) -> str | None:

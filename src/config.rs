@@ -1,5 +1,7 @@
 //! The gateway's settings: the command line (clap) and the validated [`Config`]
-//! built from it. No IO happens here.
+//! built from it (`--listen`'s address: [`listen`]). No IO happens here.
+
+mod listen;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -10,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::transport::{DEFAULT_RING_BYTES, TransportKind};
+
+pub use listen::{ListenAddr, ListenAddrError, MAX_UNIX_PATH_BYTES};
 
 /// Default `--max-payload-bytes`: 1 GiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 30;
@@ -26,9 +30,16 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = TransportKind::Shm)]
     pub transport: TransportKind,
 
-    /// Address the gRPC server binds (port 0 picks a free port).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
+    /// Where the gRPC server listens: HOST:PORT (port 0 picks a free port),
+    /// or unix:PATH for a Unix socket only this user can connect to (mode
+    /// 0600; a leftover socket nobody listens on is replaced, and the file is
+    /// removed on exit).
+    #[arg(
+        long,
+        value_name = "HOST:PORT|unix:PATH",
+        default_value = "127.0.0.1:8000"
+    )]
+    pub listen: ListenAddr,
 
     /// Python interpreter that runs the workers; it must be able to import
     /// `worker_shim` [default: the `python3` or `python` beside this binary
@@ -90,7 +101,8 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 
     /// Allow binding a non-loopback address without --auth-token-file:
-    /// anyone who can reach the port can then run code as this user.
+    /// anyone who can reach the port can then run code as this user (a
+    /// Unix socket counts as loopback).
     #[arg(long)]
     pub insecure_allow_remote_without_token: bool,
 
@@ -144,7 +156,7 @@ pub struct Config {
     pub workers: usize,
     pub runtime_threads: Option<usize>,
     pub transport: TransportKind,
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     pub python: OsString,
     pub call_timeout: Option<Duration>,
     pub max_payload_bytes: usize,
@@ -179,6 +191,11 @@ pub enum ConfigError {
         "refusing to listen on {0} without --auth-token-file: anyone who can reach it could run code as this user. Add --auth-token-file FILE, listen on 127.0.0.1, or pass --insecure-allow-remote-without-token if the network is trusted"
     )]
     RemoteWithoutToken(SocketAddr),
+
+    #[error(
+        "TLS on a Unix socket is not supported: clients reach unix:PATH in plaintext, and the socket's file mode (0600) already decides who may connect. Drop --tls-cert and --tls-key, or listen on HOST:PORT"
+    )]
+    TlsOnUnixSocket,
 }
 
 impl TryFrom<Args> for Config {
@@ -189,11 +206,18 @@ impl TryFrom<Args> for Config {
             .workers
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
-        if !args.listen.ip().is_loopback()
-            && args.auth_token_file.is_none()
-            && !args.insecure_allow_remote_without_token
-        {
-            return Err(ConfigError::RemoteWithoutToken(args.listen));
+        match args.listen {
+            ListenAddr::Tcp(addr)
+                if !args.listen.is_local()
+                    && args.auth_token_file.is_none()
+                    && !args.insecure_allow_remote_without_token =>
+            {
+                return Err(ConfigError::RemoteWithoutToken(addr));
+            }
+            ListenAddr::Unix(_) if args.tls_cert.is_some() => {
+                return Err(ConfigError::TlsOnUnixSocket);
+            }
+            _ => {}
         }
         let tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -357,6 +381,29 @@ mod tests {
         let flag = "--insecure-allow-remote-without-token";
         assert!(parse(&["--listen", "0.0.0.0:8000", flag]).is_ok());
         assert!(parse(&["--listen", "[::1]:8000"]).is_ok());
+    }
+
+    #[test]
+    fn a_unix_socket_is_local_and_needs_no_token() {
+        let config = parse(&["--listen", "unix:/run/g.sock"]).unwrap();
+        assert_eq!(
+            config.listen,
+            ListenAddr::Unix(PathBuf::from("/run/g.sock"))
+        );
+        let config = parse(&["--listen", "unix:g.sock", "--auth-token-file", "t"]).unwrap();
+        assert_eq!(config.auth_token_file, Some(PathBuf::from("t")));
+    }
+
+    #[test]
+    fn bad_listen_addresses_are_refused_with_the_reason() {
+        let err = parse(&["--listen", "localhost:8000"]).unwrap_err();
+        assert!(err.contains("unix:PATH"), "{err}");
+        let long = format!("unix:/{}", "s".repeat(200));
+        let err = parse(&["--listen", &long]).unwrap_err();
+        assert!(err.contains("at most 107 bytes"), "{err}");
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let err = parse(&[&["--listen", "unix:/run/g.sock"][..], &tls].concat()).unwrap_err();
+        assert!(err.contains("TLS on a Unix socket"), "{err}");
     }
 
     #[test]

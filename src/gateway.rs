@@ -1,12 +1,11 @@
 //! Wiring: read the access settings, bind the listeners, start the pool, the
 //! gRPC server and the metrics endpoint, report readiness, and shut down in
-//! order when asked.
+//! order when asked (a Unix socket's file is removed on the way out, however
+//! `run` ends).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -17,17 +16,14 @@ use crate::config::{Config, TlsFiles};
 use crate::functions::FunctionCache;
 use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, StartError, WorkerState};
-use crate::server::{self, Access, GatewayService, Refusals, SERVICE_NAME, TokenError};
+use crate::server::{self, Access, BindError, GatewayService, Refusals, SERVICE_NAME, TokenError};
 use crate::transport;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot listen on {addr}: {source}; pick another address")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 
     #[error(transparent)]
     Start(#[from] StartError),
@@ -57,7 +53,12 @@ pub enum RunError {
 /// Runs the gateway until the first item of `stop` (a graceful stop: calls
 /// in flight get `--shutdown-grace` to finish); a second item stops it at
 /// once. `on_serving` is called with the gateway's URL (`grpc://` or, with
-/// TLS, `grpcs://` and the bound address) once every worker is ready.
+/// TLS, `grpcs://` and the bound address; `unix:` and the socket's absolute
+/// path) once every worker is ready.
+///
+/// With `--listen unix:PATH`, the socket file is removed when this returns,
+/// whichever way (a stop, a second signal, a failure after the bind), unless
+/// another process has replaced it meanwhile.
 pub async fn run(
     config: Config,
     mut stop: impl Stream<Item = &'static str> + Unpin,
@@ -65,9 +66,10 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let access = read_access(&config)?;
     let tls = access.tls.is_some();
-    let (listener, addr) = bind(config.listen).await?;
+    // Held to the end of `run`: dropping it removes a Unix socket's file.
+    let (listener, bound) = server::bind(&config.listen).await?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(server::bind_tcp(addr).await?),
         None => None,
     };
 
@@ -142,9 +144,9 @@ pub async fn run(
         health.clone(),
         stop_following.clone(),
     ));
-    info!(%addr, workers = config.workers, transport = config.transport.as_str(), "serving");
-    let scheme = if tls { "grpcs" } else { "grpc" };
-    on_serving(&format!("{scheme}://{addr}"));
+    let url = bound.url(tls);
+    info!(%url, workers = config.workers, transport = config.transport.as_str(), "serving");
+    on_serving(&url);
 
     let served = tokio::select! {
         _ = stop.next() => None,
@@ -194,17 +196,6 @@ pub async fn run(
     tasks.shutdown().await;
     info!("stopped");
     interrupted.map_or(Ok(()), Err)
-}
-
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {
-    let bound = async {
-        let listener = TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
-        Ok((listener, local))
-    };
-    bound
-        .await
-        .map_err(|source| RunError::Bind { addr, source })
 }
 
 /// Reads the token file and the TLS identity named in `config`.

@@ -1,8 +1,9 @@
-//! Bounds on connections: at most `--max-connections` open at once (one
-//! more is accepted and waits for a place, the rest wait in the listen
-//! backlog), a connection with no call for `--idle-connection-timeout` is
-//! closed, Nagle's algorithm is off, and HTTP/2 keepalive pings notice a
-//! peer that vanished without closing its connection.
+//! Bounds on connections, TCP or Unix socket alike: at most
+//! `--max-connections` open at once (one more is accepted and waits for a
+//! place, the rest wait in the listen backlog), a connection with no call
+//! for `--idle-connection-timeout` is closed, Nagle's algorithm is off (on
+//! TCP), and HTTP/2 keepalive pings notice a peer that vanished without
+//! closing its connection.
 //!
 //! Idleness is about calls, not bytes (keepalive pings are bytes too):
 //! [`OpenCallsLayer`] counts the calls open on each connection, through the
@@ -21,9 +22,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::{Connected, TcpIncoming};
 
@@ -34,27 +36,49 @@ use super::deadline::Arrival;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Accepted connections on `listener`, at most `max` open at once, each
-/// closed once it had no call for `idle`.
-pub fn limited(
+/// Accepted TCP connections on `listener`, Nagle's algorithm off, bounded
+/// as [`limited`] says.
+pub fn limited_tcp(
     listener: TcpListener,
     max: usize,
     idle: Option<Duration>,
 ) -> impl Stream<Item = io::Result<Limited<TcpStream>>> {
+    limited(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        max,
+        idle,
+    )
+}
+
+/// Accepted connections on a Unix socket `listener`, bounded as
+/// [`limited`] says.
+pub fn limited_unix(
+    listener: UnixListener,
+    max: usize,
+    idle: Option<Duration>,
+) -> impl Stream<Item = io::Result<Limited<UnixStream>>> {
+    limited(UnixListenerStream::new(listener), max, idle)
+}
+
+/// The connections `accepted` yields, at most `max` open at once, each
+/// closed once it had no call for `idle`.
+pub fn limited<T>(
+    accepted: impl Stream<Item = io::Result<T>>,
+    max: usize,
+    idle: Option<Duration>,
+) -> impl Stream<Item = io::Result<Limited<T>>> {
     let permits = Arc::new(Semaphore::new(max));
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .then(move |accepted| {
-            let permits = Arc::clone(&permits);
-            async move {
-                let io = accepted?;
-                let permit = permits
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                Ok(Limited::new(io, permit, idle))
-            }
-        })
+    accepted.then(move |accepted| {
+        let permits = Arc::clone(&permits);
+        async move {
+            let io = accepted?;
+            let permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            Ok(Limited::new(io, permit, idle))
+        }
+    })
 }
 
 /// What a connection is doing: calls open on it, and when the last one
@@ -260,19 +284,41 @@ where
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_connection_past_the_cap_waits_until_one_closes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(limited(listener, 1, None));
-        let _first_client = TcpStream::connect(addr).await.unwrap();
+    /// Checks that a second connection waits while the first holds the
+    /// only place; `connect` opens one.
+    async fn the_cap_holds<T, C>(
+        accepted: impl Stream<Item = io::Result<Limited<T>>>,
+        connect: impl Fn() -> C,
+    ) where
+        C: Future<Output = io::Result<T>>,
+    {
+        let mut accepted = Box::pin(accepted);
+        let _first_client = connect().await.unwrap();
         let first = accepted.next().await.unwrap().unwrap();
-        let _second_client = TcpStream::connect(addr).await.unwrap();
+        let _second_client = connect().await.unwrap();
         let waiting = tokio::time::timeout(Duration::from_millis(200), accepted.next()).await;
         assert!(waiting.is_err(), "a second connection got in past the cap");
         drop(first);
         let second = tokio::time::timeout(Duration::from_secs(5), accepted.next()).await;
         assert!(matches!(second, Ok(Some(Ok(_)))));
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_the_cap_waits_until_one_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        the_cap_holds(limited_tcp(listener, 1, None), || TcpStream::connect(addr)).await;
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_on_a_unix_socket_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        the_cap_holds(limited_unix(listener, 1, None), || {
+            UnixStream::connect(&path)
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -281,7 +327,7 @@ mod tests {
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(limited(listener, 4, Some(Duration::from_secs(10))));
+        let mut accepted = Box::pin(limited_tcp(listener, 4, Some(Duration::from_secs(10))));
         let mut client = TcpStream::connect(addr).await.unwrap();
         let mut server = accepted.next().await.unwrap().unwrap();
         let call = OpenCall::new(Arc::clone(&server.activity));

@@ -1,13 +1,16 @@
-//! The gRPC server: the gateway service, the health service, who may call
-//! (token, TLS), payload limits and graceful shutdown.
+//! The gRPC server: the socket it listens on (TCP or Unix), the gateway
+//! service, the health service, who may call (token, TLS), payload limits
+//! and graceful shutdown.
 
 mod auth;
 mod connections;
 mod deadline;
 mod inflight;
 mod limits;
+mod listener;
 mod refusals;
 mod service;
+mod unix_socket;
 
 use std::future::Future;
 use std::time::Duration;
@@ -19,8 +22,10 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
 pub use auth::{TokenError, read_token};
+pub use listener::{BindError, Bound, Listener, bind, bind_tcp};
 pub use refusals::Refusals;
 pub use service::{GatewayService, parse_request};
+pub use unix_socket::{SocketFile, UnixSocketError};
 
 use crate::pb::gateway_server::GatewayServer;
 
@@ -51,9 +56,10 @@ pub struct Bounds {
 }
 
 /// Serves the gateway and health services on `listener` until `shutdown`
-/// resolves, then lets in-flight calls finish.
+/// resolves, then lets in-flight calls finish. TCP and Unix socket
+/// connections are bounded alike (`bounds`).
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     service: GatewayService,
     health: HealthReporter,
     access: Access,
@@ -79,7 +85,7 @@ pub async fn serve(
         server = server.tls_config(tls)?;
     }
     let receiving = inflight::Budget::new(bounds.max_receiving_bytes);
-    server
+    let router = server
         .layer(tower::util::MapResponseLayer::new(
             limits::rewrite_oversized_request(limit, refusals.clone()),
         ))
@@ -90,16 +96,22 @@ pub async fn serve(
             message_limit,
         ))
         .add_service(health_service)
-        .add_service(gateway)
-        .serve_with_incoming_shutdown(
-            connections::limited(
-                listener,
-                bounds.max_connections,
-                bounds.idle_connection_timeout,
-            ),
-            shutdown,
-        )
-        .await
+        .add_service(gateway);
+    let (max, idle) = (bounds.max_connections, bounds.idle_connection_timeout);
+    match listener {
+        Listener::Tcp(listener) => {
+            let incoming = connections::limited_tcp(listener, max, idle);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        Listener::Unix(listener) => {
+            let incoming = connections::limited_unix(listener, max, idle);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }
 
 /// The HTTP/2 server settings the gateway runs with: flow-control windows

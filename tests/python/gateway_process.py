@@ -3,7 +3,8 @@
 One :class:`GatewayProcess` is one ``mysticchallenge`` process with real
 Python workers (this interpreter) on ``127.0.0.1:0``, or on the ``--listen``
 among its flags. Its stderr (the log) goes to a file, so it never blocks; its
-stdout is read until the one line ``serving grpc://127.0.0.1:PORT``.
+stdout is read until the one line ``serving grpc://127.0.0.1:PORT`` (or
+``serving unix:/ABSOLUTE/PATH``), whose address becomes :attr:`url`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 
 import grpc
 
+from distribute_challenge._client import UNIX_AUTHORITY
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -28,7 +30,7 @@ DEFAULT_BINARY = REPO / "target" / "release" / "mysticchallenge"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
-_SERVING = re.compile(r"^serving (grpcs?://(?:127\.0\.0\.1|\[::1\]):\d+)$")
+_SERVING = re.compile(r"^serving (grpcs?://(?:127\.0\.0\.1|\[::1\]):\d+|unix:/.+)$")
 
 
 def gateway_binary() -> pathlib.Path | None:
@@ -117,7 +119,11 @@ class GatewayProcess:
 
     def stub(self) -> gateway_pb2_grpc.GatewayStub:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.url.removeprefix("grpc://"))
+            options = []
+            if self.url.startswith("unix:"):
+                # A valid :authority, as the client sends (distribute_challenge/_client.py).
+                options.append(("grpc.default_authority", UNIX_AUTHORITY))
+            self._channel = grpc.insecure_channel(self.url.removeprefix("grpc://"), options=options)
         return gateway_pb2_grpc.GatewayStub(self._channel)
 
     def info(self) -> gateway_pb2.GetWorkersResponse:

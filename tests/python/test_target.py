@@ -163,6 +163,26 @@ def test_one_address_is_not_balanced():
     assert parse_server("unix:/run/g.sock") == Target("unix:/run/g.sock", tls=False)
 
 
+def test_a_relative_socket_path_is_taken_from_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse_server("unix:g.sock").address == f"unix:{tmp_path}/g.sock"
+    assert parse_server("unix:///run/g.sock").address == "unix:/run/g.sock"
+    listed = parse_server("unix:a.sock,unix:../b.sock")
+    assert listed.gateways == (f"{tmp_path}/a.sock", f"{tmp_path}/../b.sock")
+    # Made absolute when parsed: a later chdir does not move it, and the
+    # same relative address parsed there is there.
+    monkeypatch.chdir("/")
+    assert parse_server(listed.url) == listed
+    assert parse_server("unix:g.sock").address == "unix:/g.sock"
+
+
+def test_a_socket_path_longer_than_sun_path_is_refused():
+    longest = "/" + "s" * 106
+    assert parse_server(f"unix:{longest}").address == f"unix:{longest}"
+    with pytest.raises(ValueError, match="108 bytes long; a Unix socket path can be at most 107"):
+        parse_server(f"unix:{longest}x")
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
