@@ -251,13 +251,15 @@ impl<S: Spawner> WorkerActor<S> {
             };
             match outcome {
                 Ok(response) => {
-                    self.count_call();
+                    // Idle before the caller hears back, so that what it asks
+                    // next (GetWorkers) sees the worker free.
+                    self.finish_call();
                     self.metrics.moved(Direction::Response, response.len());
                     answer(Ok(response), started.elapsed());
                 }
                 Err(Failure::Transport(TransportError::ResponseTooLarge { size, limit })) => {
                     // The oversized response was read and discarded: the worker is fine.
-                    self.count_call();
+                    self.finish_call();
                     let too_large = GatewayError::PayloadTooLarge {
                         direction: Direction::Response,
                         size,
@@ -328,7 +330,11 @@ impl<S: Spawner> WorkerActor<S> {
         self.board.update(self.index, |slot| slot.state = state);
     }
 
-    fn count_call(&self) {
-        self.board.update(self.index, |slot| slot.calls_served += 1);
+    /// The call is answered and the worker is free again.
+    fn finish_call(&self) {
+        self.board.update(self.index, |slot| {
+            slot.calls_served += 1;
+            slot.state = WorkerState::Idle;
+        });
     }
 }
