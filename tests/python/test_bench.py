@@ -108,3 +108,19 @@ def test_breakdown_harness_prints_every_part(tmp_path):
         "worker",
         "**end to end, p50**",
     ]
+
+
+def test_versions_harness_compares_two_checkouts(tmp_path):
+    # The same checkout twice: the harness, not a difference, is under test.
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "versions.py")]
+        + ["--version", f"a={REPO}", "--version", f"b={REPO}"]
+        + ["--rounds", "1", "--calls", "5", "--burst", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    rows = [line.split(" | ")[:2] for line in finished.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [["| a", "pipe"], ["| b", "pipe"], ["| a", "shm"], ["| b", "shm"]]
