@@ -32,11 +32,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 import timeit
 import urllib.request
 
 from _servers import echo_server, serving
+from compare import timed as sequential
 
 import mystic_wire
 from distribute_challenge import compute_this
@@ -80,15 +80,6 @@ def worker_microseconds() -> float:
     else:
         call = mystic_wire.encode_request(noop, (), {}, ())
     return in_process_microseconds(lambda: _executor.execute(memoryview(call)), 5_000)
-
-
-def sequential(call, count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def call_duration_mean(port: int) -> float:
