@@ -33,7 +33,7 @@ fn python() -> String {
 fn echo_call(runtime: &tokio::runtime::Runtime, size: usize) -> WorkerCall {
     let request = Request::parse(echo_request(size)).unwrap();
     runtime
-        .block_on(FunctionCache::new(1 << 20).resolve(request))
+        .block_on(FunctionCache::new(1 << 20, usize::MAX).resolve(request))
         .unwrap()
 }
 

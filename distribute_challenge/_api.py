@@ -180,13 +180,19 @@ class _Capture:
     """A remote function's pickle, and how many calls are still to carry it.
 
     One at first: once a call that carried it has been answered, calls name
-    it by digest. When a gateway says it does not hold it, as many as there
-    are gateways: round robin takes each call to the next one, so the one
-    that lacks it (and any other) is given it again."""
+    it by digest. Each time a gateway says it does not hold it, the next
+    calls carry it, twice as many as the time before (from one per gateway
+    of a list, up to ``MAX_ATTACHED_RUN`` times that): round robin takes
+    them to every gateway, and a function that no gateway keeps (larger
+    than its cache) costs a refused round trip once in a long run of calls,
+    not at every call."""
+
+    MAX_ATTACHED_RUN = 64
 
     def __init__(self, function: Function) -> None:
         self.function = function
         self._to_attach = 1
+        self._run = 1
 
     def attach(self) -> bool:
         """Whether the next call carries the function."""
@@ -198,8 +204,9 @@ class _Capture:
 
     def unknown(self, target: Target) -> None:
         """A gateway of ``target`` does not hold it."""
-        gateways = len(_gateways.members(target)) if target.balanced else 1
-        self._to_attach = max(self._to_attach, gateways)
+        gateways = max(len(target.gateways), 1)
+        self._to_attach = max(self._to_attach, gateways * self._run)
+        self._run = min(self._run * 2, self.MAX_ATTACHED_RUN)
 
 
 class _Prepared(NamedTuple):
@@ -284,9 +291,8 @@ class Call:
         target = settings.target()
         capture = remote._captured()
         spec = describe_depmodules(remote.__wrapped__, settings.depmodules)
-        call = encode_call(
-            capture.function.digest, self._args, self._kwargs, spec, remote.__qualname__
-        )
+        name = getattr(remote.__wrapped__, "__qualname__", None) or repr(remote.__wrapped__)
+        call = encode_call(capture.function.digest, self._args, self._kwargs, spec, name)
         return _Prepared(
             target=target,
             capture=capture,

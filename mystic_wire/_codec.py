@@ -46,10 +46,10 @@ anything that is not a well-formed payload.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import struct
 import types
+import typing
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -138,6 +138,8 @@ def encode_function(function: Any) -> Function:
             "uses and what it closes over must be picklable (locks, open files, sockets and "
             "generators are not): pass them as arguments instead"
         ) from exc
+    import hashlib  # here, not at the top: workers never hash, and start without it
+
     return Function(hashlib.sha256(pickled).digest(), pickled)
 
 
@@ -277,11 +279,18 @@ class _ByValue(Exception):
     although it must travel by value."""
 
 
+# Pickled by name by the standard pickler, by value by cloudpickle: a type
+# variable, or a bound method (whose function may not be reachable by name).
+_CLOUDPICKLE_ONLY = (types.MethodType, typing.TypeVar, typing.ParamSpec, typing.TypeVarTuple)
+
+
 class _PlainPickler(pickle.Pickler):
     """The standard (C) pickler, refusing what must travel by value. Plain
     data never reaches ``reducer_override``, so it costs nothing there."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _CLOUDPICKLE_ONLY):
+            raise _ByValue
         if isinstance(obj, type | types.FunctionType) and _travels_by_value(obj):
             raise _ByValue
         return NotImplemented

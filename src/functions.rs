@@ -9,10 +9,11 @@
 //!
 //! - [`Request::parse`]: a client's payload, split into its call and, if
 //!   attached, its function (nothing is unpickled).
-//! - [`FunctionCache`]: functions' pickles by digest, bounded by bytes, least
-//!   recently used evicted first; an attached function is checked against
-//!   its digest before it is kept, so no client can pass off one function
-//!   under another's digest.
+//! - [`FunctionCache`]: functions' pickles by digest, bounded by bytes (each
+//!   entry counted with its bookkeeping), least recently used evicted first;
+//!   an attached function is checked against its digest, and kept only once
+//!   its call is queued, so no client can pass off one function under
+//!   another's digest, and a refused call leaves nothing behind.
 //! - [`WorkerCall`]: a call with its function as a worker gets it: by digest
 //!   for a worker that has it ([`KnownFunctions`]), attached otherwise.
 
@@ -22,7 +23,7 @@ use std::sync::Mutex;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use lru::LruCache;
 
-use crate::error::GatewayError;
+use crate::error::{Direction, GatewayError};
 
 /// A call that names its function by digest.
 pub const CALL_MAGIC: &[u8; 4] = b"MCQ2";
@@ -42,6 +43,11 @@ pub const KNOWN_PER_WORKER: usize = 256;
 
 /// Attached functions at least this large are checked off the async runtime.
 const HASH_OFF_RUNTIME_BYTES: usize = 256 * 1024;
+
+/// What one cache entry costs besides its pickle (the digest, the map's and
+/// the LRU list's bookkeeping, the allocation): counted against the bound,
+/// so that a flood of tiny "functions" cannot grow the gateway unbounded.
+const ENTRY_OVERHEAD_BYTES: usize = 256;
 
 const LENGTH_BYTES: usize = 4;
 const ATTACHED_HEADER: usize = FUNCTION_MAGIC.len() + LENGTH_BYTES;
@@ -126,8 +132,9 @@ pub struct WorkerCall {
 
 #[derive(Debug, Clone)]
 enum Function {
-    /// The client attached it: its whole payload goes as it came.
-    InPayload(Bytes),
+    /// The client attached it: its whole payload goes as it came; the pickle
+    /// (a slice of it) is copied into the cache once the call is queued.
+    InPayload { whole: Bytes, pickled: Bytes },
     /// The pickle from the cache, attached here when a worker needs it.
     Cached(Bytes),
 }
@@ -137,12 +144,12 @@ impl WorkerCall {
         &self.digest
     }
 
-    /// The bytes this call holds of its own while it waits (a cached
-    /// function's pickle belongs to the cache).
+    /// The bytes this call keeps alive while it waits: its payload, and a
+    /// cached function's pickle (which outlives its eviction for as long).
     pub fn len(&self) -> usize {
         match &self.function {
-            Function::InPayload(whole) => whole.len(),
-            Function::Cached(_) => self.call.len(),
+            Function::InPayload { whole, .. } => whole.len(),
+            Function::Cached(pickled) => self.call.len() + pickled.len(),
         }
     }
 
@@ -159,8 +166,16 @@ impl WorkerCall {
     /// The request for a worker that does not.
     pub fn attached(&self) -> Bytes {
         match &self.function {
-            Function::InPayload(whole) => whole.clone(),
+            Function::InPayload { whole, .. } => whole.clone(),
             Function::Cached(pickled) => attach(pickled, &self.call),
+        }
+    }
+
+    /// The size of [`WorkerCall::attached`].
+    fn attached_len(&self) -> usize {
+        match &self.function {
+            Function::InPayload { whole, .. } => whole.len(),
+            Function::Cached(pickled) => ATTACHED_HEADER + pickled.len() + self.call.len(),
         }
     }
 }
@@ -186,6 +201,9 @@ pub fn is_miss(response: &[u8]) -> bool {
 pub struct FunctionCache {
     store: Mutex<Store>,
     max_bytes: usize,
+    /// `--max-payload-bytes`: a call with its function attached must fit it
+    /// whether the client attached it or the gateway does.
+    max_request_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -195,20 +213,25 @@ struct Store {
 }
 
 impl FunctionCache {
-    pub fn new(max_bytes: usize) -> Self {
+    pub fn new(max_bytes: usize, max_request_bytes: usize) -> Self {
         FunctionCache {
             store: Mutex::new(Store {
                 entries: LruCache::unbounded(),
                 bytes: 0,
             }),
             max_bytes,
+            max_request_bytes,
         }
     }
 
     /// The call with its function: the attached one (checked against its
-    /// digest, then kept), or the one kept under the digest its call names.
-    /// A digest the cache does not hold is [`GatewayError::FunctionUnknown`]:
-    /// the client sends the call again with the function attached.
+    /// digest), or the one kept under the digest its call names. A digest
+    /// the cache does not hold is [`GatewayError::FunctionUnknown`]: the
+    /// client sends the call again with the function attached. A call whose
+    /// request with its function attached is over the payload limit is
+    /// refused either way, so that whether it runs does not depend on what
+    /// the cache holds. Once the call is queued, [`FunctionCache::keep`]
+    /// its function.
     pub async fn resolve(&self, request: Request) -> Result<WorkerCall, GatewayError> {
         let Request {
             digest,
@@ -217,43 +240,61 @@ impl FunctionCache {
         } = request;
         let function = match attached {
             Some(Attached { whole, pickled }) => {
-                if self.get(&digest).as_deref() != Some(&pickled[..]) {
-                    if !has_digest(&pickled, &digest).await {
-                        return Err(GatewayError::FunctionMismatch);
-                    }
-                    self.insert(digest, &pickled);
+                if self.get(&digest).as_deref() != Some(&pickled[..])
+                    && !has_digest(&pickled, &digest).await?
+                {
+                    return Err(GatewayError::FunctionMismatch);
                 }
-                Function::InPayload(whole)
+                Function::InPayload { whole, pickled }
             }
             None => Function::Cached(self.get(&digest).ok_or(GatewayError::FunctionUnknown)?),
         };
-        Ok(WorkerCall {
+        let resolved = WorkerCall {
             digest,
             call,
             function,
-        })
+        };
+        let size = resolved.attached_len();
+        if size > self.max_request_bytes {
+            return Err(GatewayError::PayloadTooLarge {
+                direction: Direction::Request,
+                size,
+                limit: self.max_request_bytes,
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// Keeps the function `call` brought attached (a copy of its pickle: a
+    /// slice would keep the whole request alive).
+    pub fn keep(&self, call: &WorkerCall) {
+        if let Function::InPayload { pickled, .. } = &call.function {
+            self.insert(call.digest, pickled);
+        }
     }
 
     fn get(&self, digest: &Digest) -> Option<Bytes> {
         self.lock().entries.get(digest).cloned()
     }
 
-    /// Keeps a copy of `pickled` (not a slice: that would keep the whole
-    /// request alive), evicting the least recently used past the bound.
+    /// Keeps a copy of `pickled`, evicting the least recently used past
+    /// the bound.
     fn insert(&self, digest: Digest, pickled: &[u8]) {
-        if pickled.len() > self.max_bytes {
+        let cost = pickled.len() + ENTRY_OVERHEAD_BYTES;
+        if cost > self.max_bytes {
             return;
         }
         let mut store = self.lock();
-        if let Some(old) = store.entries.put(digest, Bytes::copy_from_slice(pickled)) {
-            store.bytes -= old.len();
+        if store.entries.get(&digest).is_some() {
+            return;
         }
-        store.bytes += pickled.len();
+        store.entries.put(digest, Bytes::copy_from_slice(pickled));
+        store.bytes += cost;
         while store.bytes > self.max_bytes {
             let Some((_, evicted)) = store.entries.pop_lru() else {
                 break;
             };
-            store.bytes -= evicted.len();
+            store.bytes -= evicted.len() + ENTRY_OVERHEAD_BYTES;
         }
     }
 
@@ -264,17 +305,19 @@ impl FunctionCache {
     }
 }
 
-async fn has_digest(pickled: &Bytes, digest: &Digest) -> bool {
+/// Whether `pickled` has `digest`; fails only if the runtime is shutting
+/// down under a large check.
+async fn has_digest(pickled: &Bytes, digest: &Digest) -> Result<bool, GatewayError> {
     fn check(pickled: &[u8], digest: &Digest) -> bool {
         ring::digest::digest(&ring::digest::SHA256, pickled).as_ref() == digest
     }
     if pickled.len() < HASH_OFF_RUNTIME_BYTES {
-        return check(pickled, digest);
+        return Ok(check(pickled, digest));
     }
     let (pickled, digest) = (pickled.clone(), *digest);
     tokio::task::spawn_blocking(move || check(&pickled, &digest))
         .await
-        .unwrap_or(false)
+        .map_err(|_| GatewayError::ShuttingDown)
 }
 
 /// The functions one worker process has been sent, as far as the gateway
@@ -378,48 +421,65 @@ mod tests {
         }
     }
 
+    const LIMIT: usize = 1 << 30;
+
+    /// Resolves an attached call and keeps its function, as the service does
+    /// once the call is queued.
+    async fn deliver(cache: &FunctionCache, pickled: &[u8], arguments: &[u8]) -> WorkerCall {
+        let request = Request::parse(encode::attached(pickled, arguments)).unwrap();
+        let call = cache.resolve(request).await.unwrap();
+        cache.keep(&call);
+        call
+    }
+
+    async fn held(cache: &FunctionCache, function: &[u8]) -> bool {
+        let request = Request::parse(encode::by_digest(function, b"")).unwrap();
+        cache.resolve(request).await.is_ok()
+    }
+
     #[tokio::test]
     async fn an_attached_function_is_kept_and_later_calls_name_it() {
-        let cache = FunctionCache::new(1 << 20);
+        let cache = FunctionCache::new(1 << 20, LIMIT);
         let by_digest = || Request::parse(encode::by_digest(FUNCTION, b"args")).unwrap();
         assert_eq!(
             cache.resolve(by_digest()).await.unwrap_err(),
             GatewayError::FunctionUnknown
         );
-        let first = cache
-            .resolve(Request::parse(encode::attached(FUNCTION, b"args")).unwrap())
-            .await
-            .unwrap();
+        let first = deliver(&cache, FUNCTION, b"args").await;
         assert_eq!(first.attached(), encode::attached(FUNCTION, b"args"));
         let later = cache.resolve(by_digest()).await.unwrap();
         assert_eq!(later.by_digest(), encode::by_digest(FUNCTION, b"args"));
         // Attached here for a worker that has not seen it.
         assert_eq!(later.attached(), encode::attached(FUNCTION, b"args"));
+        // It holds the function's pickle alive while it waits: counted.
+        assert_eq!(later.len(), later.by_digest().len() + FUNCTION.len());
+    }
+
+    #[tokio::test]
+    async fn a_function_is_kept_only_once_its_call_is_queued() {
+        let cache = FunctionCache::new(1 << 20, LIMIT);
+        let request = Request::parse(encode::attached(FUNCTION, b"args")).unwrap();
+        let _refused = cache.resolve(request).await.unwrap();
+        assert!(!held(&cache, FUNCTION).await);
     }
 
     #[tokio::test]
     async fn a_function_under_another_digest_is_refused_and_not_kept() {
-        let cache = FunctionCache::new(1 << 20);
+        let cache = FunctionCache::new(1 << 20, LIMIT);
         let forged = attach(b"evil", &encode::by_digest(FUNCTION, b"args"));
         let err = cache
             .resolve(Request::parse(forged).unwrap())
             .await
             .unwrap_err();
         assert_eq!(err, GatewayError::FunctionMismatch);
-        let by_digest = Request::parse(encode::by_digest(FUNCTION, b"args")).unwrap();
-        assert!(cache.resolve(by_digest).await.is_err());
+        assert!(!held(&cache, FUNCTION).await);
     }
 
     #[tokio::test]
     async fn large_functions_are_checked_too() {
-        let cache = FunctionCache::new(4 << 20);
+        let cache = FunctionCache::new(4 << 20, LIMIT);
         let large = vec![7u8; HASH_OFF_RUNTIME_BYTES + 1];
-        assert!(
-            cache
-                .resolve(Request::parse(encode::attached(&large, b"a")).unwrap())
-                .await
-                .is_ok()
-        );
+        deliver(&cache, &large, b"a").await;
         let forged = attach(&large, &encode::by_digest(FUNCTION, b"a"));
         assert_eq!(
             cache
@@ -431,33 +491,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_is_refused_if_its_function_would_take_it_past_the_payload_limit() {
+        let function = vec![1u8; 600];
+        let call_alone = encode::by_digest(&function, &[2u8; 300]).len();
+        assert!(call_alone < 700);
+        // The function is held (kept from a call resolved under a larger
+        // limit): a call naming it by digest fits the limit alone, but not
+        // with the function the gateway would attach for a worker.
+        let cache = FunctionCache::new(1 << 20, 700);
+        let call = deliver(&FunctionCache::new(1 << 20, LIMIT), &function, &[2u8; 300]).await;
+        cache.keep(&call);
+        let by_digest = Request::parse(encode::by_digest(&function, &[2u8; 300])).unwrap();
+        assert!(matches!(
+            cache.resolve(by_digest).await.unwrap_err(),
+            GatewayError::PayloadTooLarge {
+                direction: Direction::Request,
+                limit: 700,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
     async fn the_least_recently_used_function_is_evicted_past_the_bound() {
-        let cache = FunctionCache::new(2 * FUNCTION.len());
+        let size = FUNCTION.len() + ENTRY_OVERHEAD_BYTES;
+        let cache = FunctionCache::new(2 * size, LIMIT);
         let functions: Vec<Vec<u8>> = (b'a'..=b'c')
             .map(|c| [FUNCTION, &[c][..]].concat()[1..].to_vec())
             .collect();
         for function in &functions[..2] {
-            let request = Request::parse(encode::attached(function, b"")).unwrap();
-            cache.resolve(request).await.unwrap();
+            deliver(&cache, function, b"").await;
         }
         // The first is used again, so the second is the one to go.
-        let again = Request::parse(encode::by_digest(&functions[0], b"")).unwrap();
-        cache.resolve(again).await.unwrap();
-        let third = Request::parse(encode::attached(&functions[2], b"")).unwrap();
-        cache.resolve(third).await.unwrap();
+        assert!(held(&cache, &functions[0]).await);
+        deliver(&cache, &functions[2], b"").await;
         assert!(held(&cache, &functions[0]).await);
         assert!(!held(&cache, &functions[1]).await);
         assert!(held(&cache, &functions[2]).await);
         // A function larger than the whole bound still runs, but is not kept.
-        let huge = vec![1u8; 3 * FUNCTION.len()];
-        let request = Request::parse(encode::attached(&huge, b"")).unwrap();
-        assert!(cache.resolve(request).await.is_ok());
+        let huge = vec![1u8; 3 * size];
+        deliver(&cache, &huge, b"").await;
         assert!(!held(&cache, &huge).await);
     }
 
-    async fn held(cache: &FunctionCache, function: &[u8]) -> bool {
-        let request = Request::parse(encode::by_digest(function, b"")).unwrap();
-        cache.resolve(request).await.is_ok()
+    #[tokio::test]
+    async fn each_entry_costs_its_bookkeeping_too() {
+        // Tiny "functions" cannot be kept beyond what the bound allows.
+        let cache = FunctionCache::new(10 * ENTRY_OVERHEAD_BYTES, LIMIT);
+        for i in 0u32..100 {
+            deliver(&cache, &i.to_le_bytes(), b"").await;
+        }
+        assert!(cache.lock().entries.len() < 10);
     }
 
     #[test]

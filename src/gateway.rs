@@ -84,7 +84,10 @@ pub async fn run(
     let (pool, mut tasks) = Pool::spawn(&config, transport, Arc::clone(&metrics));
     let service = GatewayService {
         pool: pool.clone(),
-        functions: Arc::new(FunctionCache::new(config.function_cache_bytes)),
+        functions: Arc::new(FunctionCache::new(
+            config.function_cache_bytes,
+            config.max_payload_bytes,
+        )),
         transport: config.transport,
         max_payload_bytes: config.max_payload_bytes,
         call_timeout: config.call_timeout,

@@ -51,11 +51,13 @@ impl pb::gateway_server::Gateway for GatewayService {
         let arrival = request.extensions().get::<Arrival>().copied();
         let deadline = call_deadline(request.metadata(), arrival, self.call_timeout);
         let submitted = match parse_request(request.into_inner(), self.max_payload_bytes) {
-            Ok(request) => self
-                .functions
-                .resolve(request)
-                .await
-                .and_then(|call| self.pool.submit(call, deadline)),
+            Ok(request) => self.functions.resolve(request).await.and_then(|call| {
+                // Kept only once queued: a refused call leaves nothing behind.
+                let kept = call.clone();
+                let pending = self.pool.submit(call, deadline)?;
+                self.functions.keep(&kept);
+                Ok(pending)
+            }),
             Err(err) => Err(err),
         };
         let pending = submitted.map_err(|err| self.refusals.refuse(err))?;

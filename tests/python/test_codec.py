@@ -3,6 +3,7 @@
 import hashlib
 import pickle
 import threading
+import typing
 
 import pytest
 
@@ -59,6 +60,23 @@ def test_a_function_is_named_by_the_digest_of_its_pickle():
     assert attached.pickled_function == function.pickled
     assert decode_call(attached.call) == ((1,), {}, ())
     assert encode_miss(function.digest) == MISS_MAGIC + function.digest
+
+
+def test_type_variables_and_bound_methods_travel_with_cloudpickle():
+    T = typing.TypeVar("T")
+    T.__module__ = "__main__"  # as if made in the caller's script
+
+    class Counter:
+        def bump(self, by):
+            return by + 1
+
+    for argument in (T, Counter().bump):
+        call = encode_call(bytes(32), (argument,), {}, ())
+        assert b"cloudpickle" in call
+    (method,) = decode_call(
+        split_request(encode_call(bytes(32), (Counter().bump,), {}, ())).call
+    ).args
+    assert method(1) == 2
 
 
 def test_a_call_by_digest_alone_cannot_be_decoded_without_its_function():

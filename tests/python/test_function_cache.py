@@ -12,6 +12,7 @@ capture (at the first call, anew on re-decoration).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 
@@ -81,8 +82,9 @@ def test_the_client_sends_the_function_once(metered, transport):
     assert remote(1).run() == 10
     before = request_bytes(port, transport)
     assert [remote(x).run() for x in range(5)] == [0, 10, 20, 30, 40]
-    sent = request_bytes(port, transport) - before
-    assert sent < 5 * len(remote._captured().function.pickled), sent
+    digest = remote._captured().function.digest
+    by_digest = sum(len(encode_call(digest, (x,), {}, (), "scaled")) for x in range(5))
+    assert request_bytes(port, transport) - before == by_digest
 
 
 def test_a_digest_the_gateway_does_not_hold_is_refused_as_function_unknown(gateway):
@@ -126,13 +128,42 @@ def test_a_restarted_gateway_is_given_the_function_again(launcher, transport):
         launcher.stop(second)
 
 
-def test_a_cache_that_keeps_nothing_still_runs_every_call(start_gateway, transport):
+def test_a_function_no_gateway_keeps_costs_a_refusal_only_now_and_then(start_gateway, transport):
     port = free_port()
-    gateway = start_gateway("--function-cache-bytes", "0", "--metrics-listen", f"127.0.0.1:{port}")
+    # Smaller than any function's pickle (as 0 is): nothing is kept.
+    gateway = start_gateway(
+        "--function-cache-bytes", "100", "--metrics-listen", f"127.0.0.1:{port}"
+    )
     remote = compute_this(server=gateway.url)(scaled)
-    assert [remote(x).run() for x in range(4)] == [0, 10, 20, 30]
-    # The first call carried its function; each later one was refused once.
-    assert function_unknown(port) == 3
+    assert [remote(x).run() for x in range(10)] == [10 * x for x in range(10)]
+    # Refused at the 2nd, 3rd, 5th and 9th calls: each refusal doubles the
+    # run of calls that carry the function.
+    assert function_unknown(port) == 4
+
+
+def test_a_call_too_large_with_its_function_is_refused_whatever_the_cache_holds(start_gateway):
+    from distribute_challenge import PayloadTooLarge
+
+    gateway = start_gateway("--max-payload-bytes", "20000")
+    ballast = os.urandom(12_000)
+    remote = compute_this(server=gateway.url)(lambda data: len(data) + len(ballast))
+    assert remote(b"").run() == 12_000
+    # Alone the call fits; with the function the workers need, it does not.
+    with pytest.raises(PayloadTooLarge):
+        remote(b"x" * 10_000).run()
+    assert remote(b"y").run() == 12_001
+
+
+def test_partials_and_callable_objects_are_remote_functions(server):
+    class Times:
+        def __init__(self, factor):
+            self.factor = factor
+
+        def __call__(self, x):
+            return self.factor * x
+
+    assert compute_this(server=server)(functools.partial(scaled, 4))().run() == 40
+    assert compute_this(server=server)(Times(3))(5).run() == 15
 
 
 def test_a_function_is_captured_at_its_first_call(server):
