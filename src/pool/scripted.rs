@@ -32,6 +32,8 @@ pub enum Script {
     Serve { delay: Duration },
     /// Serves, but forgets every function once its call is answered.
     Forgetful,
+    /// Answers every call with a miss, even one that brought its function.
+    AlwaysMisses,
     /// Says `ready`, then dies with `status` when the first call arrives.
     CrashOnCall(ExitStatus),
     /// As `CrashOnCall`, but its pipes stay open, as when children the
@@ -233,9 +235,12 @@ async fn run(
             .expect("the gateway sends base64 lines");
         let request = Request::parse(request.into()).expect("the gateway sends calls");
         log.lock().unwrap().attached.push(request.is_attached());
-        if request.is_attached() {
+        if matches!(script, Script::AlwaysMisses) {
+            functions.clear();
+        } else if request.is_attached() {
             functions.insert(*request.digest());
-        } else if !functions.contains(request.digest()) {
+        }
+        if !functions.contains(request.digest()) {
             let miss = [&MISS_MAGIC[..], request.digest()].concat();
             if !answer(&mut stdout, &miss).await {
                 return;
@@ -270,7 +275,9 @@ async fn run(
                 std::future::pending::<()>().await;
             }
             Script::Hang => std::future::pending::<()>().await,
-            Script::DieIdle { .. } | Script::FailStart(_) => unreachable!("handled above"),
+            Script::DieIdle { .. } | Script::FailStart(_) | Script::AlwaysMisses => {
+                unreachable!("handled above")
+            }
         }
     }
 }

@@ -95,6 +95,18 @@ async fn a_worker_that_no_longer_holds_a_function_is_sent_it_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_worker_that_misses_a_function_it_was_just_sent_is_replaced() {
+    let (pool, tasks, log) = pool([Script::AlwaysMisses]).await;
+    let err = call(&pool, b"one").await.unwrap_err();
+    assert!(matches!(err, GatewayError::WorkerCrashed { .. }), "{err}");
+    // By digest was not tried: a new process is sent the function at once.
+    assert_eq!(log.lock().unwrap().attached, [true]);
+    assert_eq!(&call(&pool, b"two").await.unwrap()[..], b"echo:two");
+    assert_eq!(restarts(&pool), 1);
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_mid_call_answers_that_call_and_the_worker_is_replaced() {
     let (pool, tasks, log) = pool([Script::CrashOnCall(exit_code(3))]).await;
     let err = call(&pool, b"boom").await.unwrap_err();

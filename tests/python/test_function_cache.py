@@ -199,3 +199,26 @@ def test_depmodules_still_bind_at_every_call(server):
 
 def uses_json(value):
     return json.dumps(value)  # noqa: F821 - bound by depmodules in the worker
+
+
+def test_more_functions_than_a_worker_keeps_all_still_run(start_gateway):
+    # One worker, 300 functions (a worker keeps 256): the first ones are
+    # evicted there, and calling them again costs a miss, not a failure.
+    gateway = start_gateway("--workers", "1")
+    remotes = [compute_this(server=gateway.url)(make_adder(n)) for n in range(300)]
+    assert [remote(1).run() for remote in remotes] == [n + 1 for n in range(300)]
+    assert [remotes[n](2).run() for n in (0, 1, 299)] == [2, 3, 301]
+    assert gateway.restarts() == 0
+
+
+def make_adder(n):
+    return lambda x: x + n
+
+
+async def _first_calls_at_once(remote, count):
+    return await asyncio.gather(*(remote(x).async_run() for x in range(count)))
+
+
+def test_many_first_calls_at_once_all_carry_or_find_the_function(server):
+    remote = compute_this(server=server)(scaled)
+    assert asyncio.run(_first_calls_at_once(remote, 200)) == [10 * x for x in range(200)]
