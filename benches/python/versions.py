@@ -4,11 +4,14 @@ client and workers.
 
     git worktree add /tmp/before OLD_COMMIT && (cd /tmp/before && cargo build --release)
     .venv/bin/python benches/python/versions.py --version before=/tmp/before --version after=.
+    .venv/bin/python benches/python/versions.py --version "one=. --runtime-threads 1" \
+        --version "two=. --runtime-threads 2"      # one checkout, two sets of gateway flags
 
 Each block runs in a fresh process with ``PYTHONPATH`` set to the version's
 checkout and the working directory a temporary one (so that its workers
 import that checkout's ``worker_shim``), against the checkout's
-``target/release/mysticchallenge`` with ``--workers 4``: 200 warm-up calls,
+``target/release/mysticchallenge`` with ``--workers 4`` and the flags given
+after the checkout, if any: 200 warm-up calls,
 then ``--calls`` sequential no-op calls and ``--burst`` no-op
 ``async_run()`` gathered at once. Rounds alternate the versions' order.
 """
@@ -31,14 +34,14 @@ def noop():
     return None
 
 
-def block(binary: str, transport: str, calls: int, burst: int) -> None:
+def block(binary: str, transport: str, calls: int, burst: int, flags: list[str]) -> None:
     """One version's block, in this process (started by :func:`main`)."""
     from _servers import serving
 
     from distribute_challenge import compute_this
 
     command = [binary, "--listen", "127.0.0.1:0", "--transport", transport]
-    command += ["--workers", "4", "--python", sys.executable]
+    command += ["--workers", "4", "--python", sys.executable, *flags]
     with serving(command) as url:
         remote = compute_this(server=url)(noop)
         for _ in range(200):
@@ -59,11 +62,14 @@ def block(binary: str, transport: str, calls: int, burst: int) -> None:
     print(json.dumps({"latencies": latencies, "rate": rate}))
 
 
-def run_block(checkout: pathlib.Path, transport: str, args: argparse.Namespace) -> dict:
+def run_block(
+    checkout: pathlib.Path, flags: list[str], transport: str, args: argparse.Namespace
+) -> dict:
     binary = checkout / "target" / "release" / "mysticchallenge"
     env = dict(os.environ, PYTHONPATH=f"{checkout}{os.pathsep}{pathlib.Path(__file__).parent}")
     command = [sys.executable, __file__, "--block", str(binary), transport]
     command += ["--calls", str(args.calls), "--burst", str(args.burst)]
+    command += [f"--gateway-flag={flag}" for flag in flags]
     with tempfile.TemporaryDirectory() as workdir:
         finished = subprocess.run(command, env=env, capture_output=True, text=True, cwd=workdir)
     if finished.returncode != 0:
@@ -73,14 +79,17 @@ def run_block(checkout: pathlib.Path, transport: str, args: argparse.Namespace) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="append", default=[], help="NAME=CHECKOUT")
+    parser.add_argument(
+        "--version", action="append", default=[], help="NAME=CHECKOUT [GATEWAY FLAGS...]"
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--burst", type=int, default=10_000)
     parser.add_argument("--block", nargs=2, metavar=("BINARY", "TRANSPORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--gateway-flag", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.block:
-        block(*args.block, args.calls, args.burst)
+        block(*args.block, args.calls, args.burst, args.gateway_flag)
         return
     versions = [entry.split("=", 1) for entry in args.version]
     if len(versions) < 2 or any(len(entry) != 2 for entry in versions):
@@ -90,7 +99,8 @@ def main() -> None:
         order = versions if number % 2 == 0 else versions[::-1]
         for transport in ("pipe", "shm"):
             for name, checkout in order:
-                figures = run_block(pathlib.Path(checkout).resolve(), transport, args)
+                path, *flags = checkout.split()
+                figures = run_block(pathlib.Path(path).resolve(), flags, transport, args)
                 entry = results.setdefault((name, transport), {"latencies": [], "rates": []})
                 entry["latencies"] += figures["latencies"]
                 entry["rates"].append(figures["rate"])

@@ -40,7 +40,7 @@ def pid(_tag=None):
     return os.getpid()
 
 
-def request_bytes(port: int, transport: str) -> float:
+def request_bytes(port: int) -> float:
     return Scrape(port).value("mystic_transport_bytes_total", direction="request")
 
 
@@ -60,31 +60,31 @@ def metered(start_gateway):
     return gateway, port
 
 
-def test_after_the_first_call_only_the_digest_travels(metered, transport):
+def test_after_the_first_call_only_the_digest_travels(metered):
     gateway, port = metered
     captured = encode_function(scaled)
     call = encode_call(captured.digest, (4,), {}, ())
 
     first = execute(gateway, attach(captured, call))
     assert (first.kind, first.value) == (OK, 40)
-    before = request_bytes(port, transport)
+    before = request_bytes(port)
     second = execute(gateway, call)
     assert (second.kind, second.value) == (OK, 40)
     # The gateway knew the function and so did the worker: the worker got
     # the call alone, not the function with it.
-    assert request_bytes(port, transport) - before == len(call)
+    assert request_bytes(port) - before == len(call)
     assert function_unknown(port) == 0
 
 
-def test_the_client_sends_the_function_once(metered, transport):
+def test_the_client_sends_the_function_once(metered):
     gateway, port = metered
     remote = compute_this(server=gateway.url)(scaled)
     assert remote(1).run() == 10
-    before = request_bytes(port, transport)
+    before = request_bytes(port)
     assert [remote(x).run() for x in range(5)] == [0, 10, 20, 30, 40]
     digest = remote._captured().function.digest
     by_digest = sum(len(encode_call(digest, (x,), {}, (), "scaled")) for x in range(5))
-    assert request_bytes(port, transport) - before == by_digest
+    assert request_bytes(port) - before == by_digest
 
 
 def test_a_digest_the_gateway_does_not_hold_is_refused_as_function_unknown(gateway):
@@ -107,7 +107,7 @@ def test_a_function_under_another_functions_digest_is_refused(gateway):
     assert compute_this(server=gateway.url)(scaled)(3).run() == 30
 
 
-def test_a_restarted_gateway_is_given_the_function_again(launcher, transport):
+def test_a_restarted_gateway_is_given_the_function_again(launcher):
     port = free_port()
     flags = ("--workers", "1", "--listen", f"127.0.0.1:{free_port()}")
     first = launcher.start(*flags, "--metrics-listen", f"127.0.0.1:{port}")
@@ -128,7 +128,7 @@ def test_a_restarted_gateway_is_given_the_function_again(launcher, transport):
         launcher.stop(second)
 
 
-def test_a_function_no_gateway_keeps_costs_a_refusal_only_now_and_then(start_gateway, transport):
+def test_a_function_no_gateway_keeps_costs_a_refusal_only_now_and_then(start_gateway):
     port = free_port()
     # Smaller than any function's pickle (as 0 is): nothing is kept.
     gateway = start_gateway(
