@@ -31,6 +31,7 @@ impl Gateway for Echo {
             count: 0,
             transport: "echo".into(),
             workers: vec![],
+            ready: 0,
         }))
     }
 }

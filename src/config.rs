@@ -106,6 +106,27 @@ pub struct Args {
     #[arg(long)]
     pub insecure_allow_remote_without_token: bool,
 
+    /// Modules every worker has imported before it serves, comma-separated:
+    /// the template imports them once and the workers it forks share them
+    /// (a module that fails to import stops the gateway at start-up).
+    #[arg(long, value_name = "MODULE[,MODULE...]", value_delimiter = ',', value_parser = parse_module)]
+    pub preload: Vec<String>,
+
+    /// Start every worker as its own interpreter instead of forking it from
+    /// the template (slower to start; for modules that do not survive a fork).
+    #[arg(long)]
+    pub no_template: bool,
+
+    /// Replace a worker after it has served N calls (between calls: nothing
+    /// is lost) [default: never].
+    #[arg(long, value_name = "N")]
+    pub max_calls_per_worker: Option<std::num::NonZeroU64>,
+
+    /// Replace a worker after a call that leaves its resident memory (RSS,
+    /// shared pages included) at N bytes or more [default: never].
+    #[arg(long, value_name = "N")]
+    pub max_worker_rss_bytes: Option<std::num::NonZeroU64>,
+
     /// Address-space limit of each worker process (RLIMIT_AS), in bytes [default: none].
     #[arg(long, value_name = "N", value_parser = parse_memory_limit)]
     pub worker_memory_bytes: Option<u64>,
@@ -168,6 +189,9 @@ pub struct Config {
     pub auth_token_file: Option<PathBuf>,
     pub tls: Option<TlsFiles>,
     pub worker_memory_bytes: Option<u64>,
+    pub preload: Vec<String>,
+    pub template: bool,
+    pub recycle: crate::pool::Recycle,
     pub queue_max_bytes: usize,
     pub function_cache_bytes: usize,
     pub max_receiving_bytes: usize,
@@ -244,6 +268,12 @@ impl TryFrom<Args> for Config {
             auth_token_file: args.auth_token_file,
             tls,
             worker_memory_bytes: args.worker_memory_bytes,
+            preload: args.preload,
+            template: !args.no_template,
+            recycle: crate::pool::Recycle {
+                max_calls: args.max_calls_per_worker.map(std::num::NonZeroU64::get),
+                max_rss_bytes: args.max_worker_rss_bytes.map(std::num::NonZeroU64::get),
+            },
             queue_max_bytes,
             function_cache_bytes: args.function_cache_bytes,
             max_receiving_bytes: args
@@ -303,6 +333,21 @@ fn parse_memory_limit(text: &str) -> Result<u64, String> {
         return Err("must be at least 67108864 (64 MiB): Python needs that much to start".into());
     }
     Ok(bytes)
+}
+
+/// A dotted module name, as `import` takes it.
+fn parse_module(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        });
+    if !valid {
+        return Err(format!("`{text}` is not a module name"));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_payload_limit(text: &str) -> Result<usize, String> {

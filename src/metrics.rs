@@ -82,9 +82,41 @@ struct CallLabels {
     outcome: &'static str,
 }
 
+/// Why a worker slot got a new process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// The process died, or broke the protocol.
+    Crashed,
+    /// Its call ran past the deadline, and it was killed.
+    TimedOut,
+    /// It reached `--max-calls-per-worker` or `--max-worker-rss-bytes`.
+    Recycled,
+    /// The process did not get through its start-up.
+    FailedStart,
+}
+
+impl Restart {
+    const ALL: [Restart; 4] = [
+        Restart::Crashed,
+        Restart::TimedOut,
+        Restart::Recycled,
+        Restart::FailedStart,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Restart::Crashed => "crashed",
+            Restart::TimedOut => "timed-out",
+            Restart::Recycled => "recycled",
+            Restart::FailedStart => "failed-start",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WorkerLabels {
+struct RestartLabels {
     worker: u64,
+    reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,7 +138,7 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     call_duration: Histogram,
     queue_wait: Histogram,
-    restarts: Family<WorkerLabels, Counter>,
+    restarts: Family<RestartLabels, Counter>,
     bytes: Family<BytesLabels, Counter>,
     rejected: Family<RejectedLabels, Counter>,
     queue_depth: Gauge,
@@ -138,10 +170,10 @@ impl Metrics {
             Unit::Seconds,
             queue_wait.clone(),
         );
-        let restarts = Family::<WorkerLabels, Counter>::default();
+        let restarts = Family::<RestartLabels, Counter>::default();
         registry.register(
             "worker_restarts",
-            "Worker processes replaced, by worker slot",
+            "Worker processes replaced, by worker slot and reason",
             restarts.clone(),
         );
         let bytes = Family::<BytesLabels, Counter>::default();
@@ -194,12 +226,15 @@ impl Metrics {
                     outcome: Outcome::Ok.as_str(),
                 })
                 .inc_by(0);
-            metrics
-                .restarts
-                .get_or_create(&WorkerLabels {
-                    worker: worker as u64,
-                })
-                .inc_by(0);
+            for reason in Restart::ALL {
+                metrics
+                    .restarts
+                    .get_or_create(&RestartLabels {
+                        worker: worker as u64,
+                        reason: reason.as_str(),
+                    })
+                    .inc_by(0);
+            }
         }
         metrics
     }
@@ -234,11 +269,12 @@ impl Metrics {
             .inc_by(len as u64);
     }
 
-    /// Worker slot `worker` got a new process.
-    pub fn restarted(&self, worker: usize) {
+    /// Worker slot `worker` got a new process, for `reason`.
+    pub fn restarted(&self, worker: usize, reason: Restart) {
         self.restarts
-            .get_or_create(&WorkerLabels {
+            .get_or_create(&RestartLabels {
                 worker: worker as u64,
+                reason: reason.as_str(),
             })
             .inc();
     }
@@ -302,7 +338,7 @@ mod tests {
             Outcome::Failed(ErrorKind::WorkerCrashed),
             Duration::from_millis(3),
         );
-        metrics.restarted(1);
+        metrics.restarted(1, Restart::Recycled);
         metrics.moved(Direction::Request, 100);
         metrics.moved(Direction::Request, 28);
         metrics.unserved(Unserved::Refused(ErrorKind::QueueFull));
@@ -313,8 +349,9 @@ mod tests {
             r#"mystic_calls_total{worker="0",outcome="ok"} 0"#,
             r#"mystic_calls_total{worker="1",outcome="ok"} 1"#,
             r#"mystic_calls_total{worker="1",outcome="worker-crashed"} 1"#,
-            r#"mystic_worker_restarts_total{worker="0"} 0"#,
-            r#"mystic_worker_restarts_total{worker="1"} 1"#,
+            r#"mystic_worker_restarts_total{worker="0",reason="crashed"} 0"#,
+            r#"mystic_worker_restarts_total{worker="1",reason="recycled"} 1"#,
+            r#"mystic_worker_restarts_total{worker="1",reason="crashed"} 0"#,
             r#"mystic_transport_bytes_total{transport="shm",direction="request"} 128"#,
             r#"mystic_rejected_calls_total{reason="queue-full"} 1"#,
             r#"mystic_rejected_calls_total{reason="caller-left"} 1"#,

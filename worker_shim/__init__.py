@@ -1,8 +1,11 @@
 """worker_shim: the Python side of a mysticchallenge worker.
 
-The gateway runs ``<python> -m worker_shim --transport pipe|shm ...``. Map:
+The gateway runs ``<python> -m worker_shim --template`` and has it fork
+workers, or ``<python> -m worker_shim --transport pipe|shm ...`` for each. Map:
 
 - ``__main__.py``: arguments and start-up wiring, the transport choice.
+- ``_template.py``: the template (``--template``) that imports all this once
+  and forks workers on the gateway's request.
 - ``_parent.py``: die with the gateway (``PR_SET_PDEATHSIG``).
 - ``_stdio.py``: move the protocol off fds 0/1 so user code cannot touch it.
 - ``_channel.py``: the channel interface the loop drives, and its two errors.

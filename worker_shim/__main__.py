@@ -1,4 +1,7 @@
-"""Entry point: ``python -m worker_shim --transport pipe|shm [--memory-limit BYTES]``.
+"""Entry point: ``python -m worker_shim --transport pipe|shm [--memory-limit BYTES]
+[--preload M,...]`` runs one worker; ``python -m worker_shim --template
+[--preload M,...]`` runs the template that forks workers (``_template.py``),
+each of which then goes on here as if started with its own arguments.
 
 With ``pipe``, the protocol runs over stdin and stdout; with ``shm``, stdin
 is the doorbell socket and stdout the shared-memory segment, handed over by
@@ -25,11 +28,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m worker_shim",
         description="A mysticchallenge worker; the gateway starts it.",
     )
-    parser.add_argument("--transport", choices=("pipe", "shm"), required=True)
+    role = parser.add_mutually_exclusive_group(required=True)
+    role.add_argument("--transport", choices=("pipe", "shm"))
+    role.add_argument("--template", action="store_true", help="fork workers on request")
     parser.add_argument(
         "--memory-limit", type=int, help="address-space limit in bytes (RLIMIT_AS, soft and hard)"
     )
+    parser.add_argument(
+        "--preload",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=[],
+        help="modules to import before serving, comma-separated",
+    )
     return parser.parse_args(argv)
+
+
+def preload(modules: list[str]) -> bool:
+    """Imports ``modules``; says which one failed on stderr and returns False."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            print(
+                f"worker_shim: cannot preload {name}: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
+            return False
+    return True
 
 
 def limit_memory(limit: int) -> bool:
@@ -51,6 +77,15 @@ def limit_memory(limit: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.template:
+        from . import _template
+
+        outcome = _template.main(args.preload)
+        if isinstance(outcome, int):
+            return outcome
+        # A forked worker, with its own arguments; its preloads are the template's.
+        sys.argv[1:] = outcome
+        args = parse_args(outcome)
     _parent.die_with_parent()
     reader, writer = _stdio.take_protocol_streams()
 
@@ -59,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.memory_limit is not None and not limit_memory(args.memory_limit):
         return 2
+    if not preload(args.preload):
+        return 3
 
     try:
         if args.transport == "shm":

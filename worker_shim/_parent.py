@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import sys
@@ -19,12 +20,17 @@ PR_SET_PDEATHSIG = 1
 GATEWAY_PID_ENV = "MYSTIC_GATEWAY_PID"
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Found once: a worker forked by the template inherits it.
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def die_with_parent() -> None:
     """Arranges SIGKILL on parent death; exits if the gateway is already gone."""
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         errno = ctypes.get_errno()
         print(f"worker_shim: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}", file=sys.stderr)
     expected = os.environ.get(GATEWAY_PID_ENV)

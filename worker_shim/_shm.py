@@ -56,6 +56,10 @@ MASK64 = (1 << 64) - 1
 # Receive buffers up to this size are kept between calls: fresh memory costs
 # page faults on every call, and large payloads tend to come again.
 KEEP_BUFFER_BYTES = 256 << 20
+# The start of each ring, which the gateway faulted in: mapped at once here
+# too (the rest as traffic first reaches it). Mirrors segment.rs.
+PREFAULT_BYTES = 64 << 10
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
 # Responses up to this size are joined and written to the ring in one go.
 SMALL_FRAME_BYTES = 64 << 10
 ZEROS = bytes(FRAME_ALIGN)
@@ -194,10 +198,7 @@ class Segment:
             size = os.fstat(fd).st_size
             if size < SEGMENT_HEADER.size:
                 raise ShmProtocolError(f"the segment is too small ({size} bytes)")
-            # MAP_POPULATE: the rings are walked from start to end, so
-            # without it the first laps take a page fault every 4 KiB.
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            self.buffer = mmap.mmap(fd, size, flags=flags)
+            self.buffer = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
         finally:
             os.close(fd)
         magic, version, data_offset, ring_bytes = SEGMENT_HEADER.unpack_from(self.buffer, 0)
@@ -205,10 +206,20 @@ class Segment:
             raise ShmProtocolError(f"the segment has magic {magic!r} version {version}")
         if ring_bytes <= 0 or data_offset < 320 or data_offset + 2 * ring_bytes > size:
             raise ShmProtocolError(f"the segment's rings of {ring_bytes} bytes do not fit")
+        for start in (data_offset, data_offset + ring_bytes):
+            self._map_early(start, min(ring_bytes, PREFAULT_BYTES))
         self.requests = Consumer(Ring(self.buffer, REQUEST_CONTROL, data_offset, ring_bytes))
         self.responses = Producer(
             Ring(self.buffer, RESPONSE_CONTROL, data_offset + ring_bytes, ring_bytes)
         )
+
+    def _map_early(self, start: int, length: int) -> None:
+        """Maps pages the gateway has faulted in, so that the first calls
+        take no page fault here either; skipped where the kernel cannot."""
+        try:
+            self.buffer.madvise(MADV_POPULATE_WRITE, start, length)
+        except (OSError, ValueError):
+            pass
 
 
 class ShmChannel:

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mysticchallenge/v1/gateway.proto\x12\x12mysticchallenge.v1\"!\n\x0e\x45xecuteRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\"\n\x0f\x45xecuteResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x13\n\x11GetWorkersRequest\"\x80\x01\n\nWorkerInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.mysticchallenge.v1.WorkerState\x12\x14\n\x0c\x63\x61lls_served\x18\x04 \x01(\x04\x12\x10\n\x08restarts\x18\x05 \x01(\x04\"g\n\x12GetWorkersResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\ttransport\x18\x02 \x01(\t\x12/\n\x07workers\x18\x03 \x03(\x0b\x32\x1e.mysticchallenge.v1.WorkerInfo*\xab\x01\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_STATE_STARTING\x10\x01\x12\x15\n\x11WORKER_STATE_IDLE\x10\x02\x12\x15\n\x11WORKER_STATE_BUSY\x10\x03\x12\x1b\n\x17WORKER_STATE_RESTARTING\x10\x04\x12\x18\n\x14WORKER_STATE_STOPPED\x10\x05\x32\xba\x01\n\x07Gateway\x12R\n\x07\x45xecute\x12\".mysticchallenge.v1.ExecuteRequest\x1a#.mysticchallenge.v1.ExecuteResponse\x12[\n\nGetWorkers\x12%.mysticchallenge.v1.GetWorkersRequest\x1a&.mysticchallenge.v1.GetWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mysticchallenge/v1/gateway.proto\x12\x12mysticchallenge.v1\"!\n\x0e\x45xecuteRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\"\n\x0f\x45xecuteResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x13\n\x11GetWorkersRequest\"\x92\x01\n\nWorkerInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.mysticchallenge.v1.WorkerState\x12\x14\n\x0c\x63\x61lls_served\x18\x04 \x01(\x04\x12\x10\n\x08restarts\x18\x05 \x01(\x04\x12\x10\n\x08recycled\x18\x06 \x01(\x04\"v\n\x12GetWorkersResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\ttransport\x18\x02 \x01(\t\x12/\n\x07workers\x18\x03 \x03(\x0b\x32\x1e.mysticchallenge.v1.WorkerInfo\x12\r\n\x05ready\x18\x04 \x01(\r*\xab\x01\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_STATE_STARTING\x10\x01\x12\x15\n\x11WORKER_STATE_IDLE\x10\x02\x12\x15\n\x11WORKER_STATE_BUSY\x10\x03\x12\x1b\n\x17WORKER_STATE_RESTARTING\x10\x04\x12\x18\n\x14WORKER_STATE_STOPPED\x10\x05\x32\xba\x01\n\x07Gateway\x12R\n\x07\x45xecute\x12\".mysticchallenge.v1.ExecuteRequest\x1a#.mysticchallenge.v1.ExecuteResponse\x12[\n\nGetWorkers\x12%.mysticchallenge.v1.GetWorkersRequest\x1a&.mysticchallenge.v1.GetWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mysticchallenge.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKERSTATE']._serialized_start=385
-  _globals['_WORKERSTATE']._serialized_end=556
+  _globals['_WORKERSTATE']._serialized_start=418
+  _globals['_WORKERSTATE']._serialized_end=589
   _globals['_EXECUTEREQUEST']._serialized_start=56
   _globals['_EXECUTEREQUEST']._serialized_end=89
   _globals['_EXECUTERESPONSE']._serialized_start=91
@@ -40,9 +40,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETWORKERSREQUEST']._serialized_start=127
   _globals['_GETWORKERSREQUEST']._serialized_end=146
   _globals['_WORKERINFO']._serialized_start=149
-  _globals['_WORKERINFO']._serialized_end=277
-  _globals['_GETWORKERSRESPONSE']._serialized_start=279
-  _globals['_GETWORKERSRESPONSE']._serialized_end=382
-  _globals['_GATEWAY']._serialized_start=559
-  _globals['_GATEWAY']._serialized_end=745
+  _globals['_WORKERINFO']._serialized_end=295
+  _globals['_GETWORKERSRESPONSE']._serialized_start=297
+  _globals['_GETWORKERSRESPONSE']._serialized_end=415
+  _globals['_GATEWAY']._serialized_start=592
+  _globals['_GATEWAY']._serialized_end=778
 # @@protoc_insertion_point(module_scope)

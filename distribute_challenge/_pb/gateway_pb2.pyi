@@ -39,25 +39,29 @@ class GetWorkersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("index", "pid", "state", "calls_served", "restarts")
+    __slots__ = ("index", "pid", "state", "calls_served", "restarts", "recycled")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CALLS_SERVED_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    RECYCLED_FIELD_NUMBER: _ClassVar[int]
     index: int
     pid: int
     state: WorkerState
     calls_served: int
     restarts: int
-    def __init__(self, index: _Optional[int] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., calls_served: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
+    recycled: int
+    def __init__(self, index: _Optional[int] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., calls_served: _Optional[int] = ..., restarts: _Optional[int] = ..., recycled: _Optional[int] = ...) -> None: ...
 
 class GetWorkersResponse(_message.Message):
-    __slots__ = ("count", "transport", "workers")
+    __slots__ = ("count", "transport", "workers", "ready")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
     count: int
     transport: str
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
-    def __init__(self, count: _Optional[int] = ..., transport: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+    ready: int
+    def __init__(self, count: _Optional[int] = ..., transport: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., ready: _Optional[int] = ...) -> None: ...

@@ -4,17 +4,23 @@
 //! - [`PendingCall`]: a submitted call, awaited for its outcome.
 //! - [`PoolTasks`]: the running actors; waits for start-up and shuts down.
 //! - `worker`: the per-slot actor; `spawn`: what the actor needs from a
-//!   process (traits); `process`: the real OS process; `queue`: jobs;
+//!   process (traits); `launcher`: starting real ones, through `template`
+//!   (the process that forks workers) or directly; `process`: the real OS
+//!   process; `adopted`: forked workers and their orphans; `queue`: jobs;
 //!   `restart`: backoff; `startup`: start-up errors; `status`: the status board.
 
+mod adopted;
+mod launcher;
 mod process;
 mod queue;
+mod recycle;
 mod restart;
 #[cfg(test)]
 mod scripted;
 mod spawn;
 mod startup;
 mod status;
+mod template;
 mod worker;
 #[cfg(test)]
 mod worker_tests;
@@ -29,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use process::describe_exit;
 pub use queue::Deadline;
+pub use recycle::Recycle;
 pub use startup::StartError;
 pub use status::{WorkerSnapshot, WorkerState};
 
@@ -37,7 +44,7 @@ use crate::error::GatewayError;
 use crate::functions::WorkerCall;
 use crate::metrics::Metrics;
 use crate::transport;
-use process::PythonSpawner;
+use launcher::{LaunchSettings, Launcher};
 use queue::{Claim, Job, JobQueue, JobResult};
 use spawn::Spawner;
 use status::StatusBoard;
@@ -72,6 +79,7 @@ pub struct PoolSettings {
     pub startup_timeout: Duration,
     /// Longest a call waits for a worker before it is refused.
     pub max_queue_wait: Option<Duration>,
+    pub recycle: Recycle,
 }
 
 impl From<&Config> for PoolSettings {
@@ -82,6 +90,7 @@ impl From<&Config> for PoolSettings {
             queue_max_bytes: config.queue_max_bytes,
             startup_timeout: config.startup_timeout,
             max_queue_wait: config.max_queue_wait,
+            recycle: config.recycle,
         }
     }
 }
@@ -96,31 +105,50 @@ pub struct PendingCall {
 }
 
 impl Pool {
-    /// Starts one actor per worker, each running `config.python -m
-    /// worker_shim` over `transport`. Each spawns its process at once; wait
-    /// for them with [`PoolTasks::ready`].
+    /// Starts one actor per worker, each running a worker of
+    /// `config.python` (forked from the template unless `--no-template`)
+    /// over `transport`. Each starts its process at once; wait for them
+    /// with [`PoolTasks::ready`]. Call from within the tokio runtime.
     pub fn spawn(
         config: &Config,
         transport: transport::Spec,
         metrics: Arc<Metrics>,
     ) -> (Pool, PoolTasks) {
-        let spawner = PythonSpawner {
-            python: config.python.clone(),
-            memory_limit: config.worker_memory_bytes,
-        };
-        Pool::spawn_with(PoolSettings::from(config), spawner, transport, metrics)
+        let abort = CancellationToken::new();
+        let (launcher, template) = Launcher::new(
+            LaunchSettings {
+                python: config.python.clone(),
+                memory_limit: config.worker_memory_bytes,
+                preload: config.preload.clone(),
+                template: config.template,
+                startup_timeout: config.startup_timeout,
+            },
+            abort.clone(),
+        );
+        let (pool, mut tasks) = Pool::spawn_with(
+            PoolSettings::from(config),
+            launcher,
+            transport,
+            metrics,
+            abort,
+        );
+        if let Some(template) = template {
+            tasks.actors.spawn(template);
+        }
+        (pool, tasks)
     }
 
-    /// As [`Pool::spawn`], with workers started by `spawner`.
+    /// As [`Pool::spawn`], with workers started by `spawner`, all stopped
+    /// when `abort` is cancelled.
     fn spawn_with<S: Spawner>(
         settings: PoolSettings,
         spawner: S,
         transport: transport::Spec,
         metrics: Arc<Metrics>,
+        abort: CancellationToken,
     ) -> (Pool, PoolTasks) {
         let (queue, jobs) = JobQueue::bounded(settings.queue_capacity, settings.queue_max_bytes);
         let board = StatusBoard::new(settings.workers);
-        let abort = CancellationToken::new();
         let spawner = Arc::new(spawner);
         let transport = Arc::new(transport);
         let mut actors = JoinSet::new();
@@ -135,6 +163,7 @@ impl Pool {
                 board: board.clone(),
                 abort: abort.clone(),
                 startup_timeout: settings.startup_timeout,
+                recycle: settings.recycle,
                 metrics: Arc::clone(&metrics),
             };
             actors.spawn(actor.run(report));

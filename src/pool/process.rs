@@ -1,11 +1,14 @@
-//! Workers as operating-system processes: [`PythonSpawner`] starts
-//! `<python> -m worker_shim` in its own process group, [`OsProcess`] drains
-//! its stderr into the log and stops it (EOF, then SIGTERM to its process
-//! group, then SIGKILL).
+//! Workers as operating-system processes: [`OsProcess`] is one, started
+//! directly ([`spawn_direct`]: `<python> -m worker_shim` in its own process
+//! group) or forked by the template and adopted; either way it drains its
+//! stderr into the log, tagged with the slot and pid, and stops it (EOF,
+//! then SIGTERM to its process group, then SIGKILL). [`WorkerStdio`] makes
+//! a worker's stdin, stdout and stderr before it exists.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,10 +16,13 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use rustix::pipe::PipeFlags;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 
-use super::spawn::{Spawned, Spawner, Stdin, Stdout, WorkerProcess};
+use super::adopted::{Adopted, Reaper};
+use super::spawn::{Stdin, Stdout, WorkerProcess};
 use crate::transport::ChildStdio;
 
 /// Longest stderr line logged as one line; longer ones are split.
@@ -28,14 +34,6 @@ const STOP_STEP: Duration = Duration::from_secs(2);
 
 /// How long to wait for the last stderr lines of a worker that ended.
 const STDERR_SETTLE: Duration = Duration::from_millis(300);
-
-/// Starts workers as `<python> -m worker_shim`.
-#[derive(Debug, Clone)]
-pub struct PythonSpawner {
-    pub python: OsString,
-    /// RLIMIT_AS for the worker, which sets it on itself at start-up.
-    pub memory_limit: Option<u64>,
-}
 
 /// The last lines a worker wrote to stderr.
 #[derive(Debug, Clone, Default)]
@@ -64,79 +62,172 @@ impl StderrTail {
     }
 }
 
+/// A process's stderr, logged line by line as it comes, the last lines kept.
+#[derive(Debug)]
+pub struct StderrDrain {
+    tail: StderrTail,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StderrDrain {
+    /// Logs what `stderr` carries, tagged with worker slot `index` (`None`:
+    /// the template) and `pid`.
+    pub fn start(stderr: OwnedFd, index: Option<usize>, pid: u32) -> io::Result<StderrDrain> {
+        let stderr = pipe::Receiver::from_owned_fd(stderr)?;
+        let tail = StderrTail::default();
+        let task = tokio::spawn(drain_stderr(stderr, index, pid, tail.clone()));
+        Ok(StderrDrain { tail, task })
+    }
+
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.lines()
+    }
+
+    /// Gives the drain a moment to log what an ended process wrote last.
+    pub async fn settle(&mut self) {
+        if !self.task.is_finished() {
+            let _ = tokio::time::timeout(STDERR_SETTLE, &mut self.task).await;
+        }
+    }
+}
+
+impl Drop for StderrDrain {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A pipe for a child's stderr: the read end (close-on-exec) and the write
+/// end for the child.
+pub fn stderr_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?)
+}
+
+/// A worker's stdin, stdout and stderr, made before it starts.
+pub struct WorkerStdio {
+    /// The worker's three ends, in fd order.
+    pub child: [OwnedFd; 3],
+    /// The gateway's ends of its stdin and stdout, when those are pipes.
+    pub pipes: Option<(Stdin, Stdout)>,
+    /// The gateway's end of its stderr.
+    pub stderr: OwnedFd,
+}
+
+impl WorkerStdio {
+    /// Pipes, or the files the transport made, for stdin and stdout; a pipe
+    /// for stderr.
+    pub fn new(stdio: ChildStdio) -> io::Result<WorkerStdio> {
+        let (stderr, child_stderr) = stderr_pipe()?;
+        let (child_stdin, child_stdout, pipes) = match stdio {
+            ChildStdio::Given { stdin, stdout } => (stdin, stdout, None),
+            ChildStdio::Pipes => {
+                let (child_stdin, stdin) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+                let (stdout, child_stdout) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+                let stdin: Stdin = Box::new(pipe::Sender::from_owned_fd(stdin)?);
+                let stdout: Stdout = Box::new(pipe::Receiver::from_owned_fd(stdout)?);
+                (child_stdin, child_stdout, Some((stdin, stdout)))
+            }
+        };
+        Ok(WorkerStdio {
+            child: [child_stdin, child_stdout, child_stderr],
+            pipes,
+            stderr,
+        })
+    }
+}
+
+/// Starts slot `index`'s worker as `<python> -m worker_shim <args>`, in its
+/// own process group, with `stdio` as its stdin, stdout and stderr.
+pub fn spawn_direct(
+    python: &OsString,
+    index: usize,
+    args: &[String],
+    stdio: [OwnedFd; 3],
+) -> io::Result<Child> {
+    let [stdin, stdout, stderr] = stdio;
+    let mut command = Command::new(python);
+    command
+        .args(["-m", "worker_shim"])
+        .args(args)
+        .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
+        .env("MYSTIC_WORKER_INDEX", index.to_string())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        // Its own process group: a terminal's Ctrl-C reaches the gateway only,
+        // which then stops the workers in order.
+        .process_group(0)
+        .kill_on_drop(true);
+    command.spawn()
+}
+
+/// How the gateway waits for a worker.
+#[derive(Debug)]
+enum Exit {
+    /// Started by the gateway.
+    Child(Child),
+    /// Forked by the template, re-parented to the gateway.
+    Adopted(Adopted),
+}
+
 /// A running worker process.
 #[derive(Debug)]
 pub struct OsProcess {
-    child: Child,
+    exit: Exit,
     pid: u32,
-    stderr_tail: StderrTail,
-    drain: tokio::task::JoinHandle<()>,
+    stderr: StderrDrain,
+    /// Set when the gateway is a subreaper: what the worker's group leaves
+    /// behind is then the gateway's to reap.
+    reaper: Option<Reaper>,
 }
 
-impl Spawner for PythonSpawner {
-    type Process = OsProcess;
-
-    fn spawn(
-        &self,
+impl OsProcess {
+    /// A worker started by [`spawn_direct`].
+    pub fn direct(
+        child: Child,
+        stderr: OwnedFd,
         index: usize,
-        transport_args: &[String],
-        stdio: ChildStdio,
-    ) -> io::Result<Spawned<OsProcess>> {
-        let piped = matches!(stdio, ChildStdio::Pipes);
-        let (stdin, stdout) = match stdio {
-            ChildStdio::Pipes => (Stdio::piped(), Stdio::piped()),
-            ChildStdio::Given { stdin, stdout } => (Stdio::from(stdin), Stdio::from(stdout)),
-        };
-        let mut command = Command::new(&self.python);
-        command
-            .args(["-m", "worker_shim"])
-            .args(transport_args)
-            .args(
-                self.memory_limit
-                    .map(|bytes| ["--memory-limit".to_owned(), bytes.to_string()])
-                    .into_iter()
-                    .flatten(),
-            )
-            .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
-            .env("MYSTIC_WORKER_INDEX", index.to_string())
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            // Its own process group: a terminal's Ctrl-C reaches the gateway only,
-            // which then stops the workers in order.
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = command.spawn()?;
+        reaper: Option<Reaper>,
+    ) -> io::Result<OsProcess> {
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("worker exited at once"))?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| io::Error::other("worker started without a piped stderr"))?;
-        let pipes = match (child.stdin.take(), child.stdout.take()) {
-            (Some(stdin), Some(stdout)) => {
-                Some((Box::new(stdin) as Stdin, Box::new(stdout) as Stdout))
-            }
-            _ if piped => return Err(io::Error::other("worker started without piped stdio")),
-            _ => None,
-        };
-        let stderr_tail = StderrTail::default();
-        let drain = tokio::spawn(drain_stderr(stderr, index, pid, stderr_tail.clone()));
-        Ok(Spawned {
-            process: OsProcess {
-                child,
-                pid,
-                stderr_tail,
-                drain,
-            },
-            pipes,
+        Ok(OsProcess {
+            stderr: StderrDrain::start(stderr, Some(index), pid)?,
+            exit: Exit::Child(child),
+            pid,
+            reaper,
         })
     }
 
-    fn program(&self) -> String {
-        self.python.to_string_lossy().into_owned()
+    /// A worker forked by the template as `pid`.
+    pub fn adopted(
+        pid: u32,
+        stderr: OwnedFd,
+        index: usize,
+        reaper: Reaper,
+    ) -> io::Result<OsProcess> {
+        let stderr = StderrDrain::start(stderr, Some(index), pid)?;
+        let exit = match Adopted::new(pid) {
+            Ok(adopted) => Exit::Adopted(adopted),
+            Err(err) => {
+                // Not ours to watch: kill it rather than leave it running.
+                signal_group(pid, Signal::SIGKILL);
+                reaper.reap_group(pid);
+                return Err(err);
+            }
+        };
+        Ok(OsProcess {
+            exit,
+            pid,
+            stderr,
+            reaper: Some(reaper),
+        })
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        signal_group(self.pid, signal);
     }
 }
 
@@ -146,7 +237,10 @@ impl WorkerProcess for OsProcess {
     }
 
     async fn wait(&mut self) -> io::Result<ExitStatus> {
-        self.child.wait().await
+        match &mut self.exit {
+            Exit::Child(child) => child.wait().await,
+            Exit::Adopted(adopted) => adopted.wait().await,
+        }
     }
 
     fn kill(&self) {
@@ -161,34 +255,48 @@ impl WorkerProcess for OsProcess {
         }
         if status.is_none() {
             self.signal_group(Signal::SIGKILL);
-            status = self.child.wait().await.ok();
+            status = self.wait().await.ok();
         }
         // Children of the worker may hold its stderr open: don't wait for them.
         self.signal_group(Signal::SIGKILL);
-        self.settle_stderr().await;
-        self.drain.abort();
+        if let Some(reaper) = &self.reaper {
+            reaper.reap_group(self.pid);
+        }
+        self.stderr.settle().await;
         status
     }
 
     fn stderr_tail(&self) -> Vec<String> {
-        self.stderr_tail.lines()
+        self.stderr.tail()
     }
 
     async fn settle_stderr(&mut self) {
-        if !self.drain.is_finished() {
-            let _ = tokio::time::timeout(STDERR_SETTLE, &mut self.drain).await;
+        self.stderr.settle().await;
+    }
+}
+
+impl Drop for OsProcess {
+    fn drop(&mut self) {
+        // A child started directly is killed on drop (its pid); an adopted
+        // one, and anything of either group, is killed and reaped here.
+        if let Exit::Adopted(adopted) = &self.exit {
+            if !adopted.reaped() {
+                self.signal_group(Signal::SIGKILL);
+                if let Some(reaper) = &self.reaper {
+                    reaper.reap_group(self.pid);
+                }
+            }
         }
     }
 }
 
-impl OsProcess {
-    fn signal_group(&self, signal: Signal) {
-        let Ok(raw) = i32::try_from(self.pid) else {
-            return;
-        };
-        // ESRCH: the group is already gone, which is what we want.
-        let _ = killpg(Pid::from_raw(raw), signal);
-    }
+/// Sends `signal` to the process group led by `pid`.
+fn signal_group(pid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    // ESRCH: the group is already gone, which is what we want.
+    let _ = killpg(Pid::from_raw(raw), signal);
 }
 
 /// Words for how a process ended: `exit code 3`, `killed by signal 9 (SIGKILL)`.
@@ -205,8 +313,9 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// Logs every stderr line of one worker, tagged with its index and pid.
-async fn drain_stderr(stderr: ChildStderr, index: usize, pid: u32, tail: StderrTail) {
+/// Logs every stderr line of one worker (or of the template, `index` None),
+/// tagged with its index and pid.
+async fn drain_stderr(stderr: pipe::Receiver, index: Option<usize>, pid: u32, tail: StderrTail) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::with_capacity(256);
     loop {
@@ -220,7 +329,10 @@ async fn drain_stderr(stderr: ChildStderr, index: usize, pid: u32, tail: StderrT
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
-                tracing::info!(target: "worker", worker = index, pid, "{text}");
+                match index {
+                    Some(index) => tracing::info!(target: "worker", worker = index, pid, "{text}"),
+                    None => tracing::info!(target: "template", pid, "{text}"),
+                }
                 tail.push(text.to_owned());
             }
         }
@@ -258,11 +370,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_interpreter_is_an_io_error() {
-        let spawner = PythonSpawner {
-            python: "/nonexistent/python".into(),
-            memory_limit: None,
-        };
-        match spawner.spawn(0, &[], ChildStdio::Pipes) {
+        let stdio = WorkerStdio::new(ChildStdio::Pipes).unwrap();
+        match spawn_direct(&"/nonexistent/python".into(), 0, &[], stdio.child) {
             Err(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
             Ok(_) => panic!("a missing interpreter started"),
         }

@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::spawn::{Spawned, Spawner, WorkerProcess};
+use super::startup::StartError;
 use crate::functions::{MISS_MAGIC, Request};
 use crate::transport::ChildStdio;
 
@@ -94,12 +95,12 @@ impl ScriptedSpawner {
 impl Spawner for ScriptedSpawner {
     type Process = ScriptedProcess;
 
-    fn spawn(
+    async fn spawn(
         &self,
         _index: usize,
         transport_args: &[String],
         stdio: ChildStdio,
-    ) -> io::Result<Spawned<Self::Process>> {
+    ) -> Result<Spawned<Self::Process>, StartError> {
         assert_eq!(transport_args, ["--transport", "pipe"]);
         assert!(matches!(stdio, ChildStdio::Pipes));
         let script = self

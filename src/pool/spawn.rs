@@ -1,7 +1,8 @@
 //! What the worker actor needs from a worker process, as two traits: a
 //! [`Spawner`] starts one, a [`WorkerProcess`] is watched and stopped. The
-//! gateway's spawner runs `<python> -m worker_shim` (`process.rs`); unit
-//! tests hand the actor scripted processes over in-memory pipes.
+//! gateway's spawner forks workers from the template or runs `<python> -m
+//! worker_shim` (`launcher.rs`, `process.rs`); unit tests hand the actor
+//! scripted processes over in-memory pipes.
 
 use std::future::Future;
 use std::io;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::startup::StartError;
 use crate::transport::ChildStdio;
 
 /// The worker's protocol streams: its stdin and stdout.
@@ -33,7 +35,7 @@ pub trait Spawner: Send + Sync + 'static {
         index: usize,
         transport_args: &[String],
         stdio: ChildStdio,
-    ) -> io::Result<Spawned<Self::Process>>;
+    ) -> impl Future<Output = Result<Spawned<Self::Process>, StartError>> + Send;
 
     /// What is being run, for error messages (the interpreter's path).
     fn program(&self) -> String;

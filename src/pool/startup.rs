@@ -8,6 +8,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::process::describe_exit;
+use super::template::TemplateError;
 use crate::transport::TransportError;
 
 /// A worker that did not reach its handshake.
@@ -43,6 +44,21 @@ pub enum StartError {
         "worker {index} did not say `ready` within {}s; raise --startup-timeout if the interpreter is slow to start", .limit.as_secs_f64()
     )]
     TimedOut { index: usize, limit: Duration },
+
+    #[error(
+        "cannot preload `{module}` in the workers: {reason}; install it into the workers' interpreter (--python) or drop it from --preload"
+    )]
+    Preload { module: String, reason: String },
+
+    #[error("the worker template could not start worker {index}: {source}")]
+    Template {
+        index: usize,
+        #[source]
+        source: TemplateError,
+    },
+
+    #[error("the pool is stopping")]
+    Stopping,
 
     #[error("worker {index} broke the start-up handshake: {source}")]
     Handshake {

@@ -35,7 +35,10 @@ pub struct WorkerSnapshot {
     pub pid: Option<u32>,
     pub state: WorkerState,
     pub calls_served: u64,
+    /// Processes this slot has had after its first, for any reason.
     pub restarts: u64,
+    /// Of those, replacements of a worker that reached a recycling bound.
+    pub recycled: u64,
 }
 
 /// Shared, cheaply cloned status of every slot.
@@ -56,6 +59,7 @@ impl StatusBoard {
                     state: WorkerState::Starting,
                     calls_served: 0,
                     restarts: 0,
+                    recycled: 0,
                 })
             })
             .collect();

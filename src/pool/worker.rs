@@ -3,7 +3,8 @@
 //! at a time (sending each call's function along the first time this process
 //! needs it, and again if the process says it no longer holds it), notices
 //! when the process dies (while idle or mid-call), answers the call it was
-//! running with a crash error, and starts a new process with backoff.
+//! running with a crash error, and starts a new process with backoff; a
+//! process due for recycling is replaced at once, between calls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,14 @@ use tracing::{debug, error, info, warn};
 
 use super::process::describe_exit;
 use super::queue::{Job, JobReceiver, JobResult, expiry};
+use super::recycle::Recycle;
 use super::restart::Backoff;
 use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
 use crate::error::{Direction, GatewayError};
 use crate::functions::{self, KnownFunctions, WorkerCall};
-use crate::metrics::{Metrics, Outcome, Unserved};
+use crate::metrics::{Metrics, Outcome, Restart, Unserved};
 use crate::transport::{self, Transport, TransportError};
 
 /// How long a worker whose stream broke gets to finish exiting before it is
@@ -37,6 +39,10 @@ enum Ended {
     Died,
     /// The process was killed because its call ran past the deadline.
     TimedOut,
+    /// The process reached a recycling bound.
+    Recycled,
+    /// The process did not start.
+    FailedStart,
 }
 
 /// Why a call did not produce a response.
@@ -58,6 +64,7 @@ pub struct WorkerActor<S> {
     /// Cancelled when workers must stop now, even mid-call.
     pub abort: CancellationToken,
     pub startup_timeout: Duration,
+    pub recycle: Recycle,
     pub metrics: Arc<Metrics>,
 }
 
@@ -84,27 +91,44 @@ impl<S: Spawner> WorkerActor<S> {
                     backoff.reset();
                     let ended = self.serve(&mut process, &mut transport).await;
                     drop(transport);
-                    process.stop().await;
+                    if ended == Ended::Recycled {
+                        // It exits on EOF; its replacement need not wait for that.
+                        tokio::spawn(process.stop());
+                    } else {
+                        process.stop().await;
+                    }
                     ended
                 }
+                Err(StartError::Stopping) => break,
                 Err(err) => {
                     if let Some(report) = first_start.take() {
                         let _ = report.send(Err(err));
                         break;
                     }
                     error!(worker = self.index, cause = %err, "worker failed to start; retrying");
-                    Ended::Died
+                    Ended::FailedStart
                 }
             };
-            if ended == Ended::Shutdown {
-                break;
+            let reason = match ended {
+                Ended::Shutdown => break,
+                Ended::Died => Restart::Crashed,
+                Ended::TimedOut => Restart::TimedOut,
+                Ended::Recycled => Restart::Recycled,
+                Ended::FailedStart => Restart::FailedStart,
+            };
+            self.metrics.restarted(self.index, reason);
+            if reason == Restart::Recycled {
+                self.board.update(self.index, |slot| {
+                    slot.restarts += 1;
+                    slot.recycled += 1;
+                });
+                continue;
             }
             self.board.update(self.index, |slot| {
                 slot.state = WorkerState::Restarting;
                 slot.pid = None;
                 slot.restarts += 1;
             });
-            self.metrics.restarted(self.index);
             tokio::select! {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
                 () = self.abort.cancelled() => break,
@@ -129,10 +153,7 @@ impl<S: Spawner> WorkerActor<S> {
         let Spawned { mut process, pipes } = self
             .spawner
             .spawn(self.index, &prepared.worker_args(), stdio)
-            .map_err(|source| StartError::Spawn {
-                python: self.spawner.program(),
-                source,
-            })?;
+            .await?;
         let mut transport = prepared.connect(pipes);
         let pid = process.pid();
         self.board.update(self.index, |slot| slot.pid = Some(pid));
@@ -180,7 +201,15 @@ impl<S: Spawner> WorkerActor<S> {
     async fn serve(&self, process: &mut S::Process, transport: &mut Transport) -> Ended {
         let pid = process.pid();
         let mut known = KnownFunctions::default();
+        let mut served: u64 = 0;
         loop {
+            if served > 0 && self.recycle.due(served, pid) {
+                info!(
+                    worker = self.index,
+                    pid, served, "worker reached its recycling bound; replacing it"
+                );
+                return Ended::Recycled;
+            }
             self.set_state(WorkerState::Idle);
             let job = tokio::select! {
                 biased;
@@ -249,6 +278,7 @@ impl<S: Spawner> WorkerActor<S> {
                     return Ended::Shutdown;
                 }
             };
+            served += 1;
             match outcome {
                 Ok(response) => {
                     // Idle before the caller hears back, so that what it asks

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::scripted::{Log, Script, ScriptedSpawner, exit_code, signalled};
-use super::{Deadline, Pool, PoolSettings, PoolTasks, WorkerState};
+use super::{Deadline, Pool, PoolSettings, PoolTasks, Recycle, WorkerState};
 use crate::error::GatewayError;
 use crate::functions::{WorkerCall, encode};
 use crate::metrics::Metrics;
@@ -17,6 +17,14 @@ use crate::transport;
 
 /// A one-worker pool whose workers follow `scripts` (then serve).
 async fn pool(scripts: impl IntoIterator<Item = Script>) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
+    recycling_pool(scripts, Recycle::default()).await
+}
+
+/// As [`pool`], replacing workers as `recycle` says.
+async fn recycling_pool(
+    scripts: impl IntoIterator<Item = Script>,
+    recycle: Recycle,
+) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
     let spawner = ScriptedSpawner::new(scripts);
     let log = spawner.log();
     let settings = PoolSettings {
@@ -25,12 +33,19 @@ async fn pool(scripts: impl IntoIterator<Item = Script>) -> (Pool, PoolTasks, Ar
         queue_max_bytes: 1 << 20,
         startup_timeout: Duration::from_secs(10),
         max_queue_wait: Some(Duration::from_secs(30)),
+        recycle,
     };
     let transport = transport::Spec::Pipe {
         max_payload_bytes: 1 << 20,
     };
     let metrics = Arc::new(Metrics::new(1, "pipe"));
-    let (pool, mut tasks) = Pool::spawn_with(settings, spawner, transport, metrics);
+    let (pool, mut tasks) = Pool::spawn_with(
+        settings,
+        spawner,
+        transport,
+        metrics,
+        tokio_util::sync::CancellationToken::new(),
+    );
     tasks.ready().await.expect("the first worker starts");
     (pool, tasks, log)
 }
@@ -203,11 +218,11 @@ async fn restarts_back_off_while_starts_fail_and_reset_after_a_good_start() {
     assert_eq!(
         gaps,
         [
-            ms(1000 + 50), // ran 1 s, then the quick first restart
-            ms(100),       // failed to start: the delay doubles ...
+            ms(1000), // ran 1 s, then replaced at once
+            ms(50),   // failed to start: a delay, which doubles ...
+            ms(100),
             ms(200),
-            ms(400),
-            ms(1000 + 50), // ... and a good start resets it
+            ms(1000), // ... and a good start resets it
         ]
     );
     assert_eq!(restarts(&pool), 5);
@@ -286,5 +301,32 @@ async fn a_call_no_worker_took_within_the_queue_wait_is_refused_and_never_runs()
     assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
     let requests = log.lock().unwrap().requests.clone();
     assert_eq!(requests, [b"long".to_vec(), b"then".to_vec()]);
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_is_recycled_between_calls_once_it_has_served_its_bound() {
+    let recycle = Recycle {
+        max_calls: Some(2),
+        max_rss_bytes: None,
+    };
+    let (pool, tasks, log) = recycling_pool([], recycle).await;
+    let started = tokio::time::Instant::now();
+    for arguments in [&b"1"[..], b"2", b"3", b"4", b"5"] {
+        let answer = pool.submit(job(arguments), None).unwrap().outcome().await;
+        assert_eq!(answer.unwrap(), [&b"echo:"[..], arguments].concat());
+    }
+    // Two calls per process, then a new one at once: no restart backoff.
+    assert_eq!(log.lock().unwrap().spawns.len(), 3);
+    assert!(started.elapsed() < Duration::from_millis(50));
+    let slot = &pool.workers()[0];
+    assert_eq!((slot.calls_served, slot.restarts, slot.recycled), (5, 2, 2));
+    assert!(
+        scrape(&pool)
+            .lines()
+            .any(|line| line == r#"mystic_worker_restarts_total{worker="0",reason="recycled"} 2"#),
+        "{}",
+        scrape(&pool)
+    );
     tasks.shutdown().await;
 }

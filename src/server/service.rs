@@ -73,12 +73,14 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         _request: Request<pb::GetWorkersRequest>,
     ) -> Result<Response<pb::GetWorkersResponse>, Status> {
-        let workers: Vec<pb::WorkerInfo> =
-            self.pool.workers().into_iter().map(worker_info).collect();
+        let slots = self.pool.workers();
+        let ready = slots.iter().filter(|slot| slot.state.serves()).count();
+        let workers: Vec<pb::WorkerInfo> = slots.into_iter().map(worker_info).collect();
         Ok(Response::new(pb::GetWorkersResponse {
             count: u32::try_from(workers.len()).unwrap_or(u32::MAX),
             transport: self.transport.as_str().to_owned(),
             workers,
+            ready: u32::try_from(ready).unwrap_or(u32::MAX),
         }))
     }
 }
@@ -97,6 +99,7 @@ fn worker_info(slot: WorkerSnapshot) -> pb::WorkerInfo {
         state: state.into(),
         calls_served: slot.calls_served,
         restarts: slot.restarts,
+        recycled: slot.recycled,
     }
 }
 

@@ -1,6 +1,7 @@
 """Health tells the truth, on both transports: ``grpc.health.v1`` reports
 NOT_SERVING while no worker can take a call (every one of them restarting or
-failing to start), and SERVING again once one can."""
+failing to start, whether started directly or waiting for a stopped
+template), and SERVING again once one can."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def health(gateway) -> int:
 
 
 def test_health_is_not_serving_while_no_worker_can_take_a_call(start_gateway):
-    gateway = start_gateway()
+    gateway = start_gateway("--no-template")
     assert health(gateway) == SERVING
     # Workers run `python -m worker_shim` in the gateway's directory, and -m
     # looks there first: a package of that name there breaks every restart.
@@ -38,5 +39,21 @@ def test_health_is_not_serving_while_no_worker_can_take_a_call(start_gateway):
     wait_until(lambda: health(gateway) == NOT_SERVING, "health to say NOT_SERVING", 20)
 
     shutil.rmtree(broken)
+    wait_until(lambda: health(gateway) == SERVING, "health to say SERVING again", 30)
+    assert compute_this(server=gateway.url)(abs)(-2).run() == 2
+
+
+def test_health_is_not_serving_while_the_template_cannot_fork(start_gateway):
+    from test_template import template_of
+
+    gateway = start_gateway()
+    template = template_of(gateway)
+    os.kill(template, signal.SIGSTOP)
+    try:
+        for pid in gateway.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: health(gateway) == NOT_SERVING, "health to say NOT_SERVING", 20)
+    finally:
+        os.kill(template, signal.SIGCONT)
     wait_until(lambda: health(gateway) == SERVING, "health to say SERVING again", 30)
     assert compute_this(server=gateway.url)(abs)(-2).run() == 2

@@ -27,6 +27,11 @@ pub const RESPONSE_CONTROL: usize = 192;
 pub const MIN_RING_BYTES: usize = 4096;
 /// The page size the rings are pre-faulted with (the smallest on Linux).
 const PAGE_BYTES: usize = 4096;
+/// How much of each ring is faulted in before the worker starts: what the
+/// first small calls touch. The rest is faulted in as traffic first reaches
+/// it, once per page for the segment's life, so that an idle worker costs
+/// this much rather than both whole rings (mirrored in `worker_shim/_shm.py`).
+pub const PREFAULT_BYTES: usize = 64 << 10;
 
 /// The 64 header bytes of a segment whose rings hold `ring_bytes` each.
 pub fn header_bytes(ring_bytes: usize) -> [u8; 64] {
@@ -102,11 +107,14 @@ impl Segment {
         let (_, responses) = ring::create(Arc::clone(&mapping), response_place)?;
         // The magic goes in last: a peer that sees it sees initialised rings.
         write_at(mapping.as_ref(), 0, &header_bytes(ring_bytes))?;
-        // Fault every page in now: the rings are walked from start to end, so
-        // otherwise the first laps would take a page fault every 4 KiB of
-        // traffic, on the latency path of every small call.
-        for offset in (DATA_OFFSET..size).step_by(PAGE_BYTES) {
-            write_at(mapping.as_ref(), offset, &[0])?;
+        // Fault in the start of each ring now, off the latency path of the
+        // first calls; the rest waits until traffic reaches it.
+        for place in [request_place, response_place] {
+            let start = place.data_offset;
+            let end = start + place.capacity.min(PREFAULT_BYTES);
+            for offset in (start..end).step_by(PAGE_BYTES) {
+                write_at(mapping.as_ref(), offset, &[0])?;
+            }
         }
         let seal_later = file.try_clone().map_err(MemoryError::Map)?;
         Ok(Segment {

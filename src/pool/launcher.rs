@@ -1,0 +1,317 @@
+//! Starting worker processes: forked by the template when it runs, as their
+//! own interpreters otherwise.
+//!
+//! [`Launcher`] is the pool's [`Spawner`]. With the template, one task
+//! ([`supervise`]) owns it: it makes the gateway a child subreaper (so that
+//! forked workers become the gateway's children), starts the template, hands
+//! it one fork request at a time, and starts a new template when it dies
+//! (running workers are not its children and are unaffected). If the
+//! template cannot start, every worker is started directly from then on, and
+//! the log says so once. A `--preload` module that fails to import in the
+//! template is every worker's start-up error, which stops the gateway.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::adopted::Reaper;
+use super::process::{OsProcess, WorkerStdio, spawn_direct};
+use super::restart::Backoff;
+use super::spawn::{Spawned, Spawner};
+use super::startup::StartError;
+use super::template::{Event, Reply, Template, TemplateError};
+use crate::transport::ChildStdio;
+
+/// How workers are started and with what.
+#[derive(Debug, Clone)]
+pub struct LaunchSettings {
+    pub python: OsString,
+    /// RLIMIT_AS for each worker, which sets it on itself at start-up.
+    pub memory_limit: Option<u64>,
+    /// Modules imported before a worker serves.
+    pub preload: Vec<String>,
+    /// Fork workers from a template (else start each directly).
+    pub template: bool,
+    pub startup_timeout: Duration,
+}
+
+/// Starts worker processes (see the module docs).
+#[derive(Debug)]
+pub struct Launcher {
+    settings: LaunchSettings,
+    /// To the task that owns the template; `None` without one.
+    forks: Option<mpsc::Sender<ForkRequest>>,
+    /// Set while the gateway is a subreaper.
+    reaper: Option<Reaper>,
+}
+
+/// One worker to fork.
+struct ForkRequest {
+    index: usize,
+    args: Vec<String>,
+    stdio: [OwnedFd; 3],
+    reply: oneshot::Sender<Forked>,
+}
+
+enum Forked {
+    /// The template forked it: this pid, soon the gateway's child.
+    Pid(u32),
+    /// No template: start it directly, with its stdio given back.
+    Direct([OwnedFd; 3]),
+    Failed(TemplateError),
+}
+
+impl Launcher {
+    /// A launcher, and (with the template) the task that owns the template,
+    /// to run until `abort`. Call from within the tokio runtime.
+    pub fn new(
+        settings: LaunchSettings,
+        abort: CancellationToken,
+    ) -> (Launcher, Option<impl Future<Output = ()> + Send + 'static>) {
+        let direct = Launcher {
+            settings: settings.clone(),
+            forks: None,
+            reaper: None,
+        };
+        if !settings.template {
+            return (direct, None);
+        }
+        let reaper = match become_subreaper().and_then(|()| Reaper::start()) {
+            Ok(reaper) => reaper,
+            Err(err) => {
+                warn!(cause = %err, "cannot fork workers from a template here; starting worker interpreters directly");
+                return (direct, None);
+            }
+        };
+        let (forks, requests) = mpsc::channel(64);
+        let task = supervise(settings.clone(), requests, reaper.clone(), abort);
+        let launcher = Launcher {
+            settings,
+            forks: Some(forks),
+            reaper: Some(reaper),
+        };
+        (launcher, Some(task))
+    }
+
+    fn worker_args(&self, transport_args: &[String], direct: bool) -> Vec<String> {
+        let mut args = transport_args.to_vec();
+        if let Some(bytes) = self.settings.memory_limit {
+            args.extend(["--memory-limit".to_owned(), bytes.to_string()]);
+        }
+        // Forked workers have the template's.
+        if direct && !self.settings.preload.is_empty() {
+            args.extend(["--preload".to_owned(), self.settings.preload.join(",")]);
+        }
+        args
+    }
+
+    fn spawn_failed(&self, source: std::io::Error) -> StartError {
+        StartError::Spawn {
+            python: self.program(),
+            source,
+        }
+    }
+}
+
+impl Spawner for Launcher {
+    type Process = OsProcess;
+
+    async fn spawn(
+        &self,
+        index: usize,
+        transport_args: &[String],
+        stdio: ChildStdio,
+    ) -> Result<Spawned<OsProcess>, StartError> {
+        let WorkerStdio {
+            mut child,
+            pipes,
+            stderr,
+        } = WorkerStdio::new(stdio).map_err(|err| self.spawn_failed(err))?;
+        if let (Some(forks), Some(reaper)) = (&self.forks, &self.reaper) {
+            let (reply, forked) = oneshot::channel();
+            let request = ForkRequest {
+                index,
+                args: self.worker_args(transport_args, false),
+                stdio: child,
+                reply,
+            };
+            if forks.send(request).await.is_err() {
+                return Err(StartError::Stopping);
+            }
+            match forked.await {
+                Ok(Forked::Pid(pid)) => {
+                    let process = OsProcess::adopted(pid, stderr, index, reaper.clone())
+                        .map_err(|err| self.spawn_failed(err))?;
+                    return Ok(Spawned { process, pipes });
+                }
+                Ok(Forked::Direct(given_back)) => child = given_back,
+                Ok(Forked::Failed(TemplateError::Preload { module, reason })) => {
+                    return Err(StartError::Preload { module, reason });
+                }
+                Ok(Forked::Failed(source)) => return Err(StartError::Template { index, source }),
+                Err(_stopped) => return Err(StartError::Stopping),
+            }
+        }
+        let args = self.worker_args(transport_args, true);
+        let process = spawn_direct(&self.settings.python, index, &args, child)
+            .and_then(|process| OsProcess::direct(process, stderr, index, self.reaper.clone()))
+            .map_err(|err| self.spawn_failed(err))?;
+        Ok(Spawned { process, pipes })
+    }
+
+    fn program(&self) -> String {
+        self.settings.python.to_string_lossy().into_owned()
+    }
+}
+
+/// Makes the gateway the reaper of its orphaned descendants, so that the
+/// workers the template forks become its children.
+fn become_subreaper() -> std::io::Result<()> {
+    Ok(rustix::process::set_child_subreaper(Some(
+        rustix::process::getpid(),
+    ))?)
+}
+
+/// Owns the template until `abort`: starts it, forks through it, restarts it.
+async fn supervise(
+    settings: LaunchSettings,
+    mut requests: mpsc::Receiver<ForkRequest>,
+    reaper: Reaper,
+    abort: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    let mut first = true;
+    let mut next_id: u64 = 0;
+    loop {
+        let started = tokio::select! {
+            started = Template::start(&settings.python, &settings.preload, settings.startup_timeout) => started,
+            () = abort.cancelled() => return,
+        };
+        let mut template = match started {
+            Ok(template) => template,
+            Err(TemplateError::Preload { module, reason }) if first => {
+                // The gateway stops: every worker's first start fails so.
+                answer_all(&mut requests, &abort, || {
+                    Forked::Failed(TemplateError::Preload {
+                        module: module.clone(),
+                        reason: reason.clone(),
+                    })
+                })
+                .await;
+                return;
+            }
+            Err(err) => {
+                warn!(cause = %err, "cannot start the worker template; starting worker interpreters directly");
+                while let Some(request) = next(&mut requests, &abort).await {
+                    let _ = request.reply.send(Forked::Direct(request.stdio));
+                }
+                return;
+            }
+        };
+        if first {
+            info!(pid = template.pid(), "worker template ready");
+        } else {
+            info!(pid = template.pid(), "new worker template ready");
+        }
+        first = false;
+        let mut pending: HashMap<u64, oneshot::Sender<Forked>> = HashMap::new();
+        let ended = loop {
+            tokio::select! {
+                biased;
+                () = abort.cancelled() => break None,
+                event = template.next_event() => match event {
+                    Event::Reply(reply) => answer(&mut pending, reply, &mut backoff),
+                    Event::Exited(err) => break Some(err),
+                },
+                request = requests.recv() => {
+                    let Some(request) = request else { break None };
+                    next_id += 1;
+                    let [stdin, stdout, stderr] = &request.stdio;
+                    let stdio = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+                    match template.request(next_id, request.index, &request.args, stdio).await {
+                        // The template has its own copies now; ours go.
+                        Ok(()) => { pending.insert(next_id, request.reply); }
+                        Err(err) => {
+                            let _ = request.reply.send(Forked::Failed(TemplateError::Control(err)));
+                        }
+                    }
+                }
+            }
+        };
+        let Some(err) = ended else {
+            template.stop().await;
+            return;
+        };
+        warn!(pid = template.pid(), cause = %err, "the worker template exited; starting a new one");
+        for reply in template.late_replies().await {
+            answer(&mut pending, reply, &mut backoff);
+        }
+        // Its middle processes, if any were left, are ours now.
+        reaper.reap_group(template.pid());
+        for (_, waiting) in pending.drain() {
+            let _ = waiting.send(Forked::Failed(TemplateError::Fork(
+                "the template exited before forking it".into(),
+            )));
+        }
+        drop(template);
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = abort.cancelled() => return,
+        }
+    }
+}
+
+/// Passes `reply` on to the slot waiting for it.
+fn answer(
+    pending: &mut HashMap<u64, oneshot::Sender<Forked>>,
+    reply: Reply,
+    backoff: &mut Backoff,
+) {
+    let Some(waiting) = pending.remove(&reply.request) else {
+        warn!(
+            request = reply.request,
+            "the worker template answered a request it was not sent"
+        );
+        return;
+    };
+    let forked = match reply.outcome {
+        Ok(pid) => {
+            backoff.reset();
+            Forked::Pid(pid)
+        }
+        Err(err) => Forked::Failed(err),
+    };
+    if let Err(Forked::Pid(pid)) = waiting.send(forked) {
+        // Its slot stopped waiting (the pool is stopping): nobody will watch it.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The next request, unless the pool stops first.
+async fn next(
+    requests: &mut mpsc::Receiver<ForkRequest>,
+    abort: &CancellationToken,
+) -> Option<ForkRequest> {
+    tokio::select! {
+        request = requests.recv() => request,
+        () = abort.cancelled() => None,
+    }
+}
+
+async fn answer_all(
+    requests: &mut mpsc::Receiver<ForkRequest>,
+    abort: &CancellationToken,
+    answer: impl Fn() -> Forked,
+) {
+    while let Some(request) = next(requests, abort).await {
+        let _ = request.reply.send(answer());
+    }
+}
