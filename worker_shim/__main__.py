@@ -89,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     _parent.die_with_parent()
     reader, writer = _stdio.take_protocol_streams()
 
-    # Imported after fd hygiene: nothing may print to fd 1.
+    # Imported after fd hygiene: nothing may print to fd 1. (A forked worker
+    # has them already, from the template.)
     from . import _executor, _loop
 
     if args.memory_limit is not None and not limit_memory(args.memory_limit):
         return 2
     if not preload(args.preload):
-        return 3
+        from ._template import PRELOAD_FAILED
+
+        return PRELOAD_FAILED
 
     try:
         if args.transport == "shm":

@@ -61,12 +61,10 @@ def main(preload: list[str]) -> int | list[str]:
     os.close(devnull)
     try:
         _import_worker()
-        for name in preload:
-            try:
-                importlib.import_module(name)
-            except BaseException as exc:
-                _send(control, "preload-failed", name, _describe(exc))
-                return PRELOAD_FAILED
+        failed = import_all(preload)
+        if failed is not None:
+            _send(control, "preload-failed", *failed)
+            return PRELOAD_FAILED
         # Whatever the imports left for the cycle collector goes to a
         # generation it never scans: its pages stay shared with the workers.
         gc.collect()
@@ -79,6 +77,16 @@ def main(preload: list[str]) -> int | list[str]:
         return worker.argv
     finally:
         control.close()
+
+
+def import_all(modules: list[str]) -> tuple[str, str] | None:
+    """Imports ``modules`` in order; the first that fails, and why, or None."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            return name, _describe(exc)
+    return None
 
 
 def _import_worker() -> None:
@@ -151,6 +159,12 @@ def _middle(
             os._exit(1)
     if worker != 0:
         try:
+            # Its own group before anyone hears of it, so that the gateway
+            # can signal the group at once (the worker does the same).
+            try:
+                os.setpgid(worker, worker)
+            except OSError:
+                pass
             _send(control, "forked", request, str(worker))
         finally:
             os._exit(0)
@@ -176,6 +190,10 @@ def _become_worker(control: socket.socket, index: int, fds: list[int]) -> None:
     deadline = time.monotonic() + REPARENT_LIMIT
     while os.getppid() != gateway and time.monotonic() < deadline:
         time.sleep(0.0002)
+    if os.getppid() != gateway:
+        raise RuntimeError(
+            f"not re-parented to the gateway (pid {gateway}) within {REPARENT_LIMIT}s"
+        )
     _reseed()
 
 

@@ -1,16 +1,17 @@
-"""Time from SIGKILL of an idle worker until its slot serves again (a
-different process in the slot, idle), per gateway set-up and transport; the
-set-ups are interleaved A B A B ... (one gateway each, ``--rounds`` times) so
-that the machine's drift hits all alike.
+"""Time from a worker's death in a call until its slot serves again (every
+slot idle, one more restart), per gateway set-up and transport; the set-ups
+are interleaved A B A B ... (one gateway each, ``--rounds`` times) so that
+the machine's drift hits all alike.
 
     .venv/bin/python benches/python/replacement.py --workers 4 --crashes 100 \\
         --rounds 3 --setup template= --setup direct=--no-template
 
-Each crash picks the next slot round robin, reads its pid, kills it, then polls
-``GetWorkers`` every 0.5 ms until the slot holds a new pid in state IDLE: the
-figure includes up to one polling interval and one ``GetWorkers`` round trip,
-and the gateway's fixed 50 ms wait before it restarts a slot that died. Crashes
-are 20 ms apart. Each ``--setup`` is ``NAME=FLAGS`` (gateway flags, possibly
+Each crash is a call whose function notes the time (``time.time()``) and
+SIGKILLs its own worker; once the call has failed with ``WorkerCrashed``,
+``GetWorkers`` is polled every 0.5 ms until every slot is idle again with one
+more restart than before: the figure runs from the worker's death and
+includes up to one polling interval and one ``GetWorkers`` round trip.
+Crashes are 20 ms apart. Each ``--setup`` is ``NAME=FLAGS`` (gateway flags, possibly
 none) or just ``FLAGS`` (``--setup=--no-template``), named after its flags.
 """
 
@@ -30,7 +31,15 @@ import time
 import grpc
 from _servers import stop
 
+from distribute_challenge import WorkerCrashed, compute_this
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
+
+
+def die(path: str) -> None:
+    """Notes when, then kills this worker."""
+    with open(path, "w") as note:
+        note.write(repr(time.time()))
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def parse_setup(text: str) -> tuple[str, list[str]]:
@@ -46,33 +55,30 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def slot(stub, index: int):
-    workers = stub.GetWorkers(gateway_pb2.GetWorkersRequest(), timeout=10).workers
-    return next(worker for worker in workers if worker.index == index)
+def settled(stub, restarts: int) -> bool:
+    reply = stub.GetWorkers(gateway_pb2.GetWorkersRequest(), timeout=10)
+    idle = all(worker.state == gateway_pb2.WORKER_STATE_IDLE for worker in reply.workers)
+    return idle and sum(worker.restarts for worker in reply.workers) == restarts
 
 
-def crash(stub, index: int, timeout: float = 60) -> float:
-    """Kills the idle worker of slot `index`; seconds until the slot is idle again."""
+def crash(stub, url: str, restarts: int, note: str, timeout: float = 60) -> float:
+    """Crashes a worker in a call; seconds from its death until it is replaced."""
+    try:
+        compute_this(server=url)(die)(note).run()
+        sys.exit("the crashing call returned")
+    except WorkerCrashed:
+        pass
+    with open(note) as noted:
+        died = float(noted.read())
     deadline = time.monotonic() + timeout
-    worker = slot(stub, index)
-    while worker.state != gateway_pb2.WORKER_STATE_IDLE or not worker.pid:
+    while not settled(stub, restarts + 1):
         if time.monotonic() > deadline:
-            sys.exit(f"slot {index} never became idle: {worker}")
+            sys.exit(f"no replacement after {timeout}s")
         time.sleep(0.0005)
-        worker = slot(stub, index)
-    old = worker.pid
-    started = time.monotonic()
-    os.kill(old, signal.SIGKILL)
-    while True:
-        worker = slot(stub, index)
-        if worker.pid not in (0, old) and worker.state == gateway_pb2.WORKER_STATE_IDLE:
-            return time.monotonic() - started
-        if time.monotonic() > deadline:
-            sys.exit(f"slot {index} not replaced after {timeout}s: {worker}")
-        time.sleep(0.0005)
+    return time.time() - died
 
 
-def run(command: list[str], workers: int, crashes: int) -> list[float]:
+def run(command: list[str], crashes: int) -> list[float]:
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
@@ -80,13 +86,15 @@ def run(command: list[str], workers: int, crashes: int) -> list[float]:
             if not line.startswith("serving "):
                 log.seek(0)
                 sys.exit(f"{command} did not serve:\n{log.read().decode(errors='replace')[-2000:]}")
-            address = line.split()[1].removeprefix("grpc://")
-            with grpc.insecure_channel(address) as channel:
+            url = line.split()[1]
+            with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
                 stub = gateway_pb2_grpc.GatewayStub(channel)
                 times = []
-                for number in range(crashes):
-                    times.append(crash(stub, number % workers))
-                    time.sleep(0.02)
+                with tempfile.TemporaryDirectory() as scratch:
+                    note = os.path.join(scratch, "died")
+                    for number in range(crashes):
+                        times.append(crash(stub, url, number, note))
+                        time.sleep(0.02)
                 reply = stub.GetWorkers(gateway_pb2.GetWorkersRequest(), timeout=10)
                 restarts = sum(worker.restarts for worker in reply.workers)
                 if restarts != crashes:
@@ -113,11 +121,11 @@ def main() -> None:
                 command = [args.binary, "--listen", "127.0.0.1:0", "--transport", transport]
                 command += ["--workers", str(args.workers), "--python", sys.executable]
                 command += ["--startup-timeout", "300", *flags]
-                times = [seconds * 1000 for seconds in run(command, args.workers, args.crashes)]
+                times = [seconds * 1000 for seconds in run(command, args.crashes)]
                 results.setdefault((name, transport), []).extend(times)
                 median = statistics.median(times)
                 print(f"{name:>14} {transport:>4}: median {median:.1f} ms", flush=True)
-    print(f"\n{args.workers} workers: ms from SIGKILL until the slot is idle again")
+    print(f"\n{args.workers} workers: ms from a worker's death until it is replaced")
     print(f"{'':>14} {'':>4}  {'median':>7} {'p90':>7} {'p99':>7} {'max':>7} crashes")
     for (name, transport), times in results.items():
         print(

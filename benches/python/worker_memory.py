@@ -10,7 +10,11 @@ Two seconds after the ``serving`` line, every process below the gateway
 summed from ``/proc/PID/smaps_rollup``: ``Pss`` (shared pages split among
 the processes that map them: the fair total), private (``Private_Clean`` +
 ``Private_Dirty``: what the processes would free on exit) and ``Rss`` (which
-counts every shared page once per process). One call then checks that the
+counts every shared page once per process); and the drop in the machine's
+``MemAvailable`` since just before the launch (``/proc/meminfo``), which also
+counts what no process maps (the shm rings' memfds are allocated in full,
+``--ring-bytes`` x 2 per worker) and the kernel's page tables, and moves with
+whatever else runs on the machine. One call then checks that the
 gateway serves; after SIGTERM it must exit 0 and its processes be gone.
 Each ``--setup`` is ``NAME=FLAGS`` (gateway flags, possibly none) or just
 ``FLAGS``, named after its flags.
@@ -80,9 +84,18 @@ def memory_kib(pids: list[int]) -> dict[str, int]:
     return totals
 
 
+def available_kib() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
 def measure(command: list[str]) -> tuple[float, int, dict[str, int]]:
     """Seconds until serving, processes, and memory of the idle gateway."""
     with tempfile.TemporaryFile() as log:
+        available = available_kib()
         started = time.monotonic()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
@@ -94,6 +107,7 @@ def measure(command: list[str]) -> tuple[float, int, dict[str, int]]:
             time.sleep(2)
             pids = descendants(process.pid)
             kib = memory_kib(pids)
+            kib["system"] = available - available_kib()
             result = compute_this(server=line.split()[1])(one)().run()
             if result != 1:
                 sys.exit(f"the call returned {result!r}, not 1")
@@ -123,7 +137,7 @@ def main() -> None:
     print(
         f"{'':>14} {'':>4} {'workers':>7} {'procs':>5} {'serve s':>7}"
         f" {'Pss MiB':>9} {'/worker':>7} {'private':>9} {'/worker':>7}"
-        f" {'RSS MiB':>9} {'/worker':>7}"
+        f" {'RSS MiB':>9} {'/worker':>7} {'system':>9} {'/worker':>7}"
     )
     for workers in [int(count) for count in args.workers.split(",")]:
         for transport in args.transports.split(","):
@@ -135,10 +149,11 @@ def main() -> None:
                 pss = kib["Pss"] / 1024
                 private = (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024
                 rss = kib["Rss"] / 1024
+                system = kib["system"] / 1024
                 print(
                     f"{name:>14} {transport:>4} {workers:7d} {processes:5d} {seconds:7.2f}"
                     f" {pss:9.1f} {pss / workers:7.2f} {private:9.1f} {private / workers:7.2f}"
-                    f" {rss:9.1f} {rss / workers:7.2f}",
+                    f" {rss:9.1f} {rss / workers:7.2f} {system:9.1f} {system / workers:7.2f}",
                     flush=True,
                 )
 

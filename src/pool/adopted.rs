@@ -6,18 +6,29 @@
 //!   says a child changed state. Nothing else reaps it (tokio waits only for
 //!   the children it started), so its pid cannot be reused under us before
 //!   that, and its exit status is ours to read.
-//! - [`Reaper`]: reaps the members of finished workers' process groups that
-//!   were re-parented to the gateway, so that none stays a zombie.
+//! - [`Reaper`]: reaps what else is re-parented to the gateway (a child
+//!   subreaper), so that none stays a zombie: the members of finished
+//!   workers' process groups, and on every SIGCHLD any exited child that
+//!   does not lead its own process group (every worker, the template and
+//!   every process tokio started leads its own, and is reaped by its owner).
 
 use std::collections::HashSet;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustix::process::{Pid, WaitOptions, waitpgid, waitpid};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long a forked worker may take to become the gateway's child (its
+/// middle process exits right after forking it).
+const ADOPTION_LIMIT: Duration = Duration::from_secs(5);
+/// How often to look again while it has not.
+const ADOPTION_POLL: Duration = Duration::from_millis(5);
 
 /// A worker process the gateway adopted.
 #[derive(Debug)]
@@ -26,6 +37,8 @@ pub struct Adopted {
     /// Created before the first look, so that no SIGCHLD is missed.
     children: Signal,
     status: Option<ExitStatus>,
+    /// Until the worker is known to be our child: when to give up.
+    adopt_by: Option<Instant>,
 }
 
 impl Adopted {
@@ -41,6 +54,7 @@ impl Adopted {
             pid,
             children: signal(SignalKind::child())?,
             status: None,
+            adopt_by: Some(Instant::now() + ADOPTION_LIMIT),
         })
     }
 
@@ -50,7 +64,10 @@ impl Adopted {
             if let Some(status) = self.try_wait()? {
                 return Ok(status);
             }
-            if self.children.recv().await.is_none() {
+            if self.adopt_by.is_some() {
+                // Not ours yet: no SIGCHLD would say when it is.
+                tokio::time::sleep(ADOPTION_POLL).await;
+            } else if self.children.recv().await.is_none() {
                 return Err(io::Error::other("SIGCHLD can no longer be received"));
             }
         }
@@ -61,12 +78,19 @@ impl Adopted {
         if self.status.is_none() {
             match waitpid(Some(self.pid), WaitOptions::NOHANG) {
                 Ok(reaped) => {
+                    self.adopt_by = None;
                     self.status = reaped.map(|(_, status)| ExitStatus::from_raw(status.as_raw()));
                 }
                 // Not re-parented to us yet: the template's middle process is
-                // still exiting. A SIGCHLD follows once it is ours and has
-                // exited (the kernel tells a new parent of a zombie child).
-                Err(rustix::io::Errno::CHILD) => {}
+                // still exiting.
+                Err(rustix::io::Errno::CHILD)
+                    if self.adopt_by.is_some_and(|limit| Instant::now() < limit) => {}
+                Err(rustix::io::Errno::CHILD) => {
+                    return Err(io::Error::other(format!(
+                        "worker {} did not become the gateway's child",
+                        self.pid.as_raw_nonzero()
+                    )));
+                }
                 Err(err) => return Err(err.into()),
             }
         }
@@ -121,6 +145,7 @@ impl Reaper {
     }
 
     fn reap(&self) {
+        reap_orphans();
         self.lock().retain(|&pgid| {
             let Some(group) = Pid::from_raw(pgid) else {
                 return false;
@@ -142,4 +167,43 @@ impl Reaper {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Reaps every exited child of the gateway that does not lead its own
+/// process group: what a worker or the template left behind when it died.
+fn reap_orphans() {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for pid in children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<i32>().ok())
+        {
+            if is_orphan_zombie(pid) {
+                if let Some(pid) = Pid::from_raw(pid) {
+                    let _ = waitpid(Some(pid), WaitOptions::NOHANG);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `pid` has exited and is in a process group it does not lead.
+fn is_orphan_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name, in parentheses: state, ppid, pgrp.
+    let mut fields = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace();
+    let state = fields.next();
+    let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok());
+    state == Some("Z") && pgrp.is_some_and(|pgrp| pgrp != pid)
 }

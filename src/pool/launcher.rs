@@ -1,11 +1,12 @@
 //! Starting worker processes: forked by the template when it runs, as their
 //! own interpreters otherwise.
 //!
-//! [`Launcher`] is the pool's [`Spawner`]. With the template, one task
-//! ([`supervise`]) owns it: it makes the gateway a child subreaper (so that
-//! forked workers become the gateway's children), starts the template, hands
-//! it one fork request at a time, and starts a new template when it dies
-//! (running workers are not its children and are unaffected). If the
+//! [`Launcher`] is the pool's [`Spawner`]. The gateway becomes a child
+//! subreaper (so that forked workers become its children), and one task
+//! ([`supervise`]) owns the template: it starts it, passes fork requests on
+//! (several may be in flight), hands each slot its answer, and starts a new
+//! template when it dies or stops answering (running workers are not its
+//! children and are unaffected). If the
 //! template cannot start, every worker is started directly from then on, and
 //! the log says so once. A `--preload` module that fails to import in the
 //! template is every worker's start-up error, which stops the gateway.
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::adopted::Reaper;
-use super::process::{OsProcess, WorkerStdio, spawn_direct};
+use super::process::{OsProcess, WorkerStdio, signal_group, spawn_direct};
 use super::restart::Backoff;
 use super::spawn::{Spawned, Spawner};
 use super::startup::StartError;
@@ -143,7 +144,15 @@ impl Spawner for Launcher {
             if forks.send(request).await.is_err() {
                 return Err(StartError::Stopping);
             }
-            match forked.await {
+            // A template that does not answer is replaced by `supervise`;
+            // this slot tries again meanwhile.
+            let forked = tokio::time::timeout(self.settings.startup_timeout, forked)
+                .await
+                .map_err(|_elapsed| StartError::Template {
+                    index,
+                    source: TemplateError::NoAnswer(self.settings.startup_timeout),
+                })?;
+            match forked {
                 Ok(Forked::Pid(pid)) => {
                     let process = OsProcess::adopted(pid, stderr, index, reaper.clone())
                         .map_err(|err| self.spawn_failed(err))?;
@@ -219,15 +228,28 @@ async fn supervise(
             info!(pid = template.pid(), "new worker template ready");
         }
         first = false;
-        let mut pending: HashMap<u64, oneshot::Sender<Forked>> = HashMap::new();
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
         let ended = loop {
+            let oldest = pending.values().map(|waiting| waiting.sent_at).min();
+            let overdue = async {
+                match oldest {
+                    Some(sent_at) => {
+                        tokio::time::sleep_until(sent_at + settings.startup_timeout).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = abort.cancelled() => break None,
                 event = template.next_event() => match event {
-                    Event::Reply(reply) => answer(&mut pending, reply, &mut backoff),
+                    Event::Reply(reply) => answer(&mut pending, reply, &mut backoff, &reaper),
                     Event::Exited(err) => break Some(err),
                 },
+                () = overdue => {
+                    template.kill();
+                    break Some(TemplateError::NoAnswer(settings.startup_timeout));
+                }
                 request = requests.recv() => {
                     let Some(request) = request else { break None };
                     next_id += 1;
@@ -235,9 +257,17 @@ async fn supervise(
                     let stdio = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
                     match template.request(next_id, request.index, &request.args, stdio).await {
                         // The template has its own copies now; ours go.
-                        Ok(()) => { pending.insert(next_id, request.reply); }
+                        Ok(()) => {
+                            let sent_at = tokio::time::Instant::now();
+                            pending.insert(next_id, Pending { reply: request.reply, sent_at });
+                        }
+                        // Half a request may be on the channel: it is useless now.
                         Err(err) => {
-                            let _ = request.reply.send(Forked::Failed(TemplateError::Control(err)));
+                            let _ = request.reply.send(Forked::Failed(TemplateError::Send(
+                                err.to_string(),
+                            )));
+                            template.kill();
+                            break Some(TemplateError::Send(err.to_string()));
                         }
                     }
                 }
@@ -247,14 +277,14 @@ async fn supervise(
             template.stop().await;
             return;
         };
-        warn!(pid = template.pid(), cause = %err, "the worker template exited; starting a new one");
+        warn!(pid = template.pid(), cause = %err, "the worker template is gone; starting a new one");
         for reply in template.late_replies().await {
-            answer(&mut pending, reply, &mut backoff);
+            answer(&mut pending, reply, &mut backoff, &reaper);
         }
         // Its middle processes, if any were left, are ours now.
         reaper.reap_group(template.pid());
         for (_, waiting) in pending.drain() {
-            let _ = waiting.send(Forked::Failed(TemplateError::Fork(
+            let _ = waiting.reply.send(Forked::Failed(TemplateError::Fork(
                 "the template exited before forking it".into(),
             )));
         }
@@ -266,11 +296,18 @@ async fn supervise(
     }
 }
 
+/// A fork request the template has not answered yet.
+struct Pending {
+    reply: oneshot::Sender<Forked>,
+    sent_at: tokio::time::Instant,
+}
+
 /// Passes `reply` on to the slot waiting for it.
 fn answer(
-    pending: &mut HashMap<u64, oneshot::Sender<Forked>>,
+    pending: &mut HashMap<u64, Pending>,
     reply: Reply,
     backoff: &mut Backoff,
+    reaper: &Reaper,
 ) {
     let Some(waiting) = pending.remove(&reply.request) else {
         warn!(
@@ -286,12 +323,11 @@ fn answer(
         }
         Err(err) => Forked::Failed(err),
     };
-    if let Err(Forked::Pid(pid)) = waiting.send(forked) {
-        // Its slot stopped waiting (the pool is stopping): nobody will watch it.
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    if let Err(Forked::Pid(pid)) = waiting.reply.send(forked) {
+        // Its slot stopped waiting (it gave up, or the pool is stopping):
+        // nobody will use this worker.
+        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        reaper.reap_group(pid);
     }
 }
 

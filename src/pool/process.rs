@@ -291,7 +291,7 @@ impl Drop for OsProcess {
 }
 
 /// Sends `signal` to the process group led by `pid`.
-fn signal_group(pid: u32, signal: Signal) {
+pub(super) fn signal_group(pid: u32, signal: Signal) {
     let Ok(raw) = i32::try_from(pid) else {
         return;
     };

@@ -57,7 +57,7 @@ pub enum StartError {
         source: TemplateError,
     },
 
-    #[error("the pool is stopping")]
+    #[error("the pool is stopping, or the worker template's supervisor has stopped")]
     Stopping,
 
     #[error("worker {index} broke the start-up handshake: {source}")]
@@ -88,25 +88,27 @@ impl StartError {
             return StartError::ShimMissing { python };
         }
         match exit {
-            Some(status) => {
-                let detail = stderr
-                    .iter()
-                    .rev()
-                    .find(|line| !line.trim().is_empty())
-                    .map(|line| format!(": {}", line.trim()))
-                    .unwrap_or_default();
-                StartError::Exited {
-                    index,
-                    status: describe_exit(status),
-                    detail,
-                }
-            }
+            Some(status) => StartError::Exited {
+                index,
+                status: describe_exit(status),
+                detail: last_words(stderr),
+            },
             None => StartError::Handshake {
                 index,
                 source: error,
             },
         }
     }
+}
+
+/// `: <the last line that is not blank>` of a process's stderr, or nothing.
+pub fn last_words(stderr: &[String]) -> String {
+    stderr
+        .iter()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map(|line| format!(": {}", line.trim()))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

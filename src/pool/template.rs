@@ -23,7 +23,10 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::process::{StderrDrain, describe_exit, stderr_pipe};
+use nix::sys::signal::Signal;
+
+use super::process::{StderrDrain, describe_exit, signal_group, stderr_pipe};
+use super::startup::last_words;
 
 /// Longest message the template sends.
 const MAX_REPLY: usize = 4096;
@@ -47,6 +50,12 @@ pub enum TemplateError {
 
     #[error("it did not say `ready` within {}s", .0.as_secs_f64())]
     TimedOut(Duration),
+
+    #[error("it did not answer a fork request within {}s (--startup-timeout)", .0.as_secs_f64())]
+    NoAnswer(Duration),
+
+    #[error("cannot send it a request: {0}")]
+    Send(String),
 
     #[error("it could not fork a worker: {0}")]
     Fork(String),
@@ -206,18 +215,24 @@ impl Template {
         replies
     }
 
+    /// Kills the template and its middle processes at once.
+    pub fn kill(&mut self) {
+        signal_group(self.pid, Signal::SIGKILL);
+    }
+
     /// Closes the control channel (the template exits on EOF), then kills
     /// it if it lingers.
     pub async fn stop(self) {
         let Template {
             mut child,
+            pid,
             control,
             mut stderr,
-            ..
         } = self;
         drop(control);
         if tokio::time::timeout(STOP_WAIT, child.wait()).await.is_err() {
-            let _ = child.kill().await;
+            signal_group(pid, Signal::SIGKILL);
+            let _ = child.wait().await;
         }
         stderr.settle().await;
     }
@@ -232,17 +247,9 @@ impl Template {
 
     async fn exited(&mut self, exit: io::Result<ExitStatus>) -> TemplateError {
         self.stderr.settle().await;
-        let detail = self
-            .stderr
-            .tail()
-            .iter()
-            .rev()
-            .find(|line| !line.trim().is_empty())
-            .map(|line| format!(": {}", line.trim()))
-            .unwrap_or_default();
         TemplateError::Exited {
             status: exit.map_or_else(|err| err.to_string(), describe_exit),
-            detail,
+            detail: last_words(&self.stderr.tail()),
         }
     }
 }

@@ -30,6 +30,10 @@ use crate::transport::{self, Transport, TransportError};
 /// killed.
 pub(super) const EXIT_AFTER_BREAK: Duration = Duration::from_secs(2);
 
+/// A worker up this long (or that took a call) was healthy: its death is
+/// answered with a new worker at once, not after a backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(1);
+
 /// Why a worker stopped serving.
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
@@ -88,8 +92,14 @@ impl<S: Spawner> WorkerActor<S> {
                     if let Some(report) = first_start.take() {
                         let _ = report.send(Ok(()));
                     }
-                    backoff.reset();
-                    let ended = self.serve(&mut process, &mut transport).await;
+                    let (up_since, mut served) = (Instant::now(), 0);
+                    let ended = self.serve(&mut process, &mut transport, &mut served).await;
+                    // A worker that took a call or ran a while was healthy: if it
+                    // died, it is replaced at once. One that dies idle right
+                    // after starting, again and again, is restarted ever later.
+                    if served > 0 || up_since.elapsed() >= HEALTHY_RUN {
+                        backoff.reset();
+                    }
                     drop(transport);
                     if ended == Ended::Recycled {
                         // It exits on EOF; its replacement need not wait for that.
@@ -99,7 +109,7 @@ impl<S: Spawner> WorkerActor<S> {
                     }
                     ended
                 }
-                Err(StartError::Stopping) => break,
+                Err(StartError::Stopping) if self.abort.is_cancelled() => break,
                 Err(err) => {
                     if let Some(report) = first_start.take() {
                         let _ = report.send(Err(err));
@@ -197,13 +207,18 @@ impl<S: Spawner> WorkerActor<S> {
         }
     }
 
-    /// Serves jobs one at a time until the process ends or the pool stops.
-    async fn serve(&self, process: &mut S::Process, transport: &mut Transport) -> Ended {
+    /// Serves jobs one at a time until the process ends or the pool stops;
+    /// `served` counts the calls it took (whatever their outcome).
+    async fn serve(
+        &self,
+        process: &mut S::Process,
+        transport: &mut Transport,
+        served: &mut u64,
+    ) -> Ended {
         let pid = process.pid();
         let mut known = KnownFunctions::default();
-        let mut served: u64 = 0;
         loop {
-            if served > 0 && self.recycle.due(served, pid) {
+            if *served > 0 && self.recycle.due(*served, pid) {
                 info!(
                     worker = self.index,
                     pid, served, "worker reached its recycling bound; replacing it"
@@ -278,7 +293,7 @@ impl<S: Spawner> WorkerActor<S> {
                     return Ended::Shutdown;
                 }
             };
-            served += 1;
+            *served += 1;
             match outcome {
                 Ok(response) => {
                     // Idle before the caller hears back, so that what it asks

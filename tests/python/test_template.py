@@ -112,7 +112,7 @@ def test_a_killed_template_is_replaced_and_running_workers_are_untouched(start_g
     old = template_of(gateway)
     os.kill(old, signal.SIGKILL)
     wait_until(lambda: "new worker template ready" in gateway.log(), "a new template")
-    assert "the worker template exited" in gateway.log()
+    assert "the worker template is gone" in gateway.log() and "SIGKILL" in gateway.log()
     assert gateway.worker_pids() == workers
     on = compute_this(server=gateway.url)
     assert {on(pid)().run() for _ in range(10)} <= workers
@@ -276,3 +276,16 @@ def test_get_workers_counts_the_ready_ones(start_gateway):
     finally:
         os.kill(template, signal.SIGCONT)
     gateway.wait_for(lambda g: g.info().ready == 2, "the replacement")
+
+
+def test_a_template_that_stops_answering_is_replaced(start_gateway):
+    gateway = start_gateway("--workers", "2", "--startup-timeout", "2")
+    old = template_of(gateway)
+    os.kill(old, signal.SIGSTOP)
+    os.kill(next(iter(gateway.worker_pids())), signal.SIGKILL)
+    gateway.wait_for(
+        lambda g: g.restarts() >= 1 and g.info().ready == 2, "a replacement from a new template", 30
+    )
+    assert "did not answer a fork request within 2s" in gateway.log()
+    assert not process_alive(old)
+    assert template_of(gateway) != old

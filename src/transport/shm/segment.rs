@@ -27,10 +27,11 @@ pub const RESPONSE_CONTROL: usize = 192;
 pub const MIN_RING_BYTES: usize = 4096;
 /// The page size the rings are pre-faulted with (the smallest on Linux).
 const PAGE_BYTES: usize = 4096;
-/// How much of each ring is faulted in before the worker starts: what the
-/// first small calls touch. The rest is faulted in as traffic first reaches
-/// it, once per page for the segment's life, so that an idle worker costs
-/// this much rather than both whole rings (mirrored in `worker_shim/_shm.py`).
+/// How much of each ring is faulted in (mapped) before the worker starts:
+/// what the first small calls touch. The rest is mapped as traffic first
+/// reaches it, once per page for the segment's life, which saves start-up
+/// time and page tables; the memory itself is allocated in full at creation
+/// (`SealedMemory::create`). Mirrored in `worker_shim/_shm.py`.
 pub const PREFAULT_BYTES: usize = 64 << 10;
 
 /// The 64 header bytes of a segment whose rings hold `ring_bytes` each.
