@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GATEWAY = pathlib.Path(
@@ -53,6 +54,34 @@ def serving(command: list[str], start_timeout: float = 120.0):
     finally:
         stop(process)
         log.close()
+
+
+def gateway_command(binary: str, transport: str, workers: int, *flags: str) -> list[str]:
+    """A gateway of `binary` on a free port, `workers` workers of this Python,
+    patient at start-up, with `flags` last."""
+    command = [str(binary), "--listen", "127.0.0.1:0", "--transport", transport]
+    command += ["--workers", str(workers), "--python", sys.executable]
+    return [*command, "--startup-timeout", "300", *flags]
+
+
+@contextlib.contextmanager
+def launched(command: list[str], grace: float = 60.0):
+    """Runs `command` until the block ends; yields the process, its URL and
+    the seconds from launch until it said `serving`. A server that does not
+    serve ends the benchmark with its log."""
+    with tempfile.TemporaryFile() as log:
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            line = process.stdout.readline()
+            seconds = time.monotonic() - started
+            if not line.startswith("serving "):
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-2000:]
+                raise DidNotStart(f"{command} did not serve:\n{tail}")
+            yield process, line.split()[1], seconds
+        finally:
+            stop(process, grace)
 
 
 def stop(process: subprocess.Popen, grace: float = 30.0) -> None:

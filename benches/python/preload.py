@@ -20,13 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import grpc
-from _servers import stop
+from _servers import gateway_command, launched
 
 from distribute_challenge import compute_this
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
@@ -48,34 +46,23 @@ def served(stub) -> list[int]:
 
 def round_(command: list[str]) -> tuple[float, list[float], list[bool]]:
     """Seconds until serving; ms of each call, and whether its worker was warm."""
-    with tempfile.TemporaryFile() as log:
-        started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            line = process.stdout.readline()
-            serve_seconds = time.monotonic() - started
-            if not line.startswith("serving "):
-                log.seek(0)
-                sys.exit(f"{command} did not serve:\n{log.read().decode(errors='replace')[-2000:]}")
-            url = line.split()[1]
-            remote = compute_this(server=url)(first_numpy)
-            calls_ms, warm = [], []
-            with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
-                stub = gateway_pb2_grpc.GatewayStub(channel)
-                before = served(stub)
-                for _ in range(CALLS):
-                    started = time.perf_counter()
-                    result = remote().run()
-                    calls_ms.append((time.perf_counter() - started) * 1000)
-                    if result != 45.0:
-                        sys.exit(f"first_numpy returned {result!r}, not 45.0")
-                    after = served(stub)
-                    slot = next(i for i in range(len(after)) if after[i] != before[i])
-                    warm.append(before[slot] > 0)
-                    before = after
-            return serve_seconds, calls_ms, warm
-        finally:
-            stop(process, grace=60)
+    with launched(command) as (_process, url, serve_seconds):
+        remote = compute_this(server=url)(first_numpy)
+        calls_ms, warm = [], []
+        with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            before = served(stub)
+            for _ in range(CALLS):
+                started = time.perf_counter()
+                result = remote().run()
+                calls_ms.append((time.perf_counter() - started) * 1000)
+                if result != 45.0:
+                    sys.exit(f"first_numpy returned {result!r}, not 45.0")
+                after = served(stub)
+                slot = next(i for i in range(len(after)) if after[i] != before[i])
+                warm.append(before[slot] > 0)
+                before = after
+        return serve_seconds, calls_ms, warm
 
 
 def main() -> None:
@@ -91,10 +78,9 @@ def main() -> None:
     results: dict[str, list] = {name: [] for name in setups}
     for _ in range(args.rounds):
         for name, flags in setups.items():
-            command = [args.binary, "--listen", "127.0.0.1:0", "--transport", args.transport]
-            command += ["--workers", "2", "--python", sys.executable]
-            command += ["--startup-timeout", "300", *flags]
-            seconds, calls_ms, warm = round_(command)
+            seconds, calls_ms, warm = round_(
+                gateway_command(args.binary, args.transport, 2, *flags)
+            )
             results[name].append((seconds, calls_ms, warm))
             calls = ", ".join(
                 f"{ms:.1f}" + (" warm" if hot else "")

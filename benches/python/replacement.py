@@ -23,13 +23,12 @@ import os
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 import grpc
-from _servers import stop
+from _servers import gateway_command, launched
 
 from distribute_challenge import WorkerCrashed, compute_this
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
@@ -79,29 +78,20 @@ def crash(stub, url: str, restarts: int, note: str, timeout: float = 60) -> floa
 
 
 def run(command: list[str], crashes: int) -> list[float]:
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            line = process.stdout.readline()
-            if not line.startswith("serving "):
-                log.seek(0)
-                sys.exit(f"{command} did not serve:\n{log.read().decode(errors='replace')[-2000:]}")
-            url = line.split()[1]
-            with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
-                stub = gateway_pb2_grpc.GatewayStub(channel)
-                times = []
-                with tempfile.TemporaryDirectory() as scratch:
-                    note = os.path.join(scratch, "died")
-                    for number in range(crashes):
-                        times.append(crash(stub, url, number, note))
-                        time.sleep(0.02)
-                reply = stub.GetWorkers(gateway_pb2.GetWorkersRequest(), timeout=10)
-                restarts = sum(worker.restarts for worker in reply.workers)
-                if restarts != crashes:
-                    print(f"  note: {restarts} restarts for {crashes} crashes", flush=True)
-            return times
-        finally:
-            stop(process, grace=60)
+    with launched(command) as (_process, url, _seconds):
+        with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            times = []
+            with tempfile.TemporaryDirectory() as scratch:
+                note = os.path.join(scratch, "died")
+                for number in range(crashes):
+                    times.append(crash(stub, url, number, note))
+                    time.sleep(0.02)
+            reply = stub.GetWorkers(gateway_pb2.GetWorkersRequest(), timeout=10)
+            restarts = sum(worker.restarts for worker in reply.workers)
+            if restarts != crashes:
+                print(f"  note: {restarts} restarts for {crashes} crashes", flush=True)
+        return times
 
 
 def main() -> None:
@@ -118,9 +108,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for transport in args.transports.split(","):
             for name, flags in setups:
-                command = [args.binary, "--listen", "127.0.0.1:0", "--transport", transport]
-                command += ["--workers", str(args.workers), "--python", sys.executable]
-                command += ["--startup-timeout", "300", *flags]
+                command = gateway_command(args.binary, transport, args.workers, *flags)
                 times = [seconds * 1000 for seconds in run(command, args.crashes)]
                 results.setdefault((name, transport), []).extend(times)
                 median = statistics.median(times)

@@ -17,30 +17,17 @@ from __future__ import annotations
 import argparse
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
-from _servers import stop
+from _servers import launched
 
 
 def launch(command: list[str], timeout: float) -> float:
     """Seconds from launch until the ``serving`` line; stops the gateway."""
-    with tempfile.TemporaryFile() as log:
-        started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            line = process.stdout.readline()
-            elapsed = time.monotonic() - started
-            if not line.startswith("serving "):
-                log.seek(0)
-                sys.exit(f"{command} did not serve:\n{log.read().decode(errors='replace')[-2000:]}")
-            if elapsed > timeout:
-                sys.exit(f"{command} took {elapsed:.1f}s, over {timeout}s")
-            return elapsed
-        finally:
-            stop(process, grace=60)
+    with launched(command) as (_process, _url, elapsed):
+        if elapsed > timeout:
+            sys.exit(f"{command} took {elapsed:.1f}s, over {timeout}s")
+        return elapsed
 
 
 def main() -> None:

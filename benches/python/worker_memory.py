@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 
-from _servers import stop
+from _servers import gateway_command, launched
 
 from distribute_challenge import compute_this
 
@@ -94,36 +92,25 @@ def available_kib() -> int:
 
 def measure(command: list[str]) -> tuple[float, int, dict[str, int]]:
     """Seconds until serving, processes, and memory of the idle gateway."""
-    with tempfile.TemporaryFile() as log:
-        available = available_kib()
-        started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            line = process.stdout.readline()
-            serve_seconds = time.monotonic() - started
-            if not line.startswith("serving "):
-                log.seek(0)
-                sys.exit(f"{command} did not serve:\n{log.read().decode(errors='replace')[-2000:]}")
-            time.sleep(2)
-            pids = descendants(process.pid)
-            kib = memory_kib(pids)
-            kib["system"] = available - available_kib()
-            result = compute_this(server=line.split()[1])(one)().run()
-            if result != 1:
-                sys.exit(f"the call returned {result!r}, not 1")
-        finally:
-            stop(process, grace=60)
-        if process.returncode != 0:
-            log.seek(0)
-            sys.exit(f"gateway exited {process.returncode}:\n{log.read().decode()[-2000:]}")
-        for _ in range(50):  # its processes should be gone within 5 s
-            left = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
-            if not left:
-                break
-            time.sleep(0.1)
-        else:
-            print(f"  note: {len(left)} of its processes still run 5 s after it exited", flush=True)
-        return serve_seconds, len(pids), kib
+    available = available_kib()
+    with launched(command) as (process, url, serve_seconds):
+        time.sleep(2)
+        pids = descendants(process.pid)
+        kib = memory_kib(pids)
+        kib["system"] = available - available_kib()
+        result = compute_this(server=url)(one)().run()
+        if result != 1:
+            sys.exit(f"the call returned {result!r}, not 1")
+    if process.returncode != 0:
+        sys.exit(f"the gateway exited {process.returncode} after SIGTERM")
+    for _ in range(50):  # its processes should be gone within 5 s
+        left = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        if not left:
+            break
+        time.sleep(0.1)
+    else:
+        print(f"  note: {len(left)} of its processes still run 5 s after it exited", flush=True)
+    return serve_seconds, len(pids), kib
 
 
 def main() -> None:
@@ -142,9 +129,7 @@ def main() -> None:
     for workers in [int(count) for count in args.workers.split(",")]:
         for transport in args.transports.split(","):
             for name, flags in setups:
-                command = [args.binary, "--listen", "127.0.0.1:0", "--transport", transport]
-                command += ["--workers", str(workers), "--python", sys.executable]
-                command += ["--startup-timeout", "300", *flags]
+                command = gateway_command(args.binary, transport, workers, *flags)
                 seconds, processes, kib = measure(command)
                 pss = kib["Pss"] / 1024
                 private = (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024

@@ -1,7 +1,8 @@
 """Smoke tests of the end-to-end benchmark harnesses: a tiny run of
-`benches/python/compare.py` (every contestant, every table) and of
-`benches/python/startup.py`. They check that the harnesses work, not how
-fast anything is."""
+`benches/python/compare.py` (every contestant, every table), of
+`startup.py`, `breakdown.py`, `versions.py`, and of the workers' harnesses
+(`replacement.py`, `worker_memory.py`, `preload.py`). They check that the
+harnesses work, not how fast anything is."""
 
 from __future__ import annotations
 
@@ -124,3 +125,42 @@ def test_versions_harness_compares_two_checkouts(tmp_path):
     assert finished.returncode == 0, finished.stderr
     rows = [line.split(" | ")[:2] for line in finished.stdout.splitlines() if line.startswith("| ")]
     assert rows[1:] == [["| a", "pipe"], ["| b", "pipe"], ["| a", "shm"], ["| b", "shm"]]
+
+
+def run_harness(tmp_path, script: str, *args: str) -> list[str]:
+    """Runs ``benches/python/<script>`` with ``args`` on the tested gateway;
+    its stdout lines."""
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / script)]
+        + ["--binary", str(gateway_binary()), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    return finished.stdout.splitlines()
+
+
+def test_replacement_harness_times_each_crash(tmp_path):
+    lines = run_harness(tmp_path, "replacement.py", "--workers", "2", "--crashes", "2")
+    summary = [line.replace(":", "").split() for line in lines[-2:]]
+    assert [row[:2] for row in summary] == [["template", "pipe"], ["template", "shm"]], lines
+    assert all(row[-1] == "2" for row in summary), lines  # crashes timed
+
+
+def test_worker_memory_harness_reports_every_column(tmp_path):
+    lines = run_harness(tmp_path, "worker_memory.py", "--workers", "2", "--transports", "pipe")
+    header, row = lines[0].split(), lines[1].split()
+    assert header[:2] == ["workers", "procs"], lines
+    assert row[:4] == ["template", "pipe", "2", "4"], row  # gateway, template, 2 workers
+    # Seconds to serve, then total and per worker for Pss, private, RSS, system.
+    assert len(row) == 4 + 1 + 2 * 4, row
+    assert all(cell.replace(".", "", 1).lstrip("-").isdigit() for cell in row[4:]), row
+
+
+def test_preload_harness_compares_with_and_without(tmp_path):
+    lines = run_harness(tmp_path, "preload.py", "--rounds", "1")
+    if lines and lines[0].startswith("skipped: numpy"):
+        pytest.skip(lines[0])
+    assert [line.split(":")[0].strip() for line in lines[-2:]] == ["without", "with"], lines
