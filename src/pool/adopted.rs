@@ -10,9 +10,11 @@
 //!   subreaper), so that none stays a zombie: the members of finished
 //!   workers' process groups, and on every SIGCHLD any exited child that
 //!   does not lead its own process group (every worker, the template and
-//!   every process tokio started leads its own, and is reaped by its owner).
+//!   every process tokio started leads its own, and is reaped by its
+//!   owner), or that leads one and is still unreaped after a while (a
+//!   process a function detached with `setsid`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -103,30 +105,54 @@ impl Adopted {
     }
 }
 
-/// Reaps what finished workers' process groups leave behind.
+/// How long an exited child that leads its own process group may stay
+/// unreaped before the [`Reaper`] takes it: its owner (tokio, for the
+/// processes it started; [`Adopted`], for workers) reaps it within
+/// milliseconds, so one left longer is an orphan that detached itself
+/// (`setsid`) and was re-parented to the gateway.
+const ORPHAN_AGE: Duration = Duration::from_secs(2);
+
+/// Reaps what else is re-parented to the gateway (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Reaper {
-    groups: Arc<Mutex<HashSet<i32>>>,
+    state: Arc<Mutex<Reaping>>,
     wake: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct Reaping {
+    /// Killed groups of finished workers, reaped until empty.
+    groups: HashSet<i32>,
+    /// Exited children that lead their own group, and when first seen so.
+    leaders: HashMap<i32, Instant>,
 }
 
 impl Reaper {
     /// Starts reaping on every SIGCHLD. Call from within the tokio runtime.
     pub fn start() -> io::Result<Reaper> {
         let reaper = Reaper {
-            groups: Arc::default(),
+            state: Arc::default(),
             wake: Arc::default(),
         };
         let mut children = signal(SignalKind::child())?;
         let task = reaper.clone();
         tokio::spawn(async move {
+            let mut waiting_for_leaders = false;
             loop {
+                let again = async {
+                    if waiting_for_leaders {
+                        tokio::time::sleep(ORPHAN_AGE).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     signal = children.recv() => if signal.is_none() { return },
                     () = task.wake.notified() => {}
+                    () = again => {}
                 }
-                task.reap();
-                if Arc::strong_count(&task.groups) == 1 {
+                waiting_for_leaders = task.reap();
+                if Arc::strong_count(&task.state) == 1 {
                     return; // the pool is gone
                 }
             }
@@ -140,13 +166,30 @@ impl Reaper {
         let Ok(pgid) = i32::try_from(pgid) else {
             return;
         };
-        self.lock().insert(pgid);
+        self.lock().groups.insert(pgid);
         self.wake.notify_one();
     }
 
-    fn reap(&self) {
-        reap_orphans();
-        self.lock().retain(|&pgid| {
+    /// Reaps what can be reaped now; whether exited group leaders are
+    /// waiting to be old enough.
+    fn reap(&self) -> bool {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let mut leaders = HashMap::new();
+        for (pid, pgrp) in exited_children() {
+            if pgrp == pid {
+                let since = state.leaders.get(&pid).copied().unwrap_or(now);
+                if now - since < ORPHAN_AGE {
+                    leaders.insert(pid, since);
+                    continue;
+                }
+            }
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = waitpid(Some(pid), WaitOptions::NOHANG);
+            }
+        }
+        state.leaders = leaders;
+        state.groups.retain(|&pgid| {
             let Some(group) = Pid::from_raw(pgid) else {
                 return false;
             };
@@ -160,21 +203,22 @@ impl Reaper {
                 }
             }
         });
+        !state.leaders.is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
-        self.groups
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reaping> {
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// Reaps every exited child of the gateway that does not lead its own
-/// process group: what a worker or the template left behind when it died.
-fn reap_orphans() {
+/// The gateway's children that have exited (zombies), with their process group.
+fn exited_children() -> Vec<(i32, i32)> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
+        return Vec::new();
     };
+    let mut exited = Vec::new();
     for task in tasks.flatten() {
         let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
             continue;
@@ -183,27 +227,20 @@ fn reap_orphans() {
             .split_whitespace()
             .filter_map(|pid| pid.parse::<i32>().ok())
         {
-            if is_orphan_zombie(pid) {
-                if let Some(pid) = Pid::from_raw(pid) {
-                    let _ = waitpid(Some(pid), WaitOptions::NOHANG);
-                }
+            if let Some(pgrp) = exited_group(pid) {
+                exited.push((pid, pgrp));
             }
         }
     }
+    exited
 }
 
-/// Whether `pid` has exited and is in a process group it does not lead.
-fn is_orphan_zombie(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+/// The process group of `pid` if it has exited and is not reaped yet.
+fn exited_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name, in parentheses: state, ppid, pgrp.
-    let mut fields = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or("")
-        .split_whitespace();
-    let state = fields.next();
-    let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok());
-    state == Some("Z") && pgrp.is_some_and(|pgrp| pgrp != pid)
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    (state == "Z").then_some(pgrp)
 }

@@ -289,3 +289,30 @@ def test_a_template_that_stops_answering_is_replaced(start_gateway):
     assert "did not answer a fork request within 2s" in gateway.log()
     assert not process_alive(old)
     assert template_of(gateway) != old
+
+
+def leave_children_and_die(seconds):
+    """Starts one child in a session of its own and one in the worker's
+    group, then kills the worker."""
+    import subprocess
+
+    subprocess.Popen(["sleep", str(seconds)], start_new_session=True)
+    subprocess.Popen(["sleep", "60"])
+    os._exit(1)
+
+
+def test_what_a_dead_worker_leaves_is_reaped_by_the_gateway(start_gateway):
+    from distribute_challenge import WorkerCrashed
+
+    gateway = start_gateway("--workers", "1")
+    with pytest.raises(WorkerCrashed):
+        compute_this(server=gateway.url)(leave_children_and_die)(1.5).run()
+    gateway.wait_for(lambda g: g.restarts() == 1 and g.info().ready == 1, "the replacement")
+    # The detached child outlived its worker: it is the gateway's now.
+    (detached,) = [
+        child for child in children(gateway.process.pid) if cmdline(child)[:2] == ["sleep", "1.5"]
+    ]
+    # Once it exits it is reaped, and nothing else stays a zombie either.
+    wait_until(lambda: not os.path.exists(f"/proc/{detached}"), "the detached child to be reaped")
+    zombies = [child for child in children(gateway.process.pid) if not process_alive(child)]
+    assert zombies == [], zombies
