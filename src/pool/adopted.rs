@@ -76,7 +76,7 @@ impl Adopted {
     }
 
     /// Reaps the process if it has exited.
-    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
             match waitpid(Some(self.pid), WaitOptions::NOHANG) {
                 Ok(reaped) => {

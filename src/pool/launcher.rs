@@ -205,13 +205,13 @@ async fn supervise(
             Ok(template) => template,
             Err(TemplateError::Preload { module, reason }) if first => {
                 // The gateway stops: every worker's first start fails so.
-                answer_all(&mut requests, &abort, || {
-                    Forked::Failed(TemplateError::Preload {
+                while let Some(request) = next(&mut requests, &abort).await {
+                    let failed = TemplateError::Preload {
                         module: module.clone(),
                         reason: reason.clone(),
-                    })
-                })
-                .await;
+                    };
+                    let _ = request.reply.send(Forked::Failed(failed));
+                }
                 return;
             }
             Err(err) => {
@@ -339,15 +339,5 @@ async fn next(
     tokio::select! {
         request = requests.recv() => request,
         () = abort.cancelled() => None,
-    }
-}
-
-async fn answer_all(
-    requests: &mut mpsc::Receiver<ForkRequest>,
-    abort: &CancellationToken,
-    answer: impl Fn() -> Forked,
-) {
-    while let Some(request) = next(requests, abort).await {
-        let _ = request.reply.send(answer());
     }
 }

@@ -31,7 +31,7 @@ import time
 import urllib.request
 
 import pytest
-from gateway_process import GatewayProcess, gateway_binary
+from gateway_process import GatewayProcess
 from system_state import process_alive, wait_until
 
 from distribute_challenge import compute_this
@@ -205,9 +205,11 @@ def test_a_module_that_fails_to_preload_stops_the_gateway_naming_it(launcher, tm
 
 
 def test_a_bad_preload_name_is_refused_by_the_command_line(launcher):
-    binary = gateway_binary()
     done = subprocess.run(
-        [str(binary), "--preload", "os,not a module"], capture_output=True, text=True, timeout=30
+        [str(launcher.binary), "--preload", "os,not a module"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2
     assert "`not a module` is not a module name" in done.stderr
