@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -38,7 +38,7 @@ from mystic_wire import (
     encode_function,
 )
 
-from . import _client, _gateways, _retry, _token
+from . import _client, _gateways, _mapping, _retry, _token
 from ._by_value import pickle_module_by_value_if_needed
 from ._pb import gateway_pb2
 from ._status import function_unknown, raise_from_rpc_error
@@ -139,6 +139,76 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Call:
         return Call(self, args, kwargs)
+
+    def map(
+        self,
+        iterable: Iterable[Any],
+        /,
+        *,
+        ordered: bool = True,
+        window: int | None = None,
+        return_exceptions: bool = False,
+        progress: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[Any]:
+        """Calls the function on each item, over one stream; returns an
+        iterator of the results.
+
+        Args:
+            ordered: yield results in input order (default), or as they finish.
+            window: calls in flight at most (sent, not yet yielded); default
+                what the gateway suggests, a few per worker. The input is
+                consumed only as far as that, so it may be endless.
+            return_exceptions: yield a call's exception instead of raising it.
+            progress: show a tqdm progress bar (``pip install tqdm``).
+            timeout: seconds the whole map may take; the decorator's
+                ``timeout`` bounds each call.
+
+        A call's exception is raised at its place (or when it comes,
+        unordered), after the results before it. Leaving the loop early
+        cancels the calls that have not started.
+        """
+        settings = _mapping.check_settings(ordered, window, return_exceptions, progress, timeout)
+        return self._stream(_mapping.as_calls(iterable, star=False), settings, _length(iterable))
+
+    def starmap(self, iterable: Iterable[Iterable[Any]], /, **options: Any) -> Iterator[Any]:
+        """As :meth:`map`, each item being the tuple of a call's arguments."""
+        settings = _mapping.check_settings(**_map_options(options))
+        return self._stream(_mapping.as_calls(iterable, star=True), settings, _length(iterable))
+
+    def amap(self, iterable: Any, /, **options: Any) -> AsyncIterator[Any]:
+        """As :meth:`map`, as an async iterator (``async for``), on the running
+        event loop; ``iterable`` may be an async iterable."""
+        settings = _mapping.check_settings(**_map_options(options))
+        return self._astream(_mapping.as_calls(iterable, star=False), settings, _length(iterable))
+
+    def astarmap(self, iterable: Any, /, **options: Any) -> AsyncIterator[Any]:
+        """As :meth:`starmap`, as an async iterator."""
+        settings = _mapping.check_settings(**_map_options(options))
+        return self._astream(_mapping.as_calls(iterable, star=True), settings, _length(iterable))
+
+    def _stream(
+        self, inputs: Any, settings: _mapping.Settings, total: int | None, items: bool = False
+    ) -> Iterator[Any]:
+        plan = _mapping.plan(self)  # pickled now: a bad function fails here
+
+        def run() -> Iterator[Any]:
+            yield from _mapping.iterate(_mapping.Calls(plan, settings, total, items), inputs)
+
+        return run()
+
+    def _astream(
+        self, inputs: Any, settings: _mapping.Settings, total: int | None, items: bool = False
+    ) -> AsyncIterator[Any]:
+        plan = _mapping.plan(self)
+
+        async def run() -> AsyncIterator[Any]:
+            async for value in _mapping.aiterate(
+                _mapping.Calls(plan, settings, total, items), inputs
+            ):
+                yield value
+
+        return run()
 
     def _captured(self) -> _Capture:
         """The function as pickled at its first call (see the module doc)."""
@@ -303,9 +373,43 @@ class Call:
             ),
         )
 
+    def stream(self) -> Iterator[Any]:
+        """Runs the call and yields the items of the iterator (a generator)
+        the function returns, as the worker produces them. The worker makes
+        them only as fast as they are read; leaving the loop closes the
+        generator in the worker (its ``finally`` runs). What it raises is
+        raised after the items before it."""
+        inputs = iter([(self._args, self._kwargs)])
+        return self._remote._stream(inputs, _ONE_STREAM, None, items=True)
+
+    def astream(self) -> AsyncIterator[Any]:
+        """As :meth:`stream`, as an async iterator, on the running event loop."""
+        inputs = iter([(self._args, self._kwargs)])
+        return self._remote._astream(inputs, _ONE_STREAM, None, items=True)
+
     def __repr__(self) -> str:
         function = self._remote.__wrapped__
         return f"<call of {getattr(function, '__qualname__', function)!r}>"
+
+
+_ONE_STREAM = _mapping.Settings(window=1)
+_MAP_OPTIONS = ("ordered", "window", "return_exceptions", "progress", "timeout")
+
+
+def _map_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``map``'s keyword options, with their defaults; refuses others."""
+    unknown = set(options) - set(_MAP_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; map takes {_MAP_OPTIONS}")
+    defaults = {"ordered": True, "window": None, "return_exceptions": False, "progress": False}
+    return {**defaults, "timeout": None, **options}
+
+
+def _length(iterable: Any) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
 
 
 def _others(target: Target) -> int:

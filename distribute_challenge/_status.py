@@ -15,6 +15,9 @@ FAILED_PRECONDITION function-unknown             (sent again, attached)
 anything else                                    DistributeError
 ==================  ===========================  ===================
 
+A call of a stream that fails in the gateway comes back as a ``CallError``
+with the same code and kind (:func:`call_error`).
+
 A ``RESOURCE_EXHAUSTED`` without the metadata key (e.g. raised by gRPC itself)
 counts as too large when its message says a message was too large.
 
@@ -41,6 +44,7 @@ from mystic_wire import (
     WorkerCrashed,
 )
 
+from ._pb import gateway_pb2
 from ._target import Target
 
 ERROR_KIND_KEY = "mystic-error"
@@ -75,55 +79,71 @@ def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") 
     ``retried`` says how often a busy call was sent (see ``_retry.py``)."""
     code = _call_attr(exc, "code") or grpc.StatusCode.UNKNOWN
     details = _call_attr(exc, "details") or "no details"
-    kind = _error_kind(exc)
+    raise error_for(code, details, _error_kind(exc), target, retried) from exc
+
+
+def call_error(error: gateway_pb2.CallError, target: Target) -> DistributeError:
+    """The client exception for one call of a stream that failed in the gateway."""
+    code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+    return error_for(code, error.message or "no details", error.kind or None, target)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_for(
+    code: grpc.StatusCode, details: str, kind: str | None, target: Target, retried: str = ""
+) -> DistributeError:
+    """The client exception for a call to ``target`` that failed with ``code``
+    (and the ``mystic-error`` word ``kind``, if any)."""
     where = target.where()
     if code == grpc.StatusCode.UNAVAILABLE and target.balanced:
-        raise ServerUnavailable(
+        return ServerUnavailable(
             f"a gateway of {target.url} was unavailable for the call: {details}. Either the "
             "gateway running it went away (the others keep taking new calls: call again) or "
             "none of them is running: check them and server= (or $DISTRIBUTE_SERVER)."
-        ) from exc
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
-        raise ServerUnavailable(
+        return ServerUnavailable(
             f"{where} is unavailable: {details}. Check that the gateway is running and that "
             "server= (or $DISTRIBUTE_SERVER) points at it, then retry."
-        ) from exc
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        raise CallTimeout(
+        return CallTimeout(
             f"the call did not finish in time ({where}: {details}). Raise "
             "compute_this(timeout=...) or the gateway's --call-timeout, or make the call "
             "shorter."
-        ) from exc
+        )
     if code == grpc.StatusCode.ABORTED:
-        raise WorkerCrashed(
+        return WorkerCrashed(
             f"the worker running the call died ({where}: {details}). The call was not "
             "retried: look for os._exit, crashes in C extensions or memory limits in the "
             "function, then call again."
-        ) from exc
+        )
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        raise AuthenticationError(
+        return AuthenticationError(
             f"{where} refused the call's credentials: {details}. Pass token= to "
             "compute_this or set $DISTRIBUTE_TOKEN to the gateway's token."
-        ) from exc
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         if kind == PAYLOAD_TOO_LARGE or (kind is None and _TOO_LARGE_WORDS.search(details)):
-            raise PayloadTooLarge(
+            return PayloadTooLarge(
                 f"the call's payload is too large for {where}: {details}. Send less data "
                 "per call, or start the gateway with a larger --max-payload-bytes."
-            ) from exc
+            )
         tried = f" ({retried})" if retried else ""
         verb = "are" if target.balanced else "is"
-        raise ServerBusy(
+        return ServerBusy(
             f"{where} {verb} busy: {details}{tried}. Retry later, raise "
             "compute_this(busy_timeout=...), or start the gateway with more --workers or a "
             "larger --queue-capacity."
-        ) from exc
+        )
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        raise DistributeError(
+        return DistributeError(
             f"{where} refused the request as malformed: {details}. Use the same "
             "distribute_challenge version for the client and the workers."
-        ) from exc
-    raise DistributeError(f"the call to {where} failed with status {code.name}: {details}") from exc
+        )
+    return DistributeError(f"the call to {where} failed with status {code.name}: {details}")
 
 
 def _error_kind(exc: grpc.RpcError) -> str | None:

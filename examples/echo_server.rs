@@ -1,6 +1,7 @@
 //! A bare tonic echo server for benchmarks: the gateway's gRPC API and HTTP/2
-//! settings, with `Execute` answering its request payload as is and no
-//! workers behind it. `benches/python/echo.py` measures the Python client
+//! settings, with `Execute` answering its request payload as is (and
+//! `ExecuteStream` each call's, one message of results per message of calls)
+//! and no workers behind it. `benches/python/echo.py` measures the Python client
 //! against it, to show what the gRPC hop alone costs.
 //!
 //! `cargo run --release --example echo_server -- 127.0.0.1:0` prints
@@ -9,7 +10,8 @@
 use mysticchallenge::pb;
 use mysticchallenge::pb::gateway_server::{Gateway, GatewayServer};
 use mysticchallenge::server::{http2_server, incoming};
-use tonic::{Request, Response, Status};
+use tokio_stream::StreamExt as _;
+use tonic::{Request, Response, Status, Streaming};
 
 struct Echo;
 
@@ -21,6 +23,28 @@ impl Gateway for Echo {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let payload = request.into_inner().payload;
         Ok(Response::new(pb::ExecuteResponse { payload }))
+    }
+
+    type ExecuteStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::StreamResponse, Status>> + Send>,
+    >;
+
+    async fn execute_stream(
+        &self,
+        request: Request<Streaming<pb::StreamRequest>>,
+    ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
+        let echoed = request.into_inner().map(|message| {
+            let results = message?
+                .calls
+                .into_iter()
+                .map(|call| pb::StreamResult {
+                    id: call.id,
+                    outcome: Some(pb::stream_result::Outcome::Payload(call.payload)),
+                })
+                .collect();
+            Ok(pb::StreamResponse { results })
+        });
+        Ok(Response::new(Box::pin(echoed)))
     }
 
     async fn get_workers(

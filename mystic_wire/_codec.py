@@ -35,6 +35,21 @@ Response payload::
 
 ``stdout`` and ``stderr`` are what the function printed, as text.
 
+A call may stream the items of the iterator its function returns (a
+generator). Between the gateway and the worker::
+
+    gateway → worker   b"MCS1" + request   run the call; answer with its first chunk
+                       b"MCN1"             the next chunk
+                       b"MCX1"             no more: close the iterator
+    worker → gateway   b"MCI1" + pickle(protocol 5) of (items, stdout, stderr)
+                                           a chunk of items (a list), more to come
+                       a response          the end: ``"ok"`` (value None) once the
+                                           iterator is exhausted or closed, or
+                                           what it raised
+
+The gateway hands the chunks to the client as they come; ``.run()`` of such
+a function instead gets the list of its items as its result.
+
 Records are pickled with the standard pickler when they hold nothing that
 must travel by value (functions or classes of ``__main__`` or of a module
 registered with ``cloudpickle.register_pickle_by_value``), with cloudpickle
@@ -60,6 +75,10 @@ REQUEST_MAGIC = b"MCQ2"
 FUNCTION_MAGIC = b"MCA2"
 MISS_MAGIC = b"MCM2"
 RESPONSE_MAGIC = b"MCR1"
+STREAM_MAGIC = b"MCS1"
+CHUNK_MAGIC = b"MCI1"
+NEXT_REQUEST = b"MCN1"
+CLOSE_REQUEST = b"MCX1"
 PICKLE_PROTOCOL = 5
 DIGEST_BYTES = 32
 
@@ -259,6 +278,34 @@ def decode_response(data: bytes | bytearray | memoryview) -> Response:
     if kind == RAISED and not isinstance(value, BaseException):
         raise CodecError("the response payload holds a raised value that is not an exception")
     return Response(kind, value, stdout, stderr)
+
+
+class Chunk(NamedTuple):
+    """A decoded chunk of a streamed call's items."""
+
+    items: list
+    stdout: str
+    stderr: str
+
+
+def encode_chunk(items: list, stdout: str, stderr: str) -> list[Buffer]:
+    """A chunk of items, as pieces (see :func:`encode_response_parts`).
+    Raises SerializationError if an item cannot be pickled."""
+    try:
+        return _dump(CHUNK_MAGIC, (items, stdout, stderr))
+    except Exception as exc:
+        raise SerializationError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def decode_chunk(data: Buffer) -> Chunk:
+    """Decodes a chunk of items."""
+    record = _load(data, CHUNK_MAGIC, "chunk")
+    if not (isinstance(record, tuple) and len(record) == 3):
+        raise CodecError("the chunk payload is not an (items, stdout, stderr) record")
+    items, stdout, stderr = record
+    if not (isinstance(items, list) and isinstance(stdout, str) and isinstance(stderr, str)):
+        raise CodecError("the chunk payload holds a record of the wrong types")
+    return Chunk(items, stdout, stderr)
 
 
 class _Pieces:

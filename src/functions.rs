@@ -233,6 +233,18 @@ impl FunctionCache {
     /// the cache holds. Once the call is queued, [`FunctionCache::keep`]
     /// its function.
     pub async fn resolve(&self, request: Request) -> Result<WorkerCall, GatewayError> {
+        self.resolve_holding(request, None).await
+    }
+
+    /// As [`FunctionCache::resolve`], with `held` (the pickle of the
+    /// function the call names, kept by its caller) standing in for the
+    /// cache if it no longer holds it: a stream keeps its functions for as
+    /// long as it lasts.
+    pub async fn resolve_holding(
+        &self,
+        request: Request,
+        held: Option<Bytes>,
+    ) -> Result<WorkerCall, GatewayError> {
         let Request {
             digest,
             call,
@@ -247,7 +259,11 @@ impl FunctionCache {
                 }
                 Function::InPayload { whole, pickled }
             }
-            None => Function::Cached(self.get(&digest).ok_or(GatewayError::FunctionUnknown)?),
+            None => Function::Cached(
+                self.get(&digest)
+                    .or(held)
+                    .ok_or(GatewayError::FunctionUnknown)?,
+            ),
         };
         let resolved = WorkerCall {
             digest,
@@ -273,7 +289,8 @@ impl FunctionCache {
         }
     }
 
-    fn get(&self, digest: &Digest) -> Option<Bytes> {
+    /// The pickle kept under `digest`, shared (not copied).
+    pub fn get(&self, digest: &Digest) -> Option<Bytes> {
         self.lock().entries.get(digest).cloned()
     }
 

@@ -82,6 +82,7 @@ pub async fn run(
     );
     let metrics = Arc::new(Metrics::new(config.workers, config.transport.as_str()));
     let (pool, mut tasks) = Pool::spawn(&config, transport, Arc::clone(&metrics));
+    let stopping = CancellationToken::new();
     let service = GatewayService {
         pool: pool.clone(),
         functions: Arc::new(FunctionCache::new(
@@ -92,8 +93,8 @@ pub async fn run(
         max_payload_bytes: config.max_payload_bytes,
         call_timeout: config.call_timeout,
         refusals: Refusals::new(metrics),
+        stopping: stopping.clone(),
     };
-    let stopping = CancellationToken::new();
     if let Some((listener, addr)) = metrics_listener {
         info!("metrics at http://{addr}/metrics");
         let stopped = stopping.clone().cancelled_owned();

@@ -5,6 +5,7 @@
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
 //! - [`server`]: the tonic services (gateway, health) and graceful shutdown.
 //! - [`functions`]: functions by digest (the gateway's function cache).
+//! - [`items`]: streaming a generator's items from a worker.
 //! - [`pool`]: the bounded job queue and one supervising actor per worker.
 //! - [`transport`]: how payloads reach a worker (pipe, or shared memory).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod functions;
 pub mod gateway;
+pub mod items;
 pub mod metrics;
 pub mod pb;
 pub mod pool;

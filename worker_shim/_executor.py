@@ -14,6 +14,12 @@ redirected to in-memory text buffers, then pickle the outcome:
   travels as a ``RemoteError`` with its type name, message and formatted
   traceback instead.
 
+A function that returns a generator (or another iterator) has its items
+listed into the result; a call sent to stream its items (``MCS1``) gets them
+chunk by chunk instead (``_items.py``), the next chunk on each ``MCN1``,
+until the end or ``MCX1``. Any other request ends a stream still open (the
+gateway gave up on it).
+
 The worker survives everything the function does short of ending the process
 (``os._exit``, a fatal signal).
 """
@@ -23,12 +29,17 @@ from __future__ import annotations
 import io
 import sys
 import traceback
+import types
+from collections.abc import Iterator
 from typing import Any
 
 from mystic_wire import (
+    CLOSE_REQUEST,
     ERROR,
+    NEXT_REQUEST,
     OK,
     RAISED,
+    STREAM_MAGIC,
     Buffer,
     RemoteError,
     bind_depmodules,
@@ -42,9 +53,20 @@ from mystic_wire import (
 )
 
 from ._functions import FunctionCache
+from ._items import ItemStream
 from ._tracebacks import picklable
 
 _FUNCTIONS = FunctionCache()
+_MAGIC = len(STREAM_MAGIC)
+
+
+class _Streams:
+    """The call whose items are being streamed, if any (at most one)."""
+
+    active: ItemStream | None = None
+
+
+_STREAMS = _Streams()
 
 
 class _Miss(Exception):
@@ -54,12 +76,38 @@ class _Miss(Exception):
         self.digest = digest
 
 
-def execute(payload: bytes | memoryview, functions: FunctionCache = _FUNCTIONS) -> list[Buffer]:
-    """Runs the call in ``payload``; returns the response payload, as the
-    pieces it is made of (see ``encode_response_parts``)."""
+def execute(
+    payload: bytes | memoryview,
+    functions: FunctionCache = _FUNCTIONS,
+    streams: _Streams = _STREAMS,
+) -> list[Buffer]:
+    """Runs the call in ``payload`` (or goes on with the one streaming its
+    items); returns the response payload, as the pieces it is made of (see
+    ``encode_response_parts``)."""
+    magic = bytes(payload[:_MAGIC])
+    active, streams.active = streams.active, None
+    if magic in (NEXT_REQUEST, CLOSE_REQUEST):
+        if active is None:
+            message = "the gateway asked for items, but no call is streaming them"
+            return [encode_response(ERROR, message, "", "")]
+        response = active.next(_encode) if magic == NEXT_REQUEST else active.close(_encode)
+        if not active.over:
+            streams.active = active
+        return response
+    if active is not None:
+        active.close(_encode)
+    streamed = magic == STREAM_MAGIC
+    if streamed:
+        payload = memoryview(payload)[_MAGIC:]
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
-        kind, value = _run(payload, functions, stdout, stderr)
+        kind, value = _run(payload, functions, stdout, stderr, streamed)
+        if streamed and kind == OK:
+            stream = ItemStream(value, stdout.getvalue(), stderr.getvalue())
+            response = stream.next(_encode)
+            if not stream.over:
+                streams.active = stream
+            return response
         return _encode(kind, value, stdout.getvalue(), stderr.getvalue())
     except _Miss as miss:
         return [encode_miss(miss.digest)]
@@ -69,7 +117,11 @@ def execute(payload: bytes | memoryview, functions: FunctionCache = _FUNCTIONS) 
 
 
 def _run(
-    payload: bytes | memoryview, functions: FunctionCache, stdout: io.StringIO, stderr: io.StringIO
+    payload: bytes | memoryview,
+    functions: FunctionCache,
+    stdout: io.StringIO,
+    stderr: io.StringIO,
+    streamed: bool = False,
 ) -> tuple[str, Any]:
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = stdout, stderr
@@ -97,13 +149,34 @@ def _run(
             function_globals = getattr(function, "__globals__", None)
             if spec:
                 bind_depmodules(function_globals if function_globals is not None else {}, spec)
-            return OK, function(*args, **kwargs)
+            result = function(*args, **kwargs)
+            if streamed:
+                return OK, _iterate(result, function)
+            if isinstance(result, types.GeneratorType) or _is_iterator(result):
+                result = list(result)
+            return OK, result
         except BaseException as exc:
             if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
                 exc.__traceback__ = exc.__traceback__.tb_next  # drop this frame
             return RAISED, exc
     finally:
         sys.stdout, sys.stderr = saved
+
+
+def _iterate(result: Any, function: Any) -> Iterator[Any]:
+    try:
+        return iter(result)
+    except TypeError:
+        name = getattr(function, "__qualname__", repr(function))
+        raise TypeError(
+            f"stream() needs a function that returns an iterable (a generator, for "
+            f"example); {name} returned {type(result).__name__}: call it with run()"
+        ) from None
+
+
+def _is_iterator(result: Any) -> bool:
+    """An iterator whose items make the result (not a file, which is one too)."""
+    return isinstance(result, Iterator) and not isinstance(result, io.IOBase)
 
 
 def _encode(kind: str, value: Any, stdout: str, stderr: str) -> list[Buffer]:

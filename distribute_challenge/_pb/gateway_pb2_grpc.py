@@ -39,6 +39,11 @@ class GatewayStub:
                 request_serializer=mysticchallenge_dot_v1_dot_gateway__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=mysticchallenge_dot_v1_dot_gateway__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
+        self.ExecuteStream = channel.stream_stream(
+                '/mysticchallenge.v1.Gateway/ExecuteStream',
+                request_serializer=mysticchallenge_dot_v1_dot_gateway__pb2.StreamRequest.SerializeToString,
+                response_deserializer=mysticchallenge_dot_v1_dot_gateway__pb2.StreamResponse.FromString,
+                _registered_method=True)
         self.GetWorkers = channel.unary_unary(
                 '/mysticchallenge.v1.Gateway/GetWorkers',
                 request_serializer=mysticchallenge_dot_v1_dot_gateway__pb2.GetWorkersRequest.SerializeToString,
@@ -51,6 +56,20 @@ class GatewayServicer:
 
     def Execute(self, request, context):
         """Run one call on one free worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteStream(self, request_iterator, context):
+        """Run many calls over one stream: the client sends calls as it goes, each
+        with its own id; each is queued as a unary call would be, and its
+        outcome comes back as soon as it is known, several per message. The
+        response headers carry `mystic-window`: how many calls in flight the
+        gateway suggests. A call may stream the items of the generator its
+        function returns (`items`). Closing the request side ends the stream
+        once every call is answered; cancelling it forgets the calls that have
+        not started.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,6 +89,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=mysticchallenge_dot_v1_dot_gateway__pb2.ExecuteRequest.FromString,
                     response_serializer=mysticchallenge_dot_v1_dot_gateway__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'ExecuteStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecuteStream,
+                    request_deserializer=mysticchallenge_dot_v1_dot_gateway__pb2.StreamRequest.FromString,
+                    response_serializer=mysticchallenge_dot_v1_dot_gateway__pb2.StreamResponse.SerializeToString,
             ),
             'GetWorkers': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWorkers,
@@ -104,6 +128,33 @@ class Gateway:
             '/mysticchallenge.v1.Gateway/Execute',
             mysticchallenge_dot_v1_dot_gateway__pb2.ExecuteRequest.SerializeToString,
             mysticchallenge_dot_v1_dot_gateway__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mysticchallenge.v1.Gateway/ExecuteStream',
+            mysticchallenge_dot_v1_dot_gateway__pb2.StreamRequest.SerializeToString,
+            mysticchallenge_dot_v1_dot_gateway__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,12 +29,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use process::describe_exit;
-pub use queue::Deadline;
+pub use queue::{Deadline, expiry};
 pub use recycle::Recycle;
 pub use startup::StartError;
 pub use status::{WorkerSnapshot, WorkerState};
@@ -95,13 +95,38 @@ impl From<&Config> for PoolSettings {
     }
 }
 
-/// A call in the queue or on a worker.
+/// A call in the queue or on a worker. Dropped before its outcome, it is
+/// forgotten: still queued, it is freed at once and never runs; running, it
+/// runs to its end and its outcome is dropped.
 #[derive(Debug)]
 pub struct PendingCall {
     response: oneshot::Receiver<JobResult>,
     deadline: Option<Deadline>,
-    claim: Claim,
+    claim: AbandonOnDrop,
     max_queue_wait: Option<Duration>,
+}
+
+/// The items of a call that streams them ([`Pool::submit_items`]), then
+/// its last response. Dropping it stops the call: the worker is told to
+/// close the iterator, which runs the function's `finally`.
+#[derive(Debug)]
+pub struct PendingItems {
+    /// Chunks of items as the worker sends them; ends before the outcome.
+    pub items: mpsc::Receiver<Bytes>,
+    pub call: PendingCall,
+}
+
+/// How many chunks of items wait in the gateway for a slow caller before
+/// the worker is asked for no more.
+const ITEMS_BUFFERED: usize = 1;
+
+#[derive(Debug)]
+struct AbandonOnDrop(Claim);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 impl Pool {
@@ -192,6 +217,28 @@ impl Pool {
         call: WorkerCall,
         deadline: Option<Deadline>,
     ) -> Result<PendingCall, GatewayError> {
+        self.queue_job(call, deadline, None)
+    }
+
+    /// Queues a call whose function returns an iterator, to stream its items:
+    /// the worker sends them as it produces them, as fast as the caller
+    /// takes them.
+    pub fn submit_items(
+        &self,
+        call: WorkerCall,
+        deadline: Option<Deadline>,
+    ) -> Result<PendingItems, GatewayError> {
+        let (sender, items) = mpsc::channel(ITEMS_BUFFERED);
+        let call = self.queue_job(call, deadline, Some(sender))?;
+        Ok(PendingItems { items, call })
+    }
+
+    fn queue_job(
+        &self,
+        call: WorkerCall,
+        deadline: Option<Deadline>,
+        items: Option<mpsc::Sender<Bytes>>,
+    ) -> Result<PendingCall, GatewayError> {
         let (reply, response) = oneshot::channel();
         let queued = self.queue.reserve(call.len())?;
         let claim = Claim::new(call, queued);
@@ -199,12 +246,13 @@ impl Pool {
             claim: claim.clone(),
             deadline,
             reply,
+            items,
             queued_at: tokio::time::Instant::now(),
         })?;
         Ok(PendingCall {
             response,
             deadline,
-            claim,
+            claim: AbandonOnDrop(claim),
             max_queue_wait: self.max_queue_wait,
         })
     }
@@ -241,7 +289,7 @@ impl PendingCall {
                 () = tokio::time::sleep(wait) => {
                     // Taken back: the payload and its bytes are freed now,
                     // and the worker that pops the job skips it.
-                    if claim.take().is_some() {
+                    if claim.0.take().is_some() {
                         return Err(GatewayError::QueueWait(wait));
                     }
                     // A worker took it just now: wait for its answer.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::GatewayError;
@@ -55,27 +55,79 @@ pub struct Job {
     pub claim: Claim,
     pub deadline: Option<Deadline>,
     pub reply: oneshot::Sender<JobResult>,
+    /// For a call that streams its items: where they go, chunk by chunk,
+    /// before the call's last response goes to `reply`.
+    pub items: Option<mpsc::Sender<Bytes>>,
     pub queued_at: Instant,
 }
 
 /// A queued job's payload and its share of the queue's byte bound (given
 /// back when dropped), taken exactly once: by the worker that runs the job,
-/// or by its caller giving up waiting (`--max-queue-wait`), which frees them
-/// at once.
+/// or by its caller, which frees them at once: when it gives up waiting
+/// (`--max-queue-wait`, a refusal it answers itself) or goes away (the
+/// worker that pops the job counts it as unserved).
 #[derive(Debug, Clone)]
-pub struct Claim(Arc<Mutex<Option<(WorkerCall, QueuedBytes)>>>);
+pub struct Claim(Arc<Mutex<Claimed>>);
+
+#[derive(Debug)]
+enum Claimed {
+    Queued(WorkerCall, QueuedBytes),
+    /// Taken by a worker, or withdrawn by its caller as a refusal.
+    Taken,
+    /// Its caller went away before any worker took it.
+    Abandoned,
+}
+
+/// What a worker finds when it pops a job.
+#[derive(Debug)]
+pub enum Popped {
+    Run(WorkerCall, QueuedBytes),
+    /// Already answered (a refusal): skip it.
+    Answered,
+    /// Its caller has gone: skip it and count it.
+    Abandoned,
+}
 
 impl Claim {
     pub fn new(call: WorkerCall, queued: QueuedBytes) -> Self {
-        Claim(Arc::new(Mutex::new(Some((call, queued)))))
+        Claim(Arc::new(Mutex::new(Claimed::Queued(call, queued))))
     }
 
     /// The call and its bytes, if no one took them before.
     pub fn take(&self) -> Option<(WorkerCall, QueuedBytes)> {
+        let mut claimed = self.lock();
+        match std::mem::replace(&mut *claimed, Claimed::Taken) {
+            Claimed::Queued(call, queued) => Some((call, queued)),
+            Claimed::Abandoned => {
+                *claimed = Claimed::Abandoned;
+                None
+            }
+            Claimed::Taken => None,
+        }
+    }
+
+    /// What the worker popping the job gets.
+    pub fn pop(&self) -> Popped {
+        let taken = std::mem::replace(&mut *self.lock(), Claimed::Taken);
+        match taken {
+            Claimed::Queued(call, queued) => Popped::Run(call, queued),
+            Claimed::Taken => Popped::Answered,
+            Claimed::Abandoned => Popped::Abandoned,
+        }
+    }
+
+    /// Its caller has gone: a call still queued is freed now, and never runs.
+    pub fn abandon(&self) {
+        let mut claimed = self.lock();
+        if matches!(*claimed, Claimed::Queued(..)) {
+            *claimed = Claimed::Abandoned;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Claimed> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
     }
 }
 
@@ -176,6 +228,7 @@ mod tests {
                 claim: Claim::new(test_call(), queue.reserve(1).unwrap()),
                 deadline: None,
                 reply,
+                items: None,
                 queued_at: Instant::now(),
             },
             rx,
@@ -211,6 +264,21 @@ mod tests {
         assert!(claim.take().is_none());
         drop(bytes);
         assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_abandoned_claim_frees_its_bytes_at_once_and_is_skipped() {
+        let (queue, _receiver) = JobQueue::bounded(10, 100);
+        let claim = Claim::new(test_call(), queue.reserve(60).unwrap());
+        claim.abandon();
+        assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
+        assert!(claim.take().is_none());
+        assert!(matches!(claim.pop(), Popped::Abandoned));
+        // A claim a worker took is not abandoned after it.
+        let taken = Claim::new(test_call(), queue.reserve(10).unwrap());
+        assert!(matches!(taken.pop(), Popped::Run(..)));
+        taken.abandon();
+        assert!(matches!(taken.pop(), Popped::Answered));
     }
 
     #[test]

@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::process::describe_exit;
-use super::queue::{Job, JobReceiver, JobResult, expiry};
+use super::queue::{Job, JobReceiver, JobResult, Popped, expiry};
 use super::recycle::Recycle;
 use super::restart::Backoff;
 use super::spawn::{Spawned, Spawner, WorkerProcess};
@@ -23,6 +24,7 @@ use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
 use crate::error::{Direction, GatewayError};
 use crate::functions::{self, KnownFunctions, WorkerCall};
+use crate::items;
 use crate::metrics::{Metrics, Outcome, Restart, Unserved};
 use crate::transport::{self, Transport, TransportError};
 
@@ -243,15 +245,26 @@ impl<S: Spawner> WorkerActor<S> {
                 claim,
                 deadline,
                 reply,
+                items,
                 queued_at,
             } = job;
-            let Some((call, queued)) = claim.take() else {
+            let started = Instant::now();
+            let expired = deadline.filter(|deadline| deadline.at <= started);
+            let (call, queued) = match claim.pop() {
+                Popped::Run(call, queued) => (call, queued),
                 // Its caller gave up waiting (--max-queue-wait) and was told.
-                continue;
+                Popped::Answered => continue,
+                Popped::Abandoned => {
+                    self.metrics.unserved(if expired.is_some() {
+                        Unserved::ExpiredInQueue
+                    } else {
+                        Unserved::CallerLeft
+                    });
+                    continue;
+                }
             };
             drop(queued);
-            let started = Instant::now();
-            if let Some(deadline) = deadline.filter(|deadline| deadline.at <= started) {
+            if let Some(deadline) = expired {
                 // Its caller has been told (or is about to be) that it timed out.
                 self.metrics.unserved(Unserved::ExpiredInQueue);
                 let _ = reply.send(Err(GatewayError::Timeout(deadline.budget)));
@@ -277,7 +290,7 @@ impl<S: Spawner> WorkerActor<S> {
                 let _ = reply.send(result);
             };
             let outcome = tokio::select! {
-                outcome = self.exchange(transport, &call, &mut known) => outcome.map_err(Failure::Transport),
+                outcome = self.converse(transport, &call, items, &mut known) => outcome.map_err(Failure::Transport),
                 // Watched during the call too: children the function forked
                 // may hold the channel open long after the worker died.
                 exit = process.wait() => Err(Failure::Exited(exit)),
@@ -342,21 +355,60 @@ impl<S: Spawner> WorkerActor<S> {
         }
     }
 
+    /// Runs `call` on the worker and returns its response. A call that
+    /// streams its items sends each chunk to `items` as it comes, asking
+    /// the worker for the next one only once the chunk is taken (so a slow
+    /// caller pauses the function), and for none once `items` is closed.
+    async fn converse(
+        &self,
+        transport: &mut Transport,
+        call: &WorkerCall,
+        items: Option<mpsc::Sender<Bytes>>,
+        known: &mut KnownFunctions,
+    ) -> Result<Bytes, TransportError> {
+        let Some(items) = items else {
+            return self.exchange(transport, call, known, false).await;
+        };
+        let mut response = self.exchange(transport, call, known, true).await?;
+        while items::is_chunk(&response) {
+            let request = match items.send(response).await {
+                Ok(()) => Bytes::from_static(items::NEXT),
+                // The caller has gone: close the iterator (its `finally` runs).
+                Err(_) => Bytes::from_static(items::CLOSE),
+            };
+            self.metrics.moved(Direction::Request, request.len());
+            response = transport.call(request).await?;
+            if items.is_closed() && items::is_chunk(&response) {
+                // Went away while the chunk was being made.
+                let close = Bytes::from_static(items::CLOSE);
+                self.metrics.moved(Direction::Request, close.len());
+                response = transport.call(close).await?;
+            }
+        }
+        Ok(response)
+    }
+
     /// Sends `call`, by digest if the process holds its function, attached
     /// if not or if it answers that it does not (a miss): then once more,
-    /// attached.
+    /// attached. `streamed`: as a call that streams its items.
     async fn exchange(
         &self,
         transport: &mut Transport,
         call: &WorkerCall,
         known: &mut KnownFunctions,
-    ) -> Result<bytes::Bytes, TransportError> {
+        streamed: bool,
+    ) -> Result<Bytes, TransportError> {
         let mut attached = !known.knows(call.digest());
         loop {
             let request = if attached {
                 call.attached()
             } else {
                 call.by_digest()
+            };
+            let request = if streamed {
+                items::streamed(&request)
+            } else {
+                request
             };
             self.metrics.moved(Direction::Request, request.len());
             let response = transport.call(request).await?;

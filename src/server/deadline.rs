@@ -1,5 +1,6 @@
 //! A call's deadline: the client's `grpc-timeout` header and the gateway's
-//! `--call-timeout`, whichever ends first.
+//! `--call-timeout`, whichever ends first (for a call of a stream, also the
+//! stream's `mystic-call-timeout`, see `stream.rs`).
 //!
 //! tonic enforces the client's `grpc-timeout` too, from when the request's
 //! headers arrived, and answers `CANCELLED` when it passes. So the client's
@@ -27,22 +28,34 @@ pub fn call_deadline(
     arrival: Option<Arrival>,
     call_timeout: Option<Duration>,
 ) -> Option<Deadline> {
+    earliest(
+        client_deadline(metadata, arrival),
+        call_timeout.map(Deadline::after),
+    )
+}
+
+/// The client's own deadline (`grpc-timeout`) of a request that arrived at
+/// `arrival`, ending [`AHEAD_OF_TONIC`] early.
+pub fn client_deadline(metadata: &MetadataMap, arrival: Option<Arrival>) -> Option<Deadline> {
     let arrived = arrival.map_or_else(Instant::now, |Arrival(at)| at);
-    let client = metadata
-        .get("grpc-timeout")
+    timeout_header(metadata, "grpc-timeout").map(|budget| Deadline {
+        at: arrived + budget - AHEAD_OF_TONIC.min(budget / 2),
+        budget,
+    })
+}
+
+/// A duration in `grpc-timeout`'s format under `key`, if there is a valid one.
+pub fn timeout_header(metadata: &MetadataMap, key: &str) -> Option<Duration> {
+    metadata
+        .get(key)
         .and_then(|value| value.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .map(|budget| Deadline {
-            at: arrived + budget - AHEAD_OF_TONIC.min(budget / 2),
-            budget,
-        });
-    let server = call_timeout.map(Deadline::after);
-    match (client, server) {
-        (Some(client), Some(server)) => Some(if client.at <= server.at {
-            client
-        } else {
-            server
-        }),
+}
+
+/// The deadline that ends first.
+pub fn earliest(one: Option<Deadline>, other: Option<Deadline>) -> Option<Deadline> {
+    match (one, other) {
+        (Some(one), Some(other)) => Some(if one.at <= other.at { one } else { other }),
         (one, other) => one.or(other),
     }
 }

@@ -6,7 +6,9 @@
 //! bound what the gateway holds while many large requests arrive at once.
 //! [`InflightLayer`] wraps every request body: each data frame takes its
 //! bytes from one shared budget (`--max-receiving-bytes`) as it arrives, and
-//! gives them back once tonic has decoded the message (the body is dropped).
+//! gives them back once tonic has decoded the message: when the body is
+//! dropped, or, in a stream of messages, when tonic asks for more data after
+//! a message was complete (it decodes every whole message it holds first).
 //! A frame that would pass the bound ends the request with `queue-full`,
 //! which the client retries; a request alone is always let in, so that no
 //! request is refused forever. A request whose gRPC length prefix is over
@@ -119,7 +121,8 @@ where
             refusals: self.layer.refusals.clone(),
             message_limit: self.layer.message_limit,
             held: 0,
-            first: true,
+            framing: Framing::default(),
+            complete: 0,
             oversized: false,
         };
         self.inner
@@ -134,10 +137,60 @@ struct Counted {
     refusals: Refusals,
     message_limit: usize,
     held: usize,
-    /// No data frame seen yet.
-    first: bool,
-    /// Its length prefix is over the limit: tonic refuses it, uncounted.
+    /// Where the body is in its messages.
+    framing: Framing,
+    /// Bytes of whole messages received, given back at the next poll.
+    complete: usize,
+    /// A length prefix is over the limit: tonic refuses it, uncounted.
     oversized: bool,
+}
+
+/// Where a body of gRPC messages (each a 5-byte prefix and its length's
+/// bytes) is.
+#[derive(Debug, Default)]
+struct Framing {
+    /// The bytes of the current message's prefix seen so far.
+    prefix: Vec<u8>,
+    /// The current message's bytes still to come, prefix included.
+    left: usize,
+    /// The current message's bytes so far.
+    seen: usize,
+}
+
+/// A gRPC message's prefix: a compression flag and a big-endian u32 length.
+const PREFIX_BYTES: usize = 5;
+
+impl Framing {
+    /// Follows `data`; returns the bytes of the messages it completed, and
+    /// each length it read (for the limit check).
+    fn advance(&mut self, mut data: &[u8], lengths: &mut Vec<usize>) -> usize {
+        let mut complete = 0;
+        while !data.is_empty() {
+            if self.left == 0 {
+                let wanted = PREFIX_BYTES - self.prefix.len();
+                let (head, rest) = data.split_at(wanted.min(data.len()));
+                self.prefix.extend_from_slice(head);
+                self.seen += head.len();
+                data = rest;
+                if self.prefix.len() < PREFIX_BYTES {
+                    break;
+                }
+                let length = declared_length(&self.prefix).unwrap_or(0);
+                lengths.push(length);
+                self.prefix.clear();
+                self.left = length;
+            } else {
+                let taken = self.left.min(data.len());
+                self.left -= taken;
+                self.seen += taken;
+                data = &data[taken..];
+            }
+            if self.left == 0 && self.prefix.is_empty() {
+                complete += std::mem::take(&mut self.seen);
+            }
+        }
+        complete
+    }
 }
 
 /// The message length in a gRPC frame prefix (a compression flag byte, then
@@ -156,22 +209,28 @@ impl HttpBody for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = &mut *self;
+        // Asked for more: tonic has decoded every whole message before.
+        let decoded = std::mem::take(&mut this.complete);
+        this.budget.give_back(decoded);
+        this.held -= decoded;
         let frame = match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
             Some(Err(status)) => return Poll::Ready(Some(Err(status))),
             None => return Poll::Ready(None),
         };
         if let Some(data) = frame.data_ref().filter(|_| !this.oversized) {
-            if std::mem::take(&mut this.first) {
-                this.oversized = declared_length(data).is_some_and(|len| len > this.message_limit);
-                if this.oversized {
-                    return Poll::Ready(Some(Ok(frame)));
-                }
+            let mut lengths = Vec::new();
+            let complete = this.framing.advance(data, &mut lengths);
+            if lengths.iter().any(|&len| len > this.message_limit) {
+                // Not counted from here on: tonic refuses the stream.
+                this.oversized = true;
+                return Poll::Ready(Some(Ok(frame)));
             }
             if let Err(err) = this.budget.take(this.held, data.len()) {
                 return Poll::Ready(Some(Err(this.refusals.refuse(err))));
             }
             this.held += data.len();
+            this.complete += complete;
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -203,6 +262,27 @@ mod tests {
             Some(u32::MAX as usize)
         );
         assert_eq!(declared_length(&[0, 0, 0]), None);
+    }
+
+    #[test]
+    fn whole_messages_are_found_across_and_within_frames() {
+        let message = |body: &[u8]| {
+            let mut framed = vec![0];
+            framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+            framed.extend_from_slice(body);
+            framed
+        };
+        let mut framing = Framing::default();
+        let mut lengths = Vec::new();
+        // Two messages in one frame, the start of a third.
+        let mut data = [message(b"abc"), message(b""), message(b"hello")].concat();
+        let third = data.split_off(13);
+        assert_eq!(framing.advance(&data, &mut lengths), 13);
+        // Its prefix split, then its body in two pieces.
+        assert_eq!(framing.advance(&third[..2], &mut lengths), 0);
+        assert_eq!(framing.advance(&third[2..7], &mut lengths), 0);
+        assert_eq!(framing.advance(&third[7..], &mut lengths), 10);
+        assert_eq!(lengths, [3, 0, 5]);
     }
 
     #[test]

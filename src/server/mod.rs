@@ -1,5 +1,5 @@
 //! The gRPC server: the socket it listens on (TCP or Unix), the gateway
-//! service, the health service, who may call (token, TLS), payload limits
+//! service (unary calls, and streams of calls: `stream.rs`), the health service, who may call (token, TLS), payload limits
 //! and graceful shutdown.
 
 mod auth;
@@ -10,6 +10,7 @@ mod limits;
 mod listener;
 mod refusals;
 mod service;
+mod stream;
 mod unix_socket;
 
 use std::future::Future;
@@ -24,13 +25,15 @@ use tonic_health::server::HealthReporter;
 pub use auth::{TokenError, read_token};
 pub use listener::{BindError, Bound, Listener, bind, bind_tcp};
 pub use refusals::Refusals;
-pub use service::{GatewayService, parse_request};
+pub use service::{CALL_TIMEOUT_HEADER, GatewayService, WINDOW_HEADER, parse_request};
 pub use unix_socket::{SocketFile, UnixSocketError};
 
 use crate::pb::gateway_server::GatewayServer;
 
-/// Protobuf framing around a payload: field tag and length.
-const PROTOBUF_OVERHEAD: usize = 16;
+/// What a message may hold besides one payload: protobuf framing (tags,
+/// lengths, a stream call's id), and in a stream up to
+/// [`stream::BATCH_BYTES`] of other calls or results sent with it.
+const MESSAGE_OVERHEAD: usize = stream::BATCH_BYTES + (64 << 10);
 /// HTTP/2 flow-control windows sized for large payloads.
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
@@ -69,7 +72,7 @@ pub async fn serve(
     let limit = service.max_payload_bytes;
     let refusals = service.refusals.clone();
     let token_check = auth::TokenCheck::new(access.token, refusals.clone());
-    let message_limit = limit.saturating_add(PROTOBUF_OVERHEAD);
+    let message_limit = limit.saturating_add(MESSAGE_OVERHEAD);
     let gateway = GatewayServer::new(service)
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);

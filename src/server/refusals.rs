@@ -1,7 +1,8 @@
 //! The one place where a call refused on arrival is counted: every refusal
 //! (a bad token, a request over the limit, a malformed payload, a full
 //! queue, a gateway shutting down) passes through [`Refusals::refuse`] on
-//! its way to becoming a status.
+//! its way to becoming a status, or [`Refusals::count`] on its way to
+//! becoming a call's error in a stream.
 
 use std::sync::Arc;
 
@@ -21,7 +22,12 @@ impl Refusals {
 
     /// Counts `err` as a refused call and returns the status to send.
     pub fn refuse(&self, err: GatewayError) -> Status {
-        self.0.unserved(Unserved::Refused(err.kind()));
+        self.count(&err);
         err.into()
+    }
+
+    /// Counts `err` as a refused call (a call of a stream, answered in it).
+    pub fn count(&self, err: &GatewayError) {
+        self.0.unserved(Unserved::Refused(err.kind()));
     }
 }

@@ -4,10 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::{Request, Response, Status};
+use bytes::Bytes;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
 
-use super::deadline::{Arrival, call_deadline};
+use super::deadline::{Arrival, call_deadline, client_deadline, timeout_header};
 use super::refusals::Refusals;
+use super::stream::{self, StreamContext};
 use crate::error::{Direction, GatewayError};
 use crate::functions::{self, FunctionCache};
 use crate::pb;
@@ -20,7 +24,11 @@ pub fn parse_request(
     request: pb::ExecuteRequest,
     limit: usize,
 ) -> Result<functions::Request, GatewayError> {
-    let payload = request.payload;
+    parse_payload(request.payload, limit)
+}
+
+/// As [`parse_request`], for one call's payload (of either RPC).
+pub fn parse_payload(payload: Bytes, limit: usize) -> Result<functions::Request, GatewayError> {
     if payload.len() > limit {
         return Err(GatewayError::PayloadTooLarge {
             direction: Direction::Request,
@@ -40,7 +48,18 @@ pub struct GatewayService {
     pub max_payload_bytes: usize,
     pub call_timeout: Option<Duration>,
     pub refusals: Refusals,
+    /// Cancelled when the gateway starts to stop: streams take no more calls.
+    pub stopping: CancellationToken,
 }
+
+/// The response header that suggests a stream's window (calls in flight).
+pub const WINDOW_HEADER: &str = "mystic-window";
+/// The request header of a stream that bounds each of its calls, in
+/// `grpc-timeout`'s format.
+pub const CALL_TIMEOUT_HEADER: &str = "mystic-call-timeout";
+
+/// How many results a stream buffers for tonic before its task waits.
+const STREAM_RESPONSES_BUFFERED: usize = 2;
 
 #[tonic::async_trait]
 impl pb::gateway_server::Gateway for GatewayService {
@@ -67,6 +86,40 @@ impl pb::gateway_server::Gateway for GatewayService {
             other => other.into(),
         })?;
         Ok(Response::new(pb::ExecuteResponse { payload }))
+    }
+
+    type ExecuteStreamStream = ReceiverStream<Result<pb::StreamResponse, Status>>;
+
+    async fn execute_stream(
+        &self,
+        request: Request<Streaming<pb::StreamRequest>>,
+    ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
+        let arrival = request.extensions().get::<Arrival>().copied();
+        let metadata = request.metadata();
+        let per_call = match (
+            self.call_timeout,
+            timeout_header(metadata, CALL_TIMEOUT_HEADER),
+        ) {
+            (Some(server), Some(client)) => Some(server.min(client)),
+            (server, client) => server.or(client),
+        };
+        let context = StreamContext {
+            pool: self.pool.clone(),
+            functions: Arc::clone(&self.functions),
+            refusals: self.refusals.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            deadline: client_deadline(metadata, arrival),
+            per_call,
+            stopping: self.stopping.clone(),
+        };
+        let (out, responses) = tokio::sync::mpsc::channel(STREAM_RESPONSES_BUFFERED);
+        tokio::spawn(stream::serve_stream(context, request.into_inner(), out));
+        let mut response = Response::new(ReceiverStream::new(responses));
+        let window = stream::suggested_window(self.pool.workers().len());
+        response
+            .metadata_mut()
+            .insert(WINDOW_HEADER, window.to_string().parse().expect("digits"));
+        Ok(response)
     }
 
     async fn get_workers(

@@ -198,6 +198,20 @@ impl Gateway {
             .sum()
     }
 
+    /// The restarts once they reach `expected` (a slot counts its restart
+    /// just after its caller hears of the crash), or after 5 s.
+    pub async fn restarts_reaching(&self, expected: u64) -> u64 {
+        let mut restarts = self.restarts().await;
+        for _ in 0..50 {
+            if restarts >= expected {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            restarts = self.restarts().await;
+        }
+        restarts
+    }
+
     pub async fn calls_served(&self) -> u64 {
         self.workers()
             .await

@@ -1,0 +1,465 @@
+"""Many calls over one ``ExecuteStream``: ``map``, ``starmap`` and their async
+twins, and ``Call.stream()`` (a generator's items as they come).
+
+:class:`Calls` is the bookkeeping of one stream, with no I/O: it takes input
+items while the window has room, encodes them into messages of several calls
+(up to ``BATCH_CALLS`` calls or ``BATCH_BYTES`` of payload, or one larger
+call), takes the gateway's results, and hands out what can be delivered (in
+input order, or as they come). Two drivers run it, one per world:
+
+- sync (:func:`iterate`): the calls are encoded and the input is consumed in
+  the caller's thread, between results; gRPC's own thread sends the messages
+  from a queue.
+- async (:func:`aiterate`): one task sends from a queue, the caller's task
+  reads, so that neither waits for the other.
+
+Bounds: at most ``window`` calls are in flight (sent and not yet delivered:
+in order, a result that waits for an earlier one counts), so the client and
+the gateway hold a bounded number of calls for any input length, and the
+input is consumed only as far as that. The default window is what the
+gateway suggests (its ``mystic-window`` header: a few calls per worker).
+
+Leaving the loop, closing the iterator, cancelling the task, or the
+``timeout`` of the whole map passing cancels the stream: the gateway forgets
+the calls that have not started (running ones finish on their workers, and
+their results are dropped). A call's own failure is raised at its place (in
+order) or when it comes; with ``return_exceptions`` it is yielded instead. A
+failure of the stream itself (the gateway went away, the deadline) raises
+after what was delivered before it, ``return_exceptions`` or not.
+
+The function travels as for unary calls (``_api._Capture``): by digest once a
+call that carried it was answered. A call the gateway refuses with
+``function-unknown`` is sent again with the function attached; the others
+refused with it, by digest again (the gateway keeps a stream's functions once
+one brought it), and if one is refused twice, every later call carries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import grpc
+import grpc.aio
+
+from mystic_wire import DistributeError, attach, decode_chunk, describe_depmodules, encode_call
+
+from . import _client
+from ._pb import gateway_pb2
+from ._status import FUNCTION_UNKNOWN, call_error, raise_from_rpc_error
+
+if TYPE_CHECKING:
+    from ._api import RemoteFunction, _Capture
+    from ._target import Target
+
+# As the gateway's (src/server/stream.rs): what one message holds at most.
+BATCH_BYTES = 64 << 10
+BATCH_CALLS = 1024
+# When the gateway does not say (an older one, or none answered yet).
+DEFAULT_WINDOW = 256
+WINDOW_HEADER = "mystic-window"
+CALL_TIMEOUT_HEADER = "mystic-call-timeout"
+
+Args = tuple[tuple, dict]
+
+
+class Settings(NamedTuple):
+    """One map's options, checked."""
+
+    ordered: bool = True
+    window: int | None = None
+    return_exceptions: bool = False
+    progress: bool = False
+    timeout: float | None = None
+
+
+def check_settings(
+    ordered: bool, window: int | None, return_exceptions: bool, progress: bool, timeout: Any
+) -> Settings:
+    """Refuses bad options before anything is sent."""
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or window < 1
+    ):
+        raise ValueError(f"window must be a positive number of calls, not {window!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if progress:
+        _tqdm()  # a missing tqdm is said now, not at the first result
+    return Settings(bool(ordered), window, bool(return_exceptions), bool(progress), timeout)
+
+
+class _Plan(NamedTuple):
+    """What every call of one stream shares."""
+
+    target: Target
+    capture: _Capture
+    metadata: tuple[tuple[str, str], ...]
+    encode: Callable[[tuple, dict], bytes]
+
+
+def plan(remote: RemoteFunction) -> _Plan:
+    settings = remote._settings
+    target = settings.target()
+    capture = remote._captured()
+    spec = describe_depmodules(remote.__wrapped__, settings.depmodules)
+    name = getattr(remote.__wrapped__, "__qualname__", None) or repr(remote.__wrapped__)
+    digest = capture.function.digest
+    metadata = settings.metadata(target)
+    if settings.timeout is not None:
+        metadata += ((CALL_TIMEOUT_HEADER, grpc_timeout(settings.timeout)),)
+
+    def encode(args: tuple, kwargs: dict) -> bytes:
+        return encode_call(digest, args, kwargs, spec, name)
+
+    return _Plan(target, capture, metadata, encode)
+
+
+def grpc_timeout(seconds: float) -> str:
+    """``seconds`` in ``grpc-timeout``'s format (at most 8 digits and a unit)."""
+    millis = max(1, math.ceil(seconds * 1000))
+    if millis < 10**8:
+        return f"{millis}m"
+    return f"{min(math.ceil(seconds), 10**8 - 1)}S"
+
+
+class _Pending(NamedTuple):
+    call: bytes
+    # How often the gateway did not know its function.
+    unknown: int
+
+
+class Calls:
+    """The bookkeeping of one stream (see the module doc). With ``items``,
+    each call streams its items (``Call.stream()`` sends one such call)."""
+
+    def __init__(self, plan: _Plan, settings: Settings, total: int | None, items: bool) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.window = settings.window or DEFAULT_WINDOW
+        self.input_done = False
+        self._items = items
+        self._ordered = settings.ordered and not items
+        self._next_id = 0
+        self._next_out = 0
+        self._pending: dict[int, _Pending] = {}
+        # Outcomes not yet delivered, as (kind, value): by id (in order) or as
+        # they came.
+        self._done: dict[int, tuple[str, Any]] = {}
+        self._ready: deque[tuple[str, Any]] = deque()
+        self._outbox: list[gateway_pb2.StreamCall] = []
+        self._outbox_bytes = 0
+        self._messages: list[gateway_pb2.StreamRequest] = []
+        self._closed_input = False
+        self._attach_all = plan.capture.attach()
+        self._attached_again = False
+        self._carried: set[int] = set()
+        self._total_known = total is not None
+        self._bar = _progress_bar(total) if settings.progress else None
+
+    def suggest_window(self, metadata: Any) -> None:
+        """Takes the gateway's suggested window, unless one was given."""
+        if self.settings.window is not None:
+            return
+        for key, value in metadata or ():
+            if key == WINDOW_HEADER:
+                try:
+                    self.window = max(1, int(value))
+                except ValueError:
+                    pass
+
+    def room(self) -> int:
+        """How many more calls may be sent now."""
+        if self._ordered:
+            used = self._next_id - self._next_out
+        else:
+            used = len(self._pending) + len(self._ready)
+        return self.window - used
+
+    def add(self, args: tuple, kwargs: dict) -> None:
+        """Encodes one call and queues it for the next message."""
+        call_id = self._next_id
+        self._next_id += 1
+        if self._bar is not None and not self._total_known:
+            self._bar.total = self._next_id
+            self._bar.refresh()
+        try:
+            call = self.plan.encode(args, kwargs)
+        except DistributeError as exc:
+            self._finish(call_id, "error", exc)
+            return
+        self._pending[call_id] = _Pending(call, 0)
+        self._send(call_id, call, self._attach_all)
+
+    def _send(self, call_id: int, call: bytes, attached: bool) -> None:
+        if attached:
+            call = attach(self.plan.capture.function, call)
+            self._carried.add(call_id)
+        if self._outbox and (
+            self._outbox_bytes + len(call) > BATCH_BYTES or len(self._outbox) >= BATCH_CALLS
+        ):
+            self._flush()
+        self._outbox.append(gateway_pb2.StreamCall(id=call_id, payload=call, items=self._items))
+        self._outbox_bytes += len(call)
+
+    def _flush(self) -> None:
+        if self._outbox:
+            self._messages.append(gateway_pb2.StreamRequest(calls=self._outbox))
+            self._outbox, self._outbox_bytes = [], 0
+
+    def messages(self) -> list[gateway_pb2.StreamRequest | None]:
+        """The messages to send now; None last once no more calls will come."""
+        self._flush()
+        messages: list[gateway_pb2.StreamRequest | None] = list(self._messages)
+        self._messages = []
+        if self.input_done and not self._closed_input:
+            self._closed_input = True
+            messages.append(None)
+        return messages
+
+    def take(self, response: gateway_pb2.StreamResponse) -> None:
+        """Records the results of one message from the gateway."""
+        for result in response.results:
+            pending = self._pending.get(result.id)
+            if pending is None:
+                raise DistributeError(
+                    f"the gateway answered call {result.id} of the stream, which it was not "
+                    "sent; use the same distribute_challenge version as the gateway"
+                )
+            outcome = result.WhichOneof("outcome")
+            if outcome == "items":
+                self._ready.append(("items", result.items))
+            elif outcome == "payload":
+                self._answered(result.id)
+                self._finish(result.id, "payload", result.payload)
+            elif result.error.kind == FUNCTION_UNKNOWN:
+                self._unknown(result.id, pending)
+            else:
+                self._answered(result.id)
+                self._finish(result.id, "error", call_error(result.error, self.plan.target))
+
+    def _answered(self, call_id: int) -> None:
+        if call_id in self._carried:
+            self._carried.discard(call_id)
+            self.plan.capture.delivered()
+
+    def _unknown(self, call_id: int, pending: _Pending) -> None:
+        """The gateway did not hold the function: send the call again."""
+        self.plan.capture.unknown(self.plan.target)
+        self._carried.discard(call_id)
+        if pending.unknown >= 1:
+            self._attach_all = True  # the gateway cannot keep it: always carry it
+        attached = self._attach_all or not self._attached_again
+        self._attached_again = True
+        self._pending[call_id] = _Pending(pending.call, pending.unknown + 1)
+        self._send(call_id, pending.call, attached)
+
+    def _finish(self, call_id: int, kind: str, value: Any) -> None:
+        self._pending.pop(call_id, None)
+        if self._ordered:
+            self._done[call_id] = (kind, value)
+        else:
+            self._ready.append((kind, value))
+
+    @property
+    def finished(self) -> bool:
+        """Every call was sent and delivered."""
+        return self.input_done and not (self._pending or self._done or self._ready)
+
+    def deliverable(self) -> Iterator[Any]:
+        """What can be handed out now, in order or as it came: results, or
+        raised failures (yielded instead with ``return_exceptions``)."""
+        done, ready = self._done, self._ready
+        while True:
+            if self._ordered and self._next_out in done:
+                kind, value = done.pop(self._next_out)
+                self._next_out += 1
+            elif ready:
+                kind, value = ready.popleft()
+            else:
+                return
+            yield from self._deliver(kind, value)
+
+    def _deliver(self, kind: str, value: Any) -> Iterator[Any]:
+        from ._api import _finish  # the one response handler of every call
+
+        if kind == "items":
+            chunk = decode_chunk(value)
+            _replay(chunk.stdout, sys.stdout)
+            _replay(chunk.stderr, sys.stderr)
+            yield from chunk.items
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+        try:
+            result = _finish(value) if kind == "payload" else _raise(value)
+        except Exception as exc:
+            if not self.settings.return_exceptions:
+                raise
+            yield exc
+            return
+        if not self._items:  # a streamed call's last response holds no item
+            yield result
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+def _replay(text: str, stream: Any) -> None:
+    if text and stream is not None:
+        stream.write(text)
+        stream.flush()
+
+
+def iterate(calls: Calls, inputs: Iterator[Args]) -> Iterator[Any]:
+    """Runs ``calls`` over one stream, taking calls from ``inputs``, in this thread."""
+    plan = calls.plan
+    stub = _client.sync_stub(plan.target)
+    outbox: queue.SimpleQueue[gateway_pb2.StreamRequest | None] = queue.SimpleQueue()
+
+    def requests() -> Iterator[gateway_pb2.StreamRequest]:
+        while (message := outbox.get()) is not None:
+            yield message
+
+    responses = stub.ExecuteStream(
+        requests(), timeout=calls.settings.timeout, metadata=plan.metadata
+    )
+    try:
+        if calls.settings.window is None:
+            calls.suggest_window(responses.initial_metadata())
+        while True:
+            yield from calls.deliverable()
+            _fill(calls, inputs)
+            for message in calls.messages():
+                outbox.put(message)
+            if calls.finished:
+                return
+            try:
+                response = next(responses)
+            except StopIteration:
+                raise _ended_early() from None
+            calls.take(response)
+    except grpc.RpcError as exc:
+        raise_from_rpc_error(exc, plan.target)
+    finally:
+        outbox.put(None)
+        responses.cancel()
+        calls.close()
+
+
+async def aiterate(calls: Calls, inputs: Any) -> AsyncIterator[Any]:
+    """Runs ``calls`` over one stream on the running event loop, taking calls
+    from ``inputs`` (an iterator, or an async iterator)."""
+    plan = calls.plan
+    stub = _client.async_stub(plan.target)
+    call = stub.ExecuteStream(timeout=calls.settings.timeout, metadata=plan.metadata)
+    outbox: asyncio.Queue[gateway_pb2.StreamRequest | None] = asyncio.Queue()
+
+    async def send() -> None:
+        try:
+            while (message := await outbox.get()) is not None:
+                await call.write(message)
+            await call.done_writing()
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            pass  # the stream ended: the reader hears why
+
+    sender = asyncio.get_running_loop().create_task(send())
+    try:
+        if calls.settings.window is None:
+            calls.suggest_window(await call.initial_metadata())
+        while True:
+            for value in calls.deliverable():
+                yield value
+            if hasattr(inputs, "__anext__"):
+                await _afill(calls, inputs)
+            else:
+                _fill(calls, inputs)
+            for message in calls.messages():
+                outbox.put_nowait(message)
+            if calls.finished:
+                return
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                raise _ended_early()
+            calls.take(response)
+    except grpc.RpcError as exc:
+        raise_from_rpc_error(exc, plan.target)
+    finally:
+        call.cancel()
+        sender.cancel()
+        calls.close()
+
+
+def as_calls(iterable: Any, star: bool) -> Any:
+    """The calls of a map over ``iterable`` (each item an argument, or with
+    ``star`` the tuple of arguments), as an iterator of ``(args, kwargs)``,
+    or an async one for an async iterable. Refuses what is not iterable now."""
+    if hasattr(iterable, "__aiter__"):
+        items = aiter(iterable)
+
+        async def async_calls() -> AsyncIterator[Args]:
+            async for item in items:
+                yield (tuple(item) if star else (item,)), {}
+
+        return async_calls()
+    items = iter(iterable)
+    if star:
+        return ((tuple(arguments), {}) for arguments in items)
+    return (((item,), {}) for item in items)
+
+
+def _fill(calls: Calls, inputs: Iterator[Args]) -> None:
+    room = calls.room()
+    while room > 0 and not calls.input_done:
+        try:
+            args, kwargs = next(inputs)
+        except StopIteration:
+            calls.input_done = True
+            return
+        calls.add(args, kwargs)
+        room -= 1
+
+
+async def _afill(calls: Calls, inputs: Any) -> None:
+    room = calls.room()
+    while room > 0 and not calls.input_done:
+        try:
+            args, kwargs = await inputs.__anext__()
+        except StopAsyncIteration:
+            calls.input_done = True
+            return
+        calls.add(args, kwargs)
+        room -= 1
+
+
+def _ended_early() -> DistributeError:
+    return DistributeError(
+        "the gateway ended the stream before answering every call; use the same "
+        "distribute_challenge version as the gateway"
+    )
+
+
+def _tqdm() -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        raise ImportError(
+            "progress=True shows a tqdm progress bar, but tqdm is not installed: "
+            "pip install tqdm (or mysticchallenge[progress])"
+        ) from None
+    return tqdm
+
+
+def _progress_bar(total: int | None) -> Any:
+    return _tqdm()(total=total, unit="call", dynamic_ncols=True)

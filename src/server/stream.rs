@@ -1,0 +1,409 @@
+//! The `ExecuteStream` RPC: many calls over one bidirectional stream.
+//!
+//! One task per stream ([`serve_stream`]) reads the client's calls, queues
+//! each on the pool exactly as a unary call is queued (the same queue,
+//! bounds and metrics; a worker still runs one call at a time), and sends
+//! each outcome back as soon as it is known, as many per message as are
+//! ready (up to [`BATCH_BYTES`] of them, or one larger). A call's failure
+//! in the gateway travels as its [`pb::CallError`], with the code and kind
+//! a unary call would get as its status; the stream goes on.
+//!
+//! Bounds: at most [`MAX_IN_FLIGHT`] calls of a stream are pending at once
+//! (past that the task stops reading, and HTTP/2 flow control holds the
+//! client back); results wait for a slow client up to one message's worth
+//! before the task stops taking them (and the items of a streamed call stop
+//! being produced). A call the queue has no room for (full, or its byte
+//! bound reached) waits in the task, which reads nothing more meanwhile,
+//! and is queued again with backoff: a long map waits for room instead of
+//! failing.
+//!
+//! Deadlines: the stream's `grpc-timeout` bounds the whole stream (when it
+//! passes, the stream ends with `DEADLINE_EXCEEDED`); each call's deadline
+//! is the earliest of that, `--call-timeout` and the stream's
+//! `mystic-call-timeout`, both counted from the call's arrival.
+//!
+//! The stream ends when the client has closed its side and every call is
+//! answered; when the client goes away (every call not yet started is
+//! forgotten at once: see [`crate::pool::PendingCall`]); or when the gateway
+//! stops (it takes no more calls, answers those it has, then ends with
+//! `UNAVAILABLE`).
+//!
+//! Functions: a stream keeps the functions its calls brought (up to
+//! [`HELD_FUNCTIONS`]), so that its calls by digest resolve for as long as
+//! it lasts even if the gateway's cache evicts them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, SelectAll};
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use super::deadline::earliest;
+use super::refusals::Refusals;
+use super::service::parse_payload;
+use crate::error::GatewayError;
+use crate::functions::{Digest, FunctionCache};
+use crate::pb;
+use crate::pool::{Deadline, PendingCall, PendingItems, Pool};
+
+/// Calls of one stream pending at once, at most.
+pub const MAX_IN_FLIGHT: usize = 16_384;
+/// Results, or calls, sent together up to this many payload bytes (a
+/// larger one goes alone). The gateway's message limit leaves room for it.
+pub const BATCH_BYTES: usize = 64 << 10;
+/// The least time between two messages of a stream that are not full: a
+/// client reading many small results reads them a message at a time.
+const MESSAGE_INTERVAL: Duration = Duration::from_micros(1000);
+/// Results sent together, at most.
+const BATCH_RESULTS: usize = 1024;
+/// What a result costs in a message besides its payload (id, tags, lengths).
+const RESULT_OVERHEAD: usize = 32;
+/// Functions a stream keeps for its calls by digest.
+pub const HELD_FUNCTIONS: usize = 4;
+/// How long a call waits before it is queued again while the queue is full.
+const FIRST_REQUEUE: Duration = Duration::from_millis(2);
+const MAX_REQUEUE: Duration = Duration::from_millis(100);
+
+/// Calls in flight the gateway suggests to a stream's client (the
+/// `mystic-window` header): a few per worker, so that every worker has its
+/// next call waiting, within the stream's bound.
+pub fn suggested_window(workers: usize) -> usize {
+    (8 * workers).clamp(256, MAX_IN_FLIGHT)
+}
+
+/// What a stream's task needs from the service.
+#[derive(Debug, Clone)]
+pub struct StreamContext {
+    pub pool: Pool,
+    pub functions: Arc<FunctionCache>,
+    pub refusals: Refusals,
+    pub max_payload_bytes: usize,
+    /// The stream's own deadline (its `grpc-timeout`).
+    pub deadline: Option<Deadline>,
+    /// Each call's budget from its arrival: `--call-timeout` and
+    /// `mystic-call-timeout`, the smaller.
+    pub per_call: Option<Duration>,
+    /// Cancelled when the gateway starts to stop.
+    pub stopping: CancellationToken,
+}
+
+type Outcomes = BoxStream<'static, pb::StreamResult>;
+type Responses = mpsc::Sender<Result<pb::StreamResponse, Status>>;
+
+/// Serves one stream until it ends (see the module doc), sending its
+/// responses to `out`.
+pub async fn serve_stream(
+    context: StreamContext,
+    mut requests: Streaming<pb::StreamRequest>,
+    out: Responses,
+) {
+    let expired = crate::pool::expiry(context.deadline);
+    tokio::pin!(expired);
+    let mut stream = Stream {
+        context,
+        held: VecDeque::new(),
+        incoming: VecDeque::new(),
+        waiting: None,
+        reading: true,
+        ending: None,
+        pending: SelectAll::new(),
+        ready: VecDeque::new(),
+        ready_bytes: 0,
+    };
+    let mut last_sent = Instant::now() - MESSAGE_INTERVAL;
+    while !stream.is_over() {
+        let taking = stream.ready.len() < BATCH_RESULTS && stream.ready_bytes < BATCH_BYTES;
+        let reading =
+            stream.reading && stream.waiting.is_none() && stream.pending.len() < MAX_IN_FLIGHT;
+        let retry_at = stream.waiting.as_ref().map(|waiting| waiting.at);
+        // Results go out at once, unless a message went less than
+        // MESSAGE_INTERVAL ago: then they wait for it to pass, or for a
+        // full message.
+        let send_at = (!stream.ready.is_empty()).then(|| {
+            if taking {
+                last_sent + MESSAGE_INTERVAL
+            } else {
+                last_sent
+            }
+        });
+        let send_now = send_at.is_some_and(|at| at <= Instant::now());
+        tokio::select! {
+            biased;
+            () = out.closed() => return,
+            budget = &mut expired => {
+                let _ = out.send(Err(GatewayError::Timeout(budget).into())).await;
+                return;
+            }
+            () = stream.context.stopping.cancelled(), if stream.reading => stream.stop(),
+            Some(result) = stream.pending.next(), if taking && !stream.pending.is_empty() => {
+                stream.push(result);
+                // Whatever else is ready goes in the same message.
+                while stream.ready.len() < BATCH_RESULTS && stream.ready_bytes < BATCH_BYTES {
+                    match stream.pending.next().now_or_never() {
+                        Some(Some(result)) => stream.push(result),
+                        _ => break,
+                    }
+                }
+            }
+            permit = out.reserve(), if send_now => match permit {
+                Ok(permit) => {
+                    permit.send(Ok(stream.take_batch()));
+                    last_sent = Instant::now();
+                }
+                Err(_closed) => return,
+            },
+            () = sleep_until(send_at), if !send_now && send_at.is_some() => {}
+            () = sleep_until(retry_at), if retry_at.is_some() => {
+                let waiting = stream.waiting.take().expect("a waiting call");
+                stream.incoming.push_front(waiting.call);
+                stream.submit_incoming(waiting.backoff).await;
+            }
+            message = requests.message(), if reading => match message {
+                Ok(Some(request)) => {
+                    stream.incoming.extend(request.calls);
+                    stream.submit_incoming(Duration::ZERO).await;
+                }
+                Ok(None) => stream.reading = false,
+                // The client cancelled, or its stream broke: nobody to answer.
+                Err(_) => return,
+            },
+        }
+    }
+    if let Some(status) = stream.ending {
+        let _ = out.send(Err(status)).await;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A call the queue had no room for, and when to try again.
+struct Waiting {
+    call: pb::StreamCall,
+    at: Instant,
+    backoff: Duration,
+}
+
+/// One stream's state.
+struct Stream {
+    context: StreamContext,
+    /// The functions its calls brought, most recent last.
+    held: VecDeque<(Digest, Bytes)>,
+    /// Calls read, not yet queued.
+    incoming: VecDeque<pb::StreamCall>,
+    /// The first of them, while the queue has no room for it.
+    waiting: Option<Waiting>,
+    /// Whether more calls are read.
+    reading: bool,
+    /// How the stream ends once every call is answered (else: OK).
+    ending: Option<Status>,
+    /// Each pending call's outcomes (one, or a streamed call's items and then one).
+    pending: SelectAll<Outcomes>,
+    /// Outcomes not yet sent.
+    ready: VecDeque<pb::StreamResult>,
+    ready_bytes: usize,
+}
+
+impl Stream {
+    fn is_over(&self) -> bool {
+        !self.reading
+            && self.incoming.is_empty()
+            && self.waiting.is_none()
+            && self.pending.is_empty()
+            && self.ready.is_empty()
+    }
+
+    /// The gateway is stopping: no more calls; those pending are answered.
+    fn stop(&mut self) {
+        self.reading = false;
+        self.incoming.clear();
+        self.waiting = None;
+        self.ending = Some(GatewayError::ShuttingDown.into());
+    }
+
+    /// Queues the calls read, in order, until one finds no room in the
+    /// queue: that one waits (its backoff grows from `backoff`).
+    async fn submit_incoming(&mut self, backoff: Duration) {
+        while let Some(call) = self.incoming.pop_front() {
+            let id = call.id;
+            match self.queue(&call).await {
+                Ok(outcomes) => self.pending.push(outcomes),
+                Err(
+                    GatewayError::QueueFull { .. }
+                    | GatewayError::QueueBytesFull { .. }
+                    | GatewayError::ReceivingFull { .. },
+                ) => {
+                    let backoff = (backoff * 2).clamp(FIRST_REQUEUE, MAX_REQUEUE);
+                    self.waiting = Some(Waiting {
+                        call,
+                        at: Instant::now() + backoff,
+                        backoff,
+                    });
+                    return;
+                }
+                Err(GatewayError::ShuttingDown) => return self.stop(),
+                Err(err) => {
+                    self.context.refusals.count(&err);
+                    self.push(failed(id, &err));
+                }
+            }
+        }
+    }
+
+    /// Queues one call; its outcomes, as results.
+    async fn queue(&mut self, call: &pb::StreamCall) -> Result<Outcomes, GatewayError> {
+        let request = parse_payload(call.payload.clone(), self.context.max_payload_bytes)?;
+        let digest = *request.digest();
+        let held = self.held_function(&digest);
+        let context = &self.context;
+        let resolved = context.functions.resolve_holding(request, held).await?;
+        let deadline = earliest(context.deadline, context.per_call.map(Deadline::after));
+        let kept = resolved.clone();
+        let (id, refusals) = (call.id, context.refusals.clone());
+        let outcomes: Outcomes = if call.items {
+            let PendingItems { items, call } = context.pool.submit_items(resolved, deadline)?;
+            items_then_outcome(id, items, call, refusals)
+        } else {
+            let pending = context.pool.submit(resolved, deadline)?;
+            pending
+                .outcome()
+                .map(move |outcome| finished(id, outcome, &refusals))
+                .into_stream()
+                .boxed()
+        };
+        context.functions.keep(&kept);
+        self.hold(digest);
+        Ok(outcomes)
+    }
+
+    /// The function under `digest`, if the stream keeps it.
+    fn held_function(&mut self, digest: &Digest) -> Option<Bytes> {
+        let index = self.held.iter().position(|(held, _)| held == digest)?;
+        let entry = self.held.remove(index).expect("a held function");
+        let pickled = entry.1.clone();
+        self.held.push_back(entry);
+        Some(pickled)
+    }
+
+    /// Keeps the function under `digest` (shared with the cache) for the
+    /// stream's later calls.
+    fn hold(&mut self, digest: Digest) {
+        if self.held.back().is_some_and(|(held, _)| *held == digest) {
+            return;
+        }
+        self.held.retain(|(held, _)| *held != digest);
+        if let Some(pickled) = self.context.functions.get(&digest) {
+            self.held.push_back((digest, pickled));
+            if self.held.len() > HELD_FUNCTIONS {
+                self.held.pop_front();
+            }
+        }
+    }
+
+    fn push(&mut self, result: pb::StreamResult) {
+        self.ready_bytes += result_size(&result);
+        self.ready.push_back(result);
+    }
+
+    /// The next message: ready results up to [`BATCH_BYTES`] (at least one).
+    fn take_batch(&mut self) -> pb::StreamResponse {
+        let mut results = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = self.ready.front() {
+            let size = result_size(next);
+            if !results.is_empty() && (bytes + size > BATCH_BYTES || results.len() >= BATCH_RESULTS)
+            {
+                break;
+            }
+            bytes += size;
+            results.extend(self.ready.pop_front());
+        }
+        self.ready_bytes -= bytes;
+        pb::StreamResponse { results }
+    }
+}
+
+/// A streamed call's results: each chunk of items as the worker sends it,
+/// then its last outcome (which may come first: a refusal, or a deadline
+/// that passed while it was queued).
+fn items_then_outcome(
+    id: u64,
+    items: mpsc::Receiver<Bytes>,
+    call: PendingCall,
+    refusals: Refusals,
+) -> Outcomes {
+    let outcome = call.outcome().boxed();
+    stream::unfold(Some((items, outcome)), move |state| {
+        let refusals = refusals.clone();
+        async move {
+            let (mut items, mut outcome) = state?;
+            tokio::select! {
+                biased;
+                // The worker is done with the items before it answers.
+                Some(chunk) = items.recv() => {
+                    let result = pb::StreamResult {
+                        id,
+                        outcome: Some(pb::stream_result::Outcome::Items(chunk)),
+                    };
+                    Some((result, Some((items, outcome))))
+                }
+                last = &mut outcome => Some((finished(id, last, &refusals), None)),
+            }
+        }
+    })
+    .boxed()
+}
+
+fn result_size(result: &pb::StreamResult) -> usize {
+    use pb::stream_result::Outcome;
+    RESULT_OVERHEAD
+        + match &result.outcome {
+            Some(Outcome::Payload(bytes) | Outcome::Items(bytes)) => bytes.len(),
+            Some(Outcome::Error(error)) => error.message.len() + error.kind.len(),
+            None => 0,
+        }
+}
+
+/// A finished call's last result; a refusal decided after it was queued
+/// (`--max-queue-wait`) is counted as one.
+fn finished(
+    id: u64,
+    outcome: Result<Bytes, GatewayError>,
+    refusals: &Refusals,
+) -> pb::StreamResult {
+    match outcome {
+        Ok(payload) => pb::StreamResult {
+            id,
+            outcome: Some(pb::stream_result::Outcome::Payload(payload)),
+        },
+        Err(err) => {
+            if matches!(err, GatewayError::QueueWait(_)) {
+                refusals.count(&err);
+            }
+            failed(id, &err)
+        }
+    }
+}
+
+/// The result of a call that failed in the gateway.
+fn failed(id: u64, err: &GatewayError) -> pb::StreamResult {
+    let kind = err.kind();
+    pb::StreamResult {
+        id,
+        outcome: Some(pb::stream_result::Outcome::Error(pb::CallError {
+            code: kind.code() as i32,
+            kind: kind.as_str().to_owned(),
+            message: err.to_string(),
+        })),
+    }
+}
