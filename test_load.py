@@ -25,6 +25,9 @@ Sections (``--sections``, default all):
   (10^6 bytes of payload per second, each way).
 - ``noop``: latency p50/p99 of sequential no-op calls, and calls/s of a burst
   of concurrent ones.
+- ``map``: the same as one ``map`` over one stream each: the factors' sleeps
+  again (real time, ideal FIFO, efficiency against it), and calls/s of
+  ``--map-calls`` no-ops.
 
 This file owns the measurements and the command line; ``loadtest/`` holds the
 results, the text report, the plot and the gateways that ``--compare`` starts
@@ -53,16 +56,17 @@ from loadtest.report import (
     comparison_lines,
     emit,
     format_size,
+    map_lines,
     noop_lines,
     parallel_lines,
     payload_lines,
     report_header,
 )
-from loadtest.results import GatewayShare, NoopRun, ParallelRun, PayloadRun, Report
+from loadtest.results import GatewayShare, MapRun, NoopRun, ParallelRun, PayloadRun, Report
 
 GATEWAY = pathlib.Path(__file__).resolve().parent / "target" / "release" / "mysticchallenge"
 TRANSPORTS = ("pipe", "shm")
-SECTIONS = ("parallel", "payload", "noop")
+SECTIONS = ("parallel", "payload", "noop", "map")
 FACTORS = (1, 2, 5, 10)
 PAYLOAD_SIZES = (1 << 10, 1 << 20, 16 << 20, 64 << 20)
 PAYLOAD_BYTES_PER_SIZE = 512 << 20  # bytes echoed per size, at most (and --payload-calls)
@@ -83,6 +87,10 @@ def echo(data):
 
 def noop():
     return None
+
+
+def identity(x):
+    return x
 
 
 # Talking to the gateway.
@@ -236,6 +244,34 @@ async def measure_noop(server: str | None, calls: int, label: str) -> NoopRun:
     return NoopRun(latencies, calls, burst)
 
 
+def measure_map(server: str | None, sleeps_by_factor: list[tuple[int, list[float]]], calls: int):
+    """The factors' sleeps and ``calls`` no-ops, each as one ``map``."""
+    remote = compute_this(server=server)(nap)
+    runs = []
+    for factor, sleeps in sleeps_by_factor:
+        before = pool_info(server)
+        start = time.perf_counter()
+        results = list(remote.map(sleeps))
+        real = time.perf_counter() - start
+        served, _ = served_per_worker([pid for _, pid in results], [before, pool_info(server)])
+        runs.append(ParallelRun(factor, sum(a.count for a in before), sleeps, real, served))
+    noops = compute_this(server=server)(identity)
+    list(noops.map(range(min(calls, 1000))))  # warm-up
+    start = time.perf_counter()
+    if list(noops.map(range(calls))) != list(range(calls)):
+        raise DistributeError("a map of no-ops came back with wrong results")
+    return MapRun(runs, calls, time.perf_counter() - start)
+
+
+def factor_sleeps(options: argparse.Namespace, workers: int) -> list[tuple[int, list[float]]]:
+    """Each factor's sleeps, drawn from the seed (the same for every section)."""
+    rng = random.Random(options.seed)
+    return [
+        (factor, [rng.random() * options.max_sleep for _ in range(workers * factor)])
+        for factor in options.factors
+    ]
+
+
 async def measure(server: str | None, options: argparse.Namespace, label: str = "") -> Report:
     """Runs the chosen sections against ``server``, printing each as it ends."""
     pool = pool_info(server)
@@ -244,10 +280,9 @@ async def measure(server: str | None, options: argparse.Namespace, label: str = 
     report = Report(server or resolve_server(None).url, ",".join(transports), sum(workers))
     report.gateway_workers = workers
     emit(report_header(report, options.seed))
+    sleeps_by_factor = factor_sleeps(options, report.workers)
     if "parallel" in options.sections:
-        rng = random.Random(options.seed)
-        for factor in options.factors:
-            sleeps = [rng.random() * options.max_sleep for _ in range(report.workers * factor)]
+        for factor, sleeps in sleeps_by_factor:
             run = await measure_parallel(server, factor, sleeps, label)
             report.parallel.append(run)
             emit(parallel_lines(run))
@@ -259,6 +294,9 @@ async def measure(server: str | None, options: argparse.Namespace, label: str = 
     if "noop" in options.sections:
         report.noop = await measure_noop(server, options.noop_calls, label)
         emit(noop_lines(report.noop))
+    if "map" in options.sections:
+        report.map = measure_map(server, sleeps_by_factor, options.map_calls)
+        emit(map_lines(report.map))
     return report
 
 
@@ -366,6 +404,13 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         default=1000,
         metavar="N",
         help="sequential no-op calls, then N at once (default 1000)",
+    )
+    add(
+        "--map-calls",
+        type=positive_int,
+        default=20_000,
+        metavar="N",
+        help="no-op calls of one map (default 20000)",
     )
     add("--compare", action="store_true", help="start the gateway on pipe, then on shm")
     add(

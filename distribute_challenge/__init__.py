@@ -3,11 +3,12 @@
 Map of the package:
 
 - ``_api.py``: ``compute_this``, the remote function and its call object.
+- ``_mapping.py``: ``map``, ``starmap``, their async twins and ``.stream()``,
+  over one ``ExecuteStream``.
 - ``_client.py``: cached gRPC channels (sync per process, asyncio per loop).
 - ``_target.py``: the server address: one gateway, a list, or a DNS name.
 - ``_token.py``: the token, and where it may be sent in plaintext.
 - ``_gateways.py``: each gateway of a target on its own (``get_workers``).
-- ``_retry.py``: when a refused call is sent again.
 - ``_status.py``: gRPC status codes → the exceptions below, in one function.
 - ``_retry.py``: sending a call again while the gateway's queue is full.
 - ``_by_value.py``: which modules' functions travel by value.

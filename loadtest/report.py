@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .results import NoopRun, ParallelRun, PayloadRun, Report
+from .results import MapRun, NoopRun, ParallelRun, PayloadRun, Report
 
 
 def emit(lines: list[str]) -> None:
@@ -77,6 +77,18 @@ def noop_lines(run: NoopRun) -> list[str]:
     ]
 
 
+def map_lines(run: MapRun) -> list[str]:
+    lines = ["", "map (one stream per map: the factors' sleeps again, then no-ops)"]
+    for factor in run.parallel:
+        lines.append(
+            f"factor {factor.factor}, {factor.calls} calls: real {factor.real:.3f} s,"
+            f" ideal FIFO {factor.ideal:.3f} s, efficiency vs ideal FIFO"
+            f" {factor.fifo_efficiency:.2f}%"
+        )
+    lines.append(f"map no-op calls/s ({run.noop_calls} calls): {run.noop_rate:.0f}")
+    return lines
+
+
 @dataclass(frozen=True)
 class Metric:
     label: str
@@ -109,6 +121,14 @@ def comparison_metrics(reports: list[Report]) -> list[Metric]:
             Metric("no-op calls/s, sequential", lambda r: r.noop.sequential_rate, True),
             Metric("no-op calls/s, all at once", lambda r: r.noop.burst_rate, True),
         ]
+    if reports[0].map is not None:
+        for i, run in enumerate(reports[0].map.parallel):
+            pick = lambda attr, i=i: lambda r: getattr(r.map.parallel[i], attr)  # noqa: E731
+            metrics += [
+                Metric(f"map factor {run.factor}: real time s", pick("real"), False),
+                Metric("  efficiency vs ideal FIFO %", pick("fifo_efficiency"), None),
+            ]
+        metrics.append(Metric("map no-op calls/s", lambda r: r.map.noop_rate, True))
     return metrics
 
 

@@ -100,6 +100,19 @@ class NoopRun:
 
 
 @dataclass
+class MapRun:
+    """The factors' sleeps through ``map`` (one stream each), then no-ops."""
+
+    parallel: list[ParallelRun]
+    noop_calls: int
+    noop_seconds: float
+
+    @property
+    def noop_rate(self) -> float:
+        return self.noop_calls / self.noop_seconds
+
+
+@dataclass
 class Report:
     """Everything measured against one gateway."""
 
@@ -110,6 +123,7 @@ class Report:
     parallel: list[ParallelRun] = field(default_factory=list)
     payload: list[PayloadRun] = field(default_factory=list)
     noop: NoopRun | None = None
+    map: MapRun | None = None
 
 
 def fifo_makespan(durations: list[float], workers: int) -> float:

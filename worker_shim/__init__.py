@@ -13,6 +13,8 @@ workers, or ``<python> -m worker_shim --transport pipe|shm ...`` for each. Map:
 - ``_pipe.py``: the pipe transport's channel (base64 lines on the protocol fds).
 - ``_shm.py``: the shared-memory transport's channel (rings and doorbell).
 - ``_executor.py``: run one encoded call and encode its outcome.
+- ``_items.py``: a call that streams its items, chunk by chunk.
+- ``_functions.py``: the functions the worker holds, by digest.
 - ``_tracebacks.py``: pickle a raised exception with its traceback and chain.
 
 The payload format is the ``mystic_wire`` package; the worker imports nothing

@@ -317,20 +317,25 @@ impl Stream {
 
     /// The next message: ready results up to [`BATCH_BYTES`] (at least one).
     fn take_batch(&mut self) -> pb::StreamResponse {
-        let mut results = Vec::new();
-        let mut bytes = 0;
-        while let Some(next) = self.ready.front() {
-            let size = result_size(next);
-            if !results.is_empty() && (bytes + size > BATCH_BYTES || results.len() >= BATCH_RESULTS)
-            {
-                break;
-            }
-            bytes += size;
-            results.extend(self.ready.pop_front());
-        }
-        self.ready_bytes -= bytes;
-        pb::StreamResponse { results }
+        take_batch(&mut self.ready, &mut self.ready_bytes)
     }
+}
+
+/// The first results of `ready` that fit one message (at least one), and
+/// their bytes taken off `bytes`.
+fn take_batch(ready: &mut VecDeque<pb::StreamResult>, bytes: &mut usize) -> pb::StreamResponse {
+    let mut results = Vec::new();
+    let mut taken = 0;
+    while let Some(next) = ready.front() {
+        let size = result_size(next);
+        if !results.is_empty() && (taken + size > BATCH_BYTES || results.len() >= BATCH_RESULTS) {
+            break;
+        }
+        taken += size;
+        results.extend(ready.pop_front());
+    }
+    *bytes -= taken;
+    pb::StreamResponse { results }
 }
 
 /// A streamed call's results: each chunk of items as the worker sends it,
@@ -405,5 +410,66 @@ fn failed(id: u64, err: &GatewayError) -> pb::StreamResult {
             kind: kind.as_str().to_owned(),
             message: err.to_string(),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(id: u64, len: usize) -> pb::StreamResult {
+        pb::StreamResult {
+            id,
+            outcome: Some(pb::stream_result::Outcome::Payload(Bytes::from(vec![
+                0;
+                len
+            ]))),
+        }
+    }
+
+    #[test]
+    fn the_window_is_a_few_calls_per_worker_within_the_bound() {
+        assert_eq!(suggested_window(1), 256);
+        assert_eq!(suggested_window(100), 800);
+        assert_eq!(suggested_window(1_000_000), MAX_IN_FLIGHT);
+    }
+
+    #[test]
+    fn a_batch_holds_what_fits_and_at_least_one_result() {
+        let mut ready: VecDeque<pb::StreamResult> = VecDeque::new();
+        ready.push_back(payload(0, 10));
+        ready.push_back(payload(1, BATCH_BYTES));
+        ready.push_back(payload(2, 10));
+        let sizes: usize = ready.iter().map(result_size).sum();
+        let mut bytes = sizes;
+        let first = take_batch(&mut ready, &mut bytes);
+        assert_eq!(first.results.iter().map(|r| r.id).collect::<Vec<_>>(), [0]);
+        // A result larger than a batch goes alone; the next batch takes the rest.
+        let second = take_batch(&mut ready, &mut bytes);
+        assert_eq!(second.results.iter().map(|r| r.id).collect::<Vec<_>>(), [1]);
+        let third = take_batch(&mut ready, &mut bytes);
+        assert_eq!(third.results.iter().map(|r| r.id).collect::<Vec<_>>(), [2]);
+        assert!(ready.is_empty());
+        assert_eq!(bytes, 0);
+        // Many small ones: at most BATCH_RESULTS a message.
+        ready.extend((0..BATCH_RESULTS as u64 + 5).map(|id| payload(id, 1)));
+        bytes = ready.iter().map(result_size).sum();
+        assert_eq!(
+            take_batch(&mut ready, &mut bytes).results.len(),
+            BATCH_RESULTS
+        );
+        assert_eq!(take_batch(&mut ready, &mut bytes).results.len(), 5);
+    }
+
+    #[test]
+    fn a_failure_carries_the_code_and_kind_of_a_unary_status() {
+        let result = failed(7, &GatewayError::Timeout(Duration::from_secs(1)));
+        let Some(pb::stream_result::Outcome::Error(error)) = result.outcome else {
+            panic!("not an error: {result:?}");
+        };
+        assert_eq!(result.id, 7);
+        assert_eq!(error.code, tonic::Code::DeadlineExceeded as i32);
+        assert_eq!(error.kind, "call-timeout");
+        assert!(error.message.contains("deadline"), "{}", error.message);
     }
 }

@@ -50,10 +50,13 @@ def test_calls_need_the_right_token(start_gateway, token_file, no_env_token, mon
         asyncio.run(wrong(2).async_run())
     with pytest.raises(AuthenticationError):
         wrong.get_workers()
+    with pytest.raises(AuthenticationError):
+        list(anonymous.map([1, 2]))
 
     right = compute_this(server=gateway.url, token=TOKEN)(double)
     assert right(21).run() == 42
     assert asyncio.run(right(4).async_run()) == 8
+    assert list(right.map([1, 2])) == [2, 4]
     assert right.get_workers() == 2
     monkeypatch.setenv("DISTRIBUTE_TOKEN", TOKEN)
     assert anonymous(5).run() == 10

@@ -30,6 +30,8 @@ SMALL = [
     "10",
     "--noop-calls",
     "30",
+    "--map-calls",
+    "200",
     "--no-progress",
 ]
 
@@ -100,6 +102,20 @@ def check_payload_and_noop(text: str, sizes: list[str]) -> None:
     assert 0 < p50 <= p99
 
 
+def check_map(text: str, workers: int, factors: list[int]) -> None:
+    section = text.split("\nmap (one stream per map", 1)[1]
+    rows = re.findall(
+        r"^factor (\d+), (\d+) calls: real ([\d.]+) s, ideal FIFO ([\d.]+) s,"
+        r" efficiency vs ideal FIFO ([\d.]+)%$",
+        section,
+        re.MULTILINE,
+    )
+    assert [(int(f), int(c)) for f, c, *_ in rows] == [(f, workers * f) for f in factors], section
+    for _, _, real, ideal, efficiency in rows:
+        assert float(real) > 0 and float(ideal) > 0 and 0 < float(efficiency) <= 200
+    assert value(section, "map no-op calls/s (200 calls)") > 0
+
+
 def check_png(path: pathlib.Path) -> None:
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE)
@@ -113,6 +129,7 @@ def test_against_a_running_gateway(gateway, tmp_path):
     assert re.search(rf"^server: {re.escape(gateway.url)}$", text, re.MULTILINE), text
     check_original_figures(text, workers=2, factors=[1, 2])
     check_payload_and_noop(text, ["1 KiB", "64 KiB"])
+    check_map(text, workers=2, factors=[1, 2])
     check_png(plot)
 
 
@@ -148,10 +165,11 @@ def test_compare_runs_both_transports_side_by_side(tmp_path):
     assert "transport: pipe" in pipe and "transport: shm" in shm
     check_original_figures(pipe, workers=2, factors=[1, 2])
     check_original_figures(shm.split("\ncomparison")[0], workers=2, factors=[1, 2])
+    check_map(pipe, workers=2, factors=[1, 2])
     comparison = text.split("\ncomparison, 2 workers", 1)[1]
     assert re.search(r"^ +pipe +shm +shm vs pipe$", comparison, re.MULTILINE), comparison
     ratios = re.findall(r"(\d+\.\d+)x$", comparison, re.MULTILINE)
-    assert len(ratios) == 2 + 2 + 4  # factors, payload sizes, no-op figures
+    assert len(ratios) == 2 + 2 + 4 + 3  # factors, payload sizes, no-op figures, map
     check_png(plot)
 
 

@@ -23,8 +23,8 @@ def returns_a_lock():
     return threading.Lock()
 
 
-def returns_a_generator():
-    return (n for n in range(3))
+def holds_a_generator():
+    return {"items": (n for n in range(3))}
 
 
 def returns_a_worker_only_object():
@@ -56,7 +56,7 @@ def test_unpicklable_arguments_are_refused_by_async_run_too(remote, gateway):
     assert gateway.calls_served() == served
 
 
-@pytest.mark.parametrize("function", [returns_a_lock, returns_a_generator])
+@pytest.mark.parametrize("function", [returns_a_lock, holds_a_generator])
 def test_unpicklable_results_are_a_serialization_error(remote, gateway, capsys, function):
     restarts = gateway.restarts()
     with pytest.raises(SerializationError, match="could not be pickled"):

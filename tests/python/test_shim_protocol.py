@@ -14,7 +14,17 @@ import time
 import cloudpickle
 import pytest
 
-from mystic_wire import ERROR, OK, RAISED, decode_response, encode_request
+from mystic_wire import (
+    CLOSE_REQUEST,
+    ERROR,
+    NEXT_REQUEST,
+    OK,
+    RAISED,
+    STREAM_MAGIC,
+    decode_chunk,
+    decode_response,
+    encode_request,
+)
 
 # The workers cannot import this module, so its functions travel by value, as
 # the client arranges for such modules (distribute_challenge._by_value).
@@ -41,11 +51,14 @@ class Shim:
         self.process.stdin.flush()
 
     def call(self, function, *args, **kwargs):
-        payload = encode_request(function, args, kwargs, ())
+        return decode_response(self.exchange(encode_request(function, args, kwargs, ())))
+
+    def exchange(self, payload: bytes) -> bytes:
+        """Sends one request payload; returns the response payload."""
         self.send_line(base64.b64encode(payload) + b"\n")
         line = self.readline()
         assert line.endswith(b"\n"), f"no response line; stderr: {self.stderr()}"
-        return decode_response(base64.b64decode(line[:-1], validate=True))
+        return base64.b64decode(line[:-1], validate=True)
 
     def close(self) -> tuple[int, str]:
         """Closes stdin (EOF) and returns the exit status and stderr."""
@@ -92,8 +105,16 @@ def exits():
     sys.exit(7)
 
 
-def returns_a_generator():
-    return (x for x in range(3))
+def holds_a_generator():
+    return [(x for x in range(3))]
+
+
+def counts(n, marker):
+    try:
+        yield from range(n)
+    finally:
+        with open(marker, "w") as file:
+            file.write("closed")
 
 
 def reads_stdin():
@@ -131,10 +152,32 @@ def test_exceptions_and_exits_become_responses(shim):
     assert exited.kind == RAISED
     assert isinstance(exited.value, SystemExit)
     assert exited.value.code == 7
-    unpicklable = shim.call(returns_a_generator)
+    unpicklable = shim.call(holds_a_generator)
     assert unpicklable.kind == ERROR
     assert "could not be pickled" in unpicklable.value
     assert shim.call(square, 5).value == 25
+
+
+def test_a_streamed_call_answers_chunk_by_chunk_until_its_end(shim, tmp_path):
+    marker = str(tmp_path / "closed")
+    request = encode_request(counts, (3, marker), {}, ())
+    # .run() of a generator function: the list of its items.
+    assert shim.call(counts, 3, marker).value == [0, 1, 2]
+    first = shim.exchange(STREAM_MAGIC + request)
+    assert decode_chunk(first).items == [0, 1, 2]
+    end = decode_response(shim.exchange(NEXT_REQUEST))
+    assert (end.kind, end.value) == (OK, None)
+    # Closed midway: the generator's finally runs, the worker takes calls again.
+    os.remove(marker)
+    request = encode_request(counts, (10**9, marker), {}, ())
+    assert len(decode_chunk(shim.exchange(STREAM_MAGIC + request)).items) > 0
+    assert len(decode_chunk(shim.exchange(NEXT_REQUEST)).items) > 0
+    closed = decode_response(shim.exchange(CLOSE_REQUEST))
+    assert closed.kind == OK and open(marker).read() == "closed"
+    # Asked for items when none stream: an error response, not a crash.
+    stray = decode_response(shim.exchange(NEXT_REQUEST))
+    assert stray.kind == ERROR and "no call is streaming" in stray.value
+    assert shim.call(square, 6).value == 36
 
 
 def test_a_request_without_magic_gets_an_error_response(shim):

@@ -29,6 +29,6 @@ def test_committed_stubs_match_the_proto(tmp_path):
 def test_stubs_describe_the_versioned_service():
     service = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"]
     assert service.full_name == "mysticchallenge.v1.Gateway"
-    assert set(service.methods_by_name) == {"Execute", "GetWorkers"}
+    assert set(service.methods_by_name) == {"Execute", "ExecuteStream", "GetWorkers"}
     assert gateway_pb2.DESCRIPTOR.name == "mysticchallenge/v1/gateway.proto"
     assert hasattr(gateway_pb2_grpc, "GatewayStub")
