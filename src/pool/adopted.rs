@@ -41,6 +41,10 @@ pub struct Adopted {
     status: Option<ExitStatus>,
     /// Until the worker is known to be our child: when to give up.
     adopt_by: Option<Instant>,
+    /// Whether to look again: a SIGCHLD came (or a poll passed) since the
+    /// last look. A SIGCHLD that comes while nobody waits is kept by
+    /// `children` for the next wait.
+    look: bool,
 }
 
 impl Adopted {
@@ -57,14 +61,21 @@ impl Adopted {
             children: signal(SignalKind::child())?,
             status: None,
             adopt_by: Some(Instant::now() + ADOPTION_LIMIT),
+            look: true,
         })
     }
 
     /// Waits for the process to exit and reaps it. Cancel-safe.
+    ///
+    /// It looks (`waitpid`) only when a SIGCHLD came since it last looked,
+    /// not at every call: the worker actor waits afresh at every call.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(status);
+            if std::mem::take(&mut self.look) {
+                if let Some(status) = self.try_wait()? {
+                    self.look = true;
+                    return Ok(status);
+                }
             }
             if self.adopt_by.is_some() {
                 // Not ours yet: no SIGCHLD would say when it is.
@@ -72,6 +83,7 @@ impl Adopted {
             } else if self.children.recv().await.is_none() {
                 return Err(io::Error::other("SIGCHLD can no longer be received"));
             }
+            self.look = true;
         }
     }
 

@@ -116,7 +116,9 @@ pub async fn serve_stream(
         ready: VecDeque::new(),
         ready_bytes: 0,
     };
-    let mut last_sent = Instant::now() - MESSAGE_INTERVAL;
+    let mut last_sent = Instant::now()
+        .checked_sub(MESSAGE_INTERVAL)
+        .unwrap_or_else(Instant::now);
     while !stream.is_over() {
         let taking = stream.ready.len() < BATCH_RESULTS && stream.ready_bytes < BATCH_BYTES;
         let reading =

@@ -1,11 +1,13 @@
 """Smoke tests of the end-to-end benchmark harnesses: a tiny run of
-`benches/python/compare.py` (every contestant, every table), of
-`startup.py`, `breakdown.py`, `versions.py`, and of the workers' harnesses
-(`replacement.py`, `worker_memory.py`, `preload.py`). They check that the
+`benches/python/compare.py` (every contestant, every table), of `map.py`
+(every section and its targets), of `startup.py`, `breakdown.py`,
+`versions.py`, and of the workers' harnesses (`replacement.py`,
+`worker_memory.py`, `preload.py`). They check that the
 harnesses work, not how fast anything is."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pathlib
@@ -66,6 +68,64 @@ def test_compare_harness_prints_every_table(tmp_path):
     for size in ("1 KiB", "4 KiB"):  # round trips and throughput
         rows = [line for line in lines if line.startswith(f"| {size} | ")]
         assert len(rows) == 2 and all(row.endswith("x |") for row in rows), rows
+
+
+MAP_TABLES = {
+    "throughput": "| contestant | calls/s (median) | min-max | / pool submit | / best pool.map |",
+    "memory": "| transport | calls | calls/s | client VmHWM before the map | after | client "
+    "ru_maxrss after | gateway VmHWM at start | after | of which rings | gateway less rings |",
+    "sleeps": "| factor | calls | ideal FIFO (median) | pipe real (median) | pipe ideal / real "
+    "| min-max | shm real (median) | shm ideal / real | min-max |",
+    "stream": "| transport | items/s (median) | min-max | / pipe |",
+    "targets": "| target | pipe | shm | met |",
+}
+
+
+def table_rows(lines: list[str], header: str) -> list[list[str]]:
+    """The cells of each row of the table under `header`."""
+    start = lines.index(header) + 2  # past the alignment row
+    rows = itertools.takewhile(lambda line: line.startswith("| "), lines[start:])
+    return [row.strip("| ").split(" | ") for row in rows]
+
+
+def test_map_harness_prints_every_section_and_its_targets(tmp_path):
+    tiny = ["--quick", "--workers", "2", "--memory-sizes", "500,1000"]
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "map.py"), *tiny]
+        + ["--json", str(tmp_path / "run.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, MYSTIC_GATEWAY_BIN=str(gateway_binary())),
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    assert lines[0].startswith("`") and "benches/python/map.py --quick" in lines[0]
+    for start in ("- commit ", "- gateway ", "- load average before ", "- 2 workers "):
+        assert any(line.startswith(start) for line in lines), start
+    tables = {name: table_rows(lines, header) for name, header in MAP_TABLES.items()}
+
+    contestants = [row[0].strip("*") for row in tables["throughput"]]
+    assert contestants == ["pipe map", "shm map", "pool submit"] + [
+        f"pool.map chunksize={size}" for size in (1, 100)
+    ]
+    assert sum(row[0].startswith("**") for row in tables["throughput"]) == 1  # the best pool.map
+    assert [row[:2] for row in tables["memory"]] == [
+        ["pipe", "500"],
+        ["shm", "500"],
+        ["pipe", "1,000"],
+        ["shm", "1,000"],
+    ]
+    assert [row[:2] for row in tables["sleeps"]] == [["1", "2"], ["2", "4"]]
+    assert [row[0] for row in tables["stream"]] == ["pipe", "shm"]
+    assert len(tables["targets"]) == 5  # throughput, client and gateway RSS, sleeps, stream
+    assert all(row[-1] in ("yes", "**no**") for row in tables["targets"])
+
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["sections"] == ["throughput", "memory", "sleeps", "stream"]
+    assert len(summary["memory"]) == 4 and len(summary["sleeps"]) == 4
+    assert summary["best_pool_map"] in contestants
 
 
 def test_startup_harness_times_each_setup_on_each_transport(tmp_path):
