@@ -3,6 +3,7 @@
 Map of the package:
 
 - ``_api.py``: ``compute_this``, the remote function and its call object.
+- ``_outcome.py``: a response turned into the result (or the exception raised).
 - ``_mapping.py``: ``map``, ``starmap``, their async twins and ``.stream()``,
   over one ``ExecuteStream``.
 - ``_client.py``: cached gRPC channels (sync per process, asyncio per loop).

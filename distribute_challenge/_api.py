@@ -2,7 +2,7 @@
 and the call object whose ``run()`` and ``async_run()`` are twins over one
 request builder (``_prepare``), one retry policy (``_retry.BusyRetry``: a call
 refused because the gateway's queue is full is sent again) and one response
-handler (``_finish``).
+handler (``_outcome.finish``).
 
 A remote function is pickled once, at its first call (``_Capture``): with
 what it closes over and the globals it uses as they are then. Its first call
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
 import threading
 import time
 import types
@@ -27,12 +26,8 @@ from typing import Any, NamedTuple
 import grpc
 
 from mystic_wire import (
-    ERROR,
-    OK,
     Function,
-    SerializationError,
     attach,
-    decode_response,
     describe_depmodules,
     encode_call,
     encode_function,
@@ -40,6 +35,7 @@ from mystic_wire import (
 
 from . import _client, _gateways, _mapping, _retry, _token
 from ._by_value import pickle_module_by_value_if_needed
+from ._outcome import finish
 from ._pb import gateway_pb2
 from ._status import function_unknown, raise_from_rpc_error
 from ._target import Target, parse_server, resolve_server
@@ -325,7 +321,7 @@ class Call:
             time.sleep(delay)
         if attached:
             prepared.capture.delivered()
-        return _finish(response.payload)
+        return finish(response.payload)
 
     async def async_run(self) -> Any:
         """Runs the call with ``grpc.aio`` on the running event loop."""
@@ -352,7 +348,7 @@ class Call:
             await asyncio.sleep(delay)
         if attached:
             prepared.capture.delivered()
-        return _finish(response.payload)
+        return finish(response.payload)
 
     def _prepare(self) -> _Prepared:
         """The request builder shared by both runs; pickles before anything is sent."""
@@ -415,21 +411,3 @@ def _length(iterable: Any) -> int | None:
 def _others(target: Target) -> int:
     """How many other gateways a refused call can be sent to at once."""
     return len(_gateways.members(target)) - 1 if target.balanced else 0
-
-
-def _finish(payload: bytes) -> Any:
-    """Turns a response payload into the result, or raises what the call raised."""
-    response = decode_response(payload)
-    _replay(response.stdout, sys.stdout)
-    _replay(response.stderr, sys.stderr)
-    if response.kind == OK:
-        return response.value
-    if response.kind == ERROR:
-        raise SerializationError(response.value)
-    raise response.value
-
-
-def _replay(text: str, stream: Any) -> None:
-    if text and stream is not None:
-        stream.write(text)
-        stream.flush()

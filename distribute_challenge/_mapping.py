@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import math
 import queue
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -47,9 +46,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import grpc
 import grpc.aio
 
-from mystic_wire import DistributeError, attach, decode_chunk, describe_depmodules, encode_call
+from mystic_wire import DistributeError, attach, describe_depmodules, encode_call
 
-from . import _client
+from . import _client, _outcome
 from ._pb import gateway_pb2
 from ._status import FUNCTION_UNKNOWN, call_error, raise_from_rpc_error
 
@@ -275,37 +274,31 @@ class Calls:
     def deliverable(self) -> Iterator[Any]:
         """What can be handed out now, in order or as it came: results, or
         raised failures (yielded instead with ``return_exceptions``)."""
-        done, ready = self._done, self._ready
+        done, ready, bar = self._done, self._ready, self._bar
+        ordered, items = self._ordered, self._items
+        return_exceptions = self.settings.return_exceptions
         while True:
-            if self._ordered and self._next_out in done:
+            if ordered and self._next_out in done:
                 kind, value = done.pop(self._next_out)
                 self._next_out += 1
             elif ready:
                 kind, value = ready.popleft()
             else:
                 return
-            yield from self._deliver(kind, value)
-
-    def _deliver(self, kind: str, value: Any) -> Iterator[Any]:
-        from ._api import _finish  # the one response handler of every call
-
-        if kind == "items":
-            chunk = decode_chunk(value)
-            _replay(chunk.stdout, sys.stdout)
-            _replay(chunk.stderr, sys.stderr)
-            yield from chunk.items
-            return
-        if self._bar is not None:
-            self._bar.update(1)
-        try:
-            result = _finish(value) if kind == "payload" else _raise(value)
-        except Exception as exc:
-            if not self.settings.return_exceptions:
-                raise
-            yield exc
-            return
-        if not self._items:  # a streamed call's last response holds no item
-            yield result
+            if kind == "items":
+                yield from _outcome.items(value)
+                continue
+            if bar is not None:
+                bar.update(1)
+            try:
+                result = _outcome.finish(value) if kind == "payload" else _raise(value)
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                yield exc
+                continue
+            if not items:  # a streamed call's last response holds no item
+                yield result
 
     def close(self) -> None:
         if self._bar is not None:
@@ -314,12 +307,6 @@ class Calls:
 
 def _raise(exc: BaseException) -> Any:
     raise exc
-
-
-def _replay(text: str, stream: Any) -> None:
-    if text and stream is not None:
-        stream.write(text)
-        stream.flush()
 
 
 def iterate(calls: Calls, inputs: Iterator[Args]) -> Iterator[Any]:

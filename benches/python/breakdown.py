@@ -8,7 +8,7 @@ The function is a no-op defined in this script (``__main__``), as users write
 them. The parts, each measured on its own in the same run:
 
 - client: building the request (``Call._prepare``: capture, arguments,
-  target, metadata) and handling the response (``_finish``), in process;
+  target, metadata) and handling the response (``_outcome.finish``), in process;
 - gRPC hop: a sequential ``Execute`` of a payload of the no-op request's
   size against the bare tonic echo server, from the same client (the client's
   gRPC stack, loopback TCP, HTTP/2 on both ends);
@@ -39,8 +39,7 @@ from _servers import echo_server, serving
 from compare import timed as sequential
 
 import mystic_wire
-from distribute_challenge import compute_this
-from distribute_challenge._api import _finish
+from distribute_challenge import _outcome, compute_this
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
 
 
@@ -65,7 +64,7 @@ def client_microseconds(remote) -> tuple[float, int]:
     prepared = call._prepare()
     request = prepared.request(False) if callable(prepared.request) else prepared.request
     response = mystic_wire.encode_response(mystic_wire.OK, None, "", "")
-    finish = in_process_microseconds(lambda: _finish(response))
+    finish = in_process_microseconds(lambda: _outcome.finish(response))
     return prepare + finish, len(request.payload)
 
 
