@@ -604,14 +604,16 @@ def binary(path: pathlib.Path) -> str:
     return f"{path} (built {built})"
 
 
-def command_line() -> str:
+def command_line(script: str = "compare.py") -> str:
+    """How this run was started, for the header: the binaries' variables,
+    then ``script`` (of ``benches/python/``) and its arguments."""
     variables = [
         f"{name}={shlex.quote(os.environ[name])}"
         for name in ("MYSTIC_GATEWAY_BIN", "MYSTIC_ECHO_SERVER_BIN")
         if os.environ.get(name)
     ]
     return " ".join(
-        [*variables, ".venv/bin/python benches/python/compare.py", *map(shlex.quote, sys.argv[1:])]
+        [*variables, f".venv/bin/python benches/python/{script}", *map(shlex.quote, sys.argv[1:])]
     )
 
 

@@ -58,7 +58,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import gc
-import heapq
 import json
 import multiprocessing
 import os
@@ -66,7 +65,6 @@ import pathlib
 import platform
 import random
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -74,9 +72,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-from _servers import GATEWAY, gateway_command, launched
+from _servers import GATEWAY, REPO, gateway_command, launched
+from burst import status_kib
 from compare import (
     binary,
+    command_line,
     cpu_model,
     git_commit,
     load_average,
@@ -89,6 +89,9 @@ from compare import (
 
 import distribute_challenge
 from distribute_challenge import compute_this
+
+sys.path.insert(1, str(REPO))  # the load test's scheduler model
+from loadtest.results import fifo_makespan  # noqa: E402
 
 SECTIONS = ["throughput", "memory", "sleeps", "stream"]
 TRANSPORTS = ["pipe", "shm"]
@@ -370,15 +373,6 @@ class MemoryRun:
         return self.gateway_peak_kib - self.gateway_rings_kib
 
 
-def status_kib(pid: int | str, name: str) -> int:
-    """A ``kB`` field of ``/proc/<pid>/status`` (``VmHWM``, ``RssShmem``)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-    raise KeyError(name)
-
-
 def memory_run(transport: str, calls: int, workers: int) -> MemoryRun:
     """One map of `calls` no-ops by a child client, on a fresh gateway."""
     with contextlib.ExitStack() as stack:
@@ -452,18 +446,6 @@ class SleepRun:
     @property
     def efficiency(self) -> float:
         return self.ideal / self.real
-
-
-def fifo_makespan(durations: list[float], workers: int) -> float:
-    """List scheduling with zero overhead: each job, in submission order, starts
-    on the worker that frees up first. Returns when the last job ends."""
-    free_at = [0.0] * workers
-    end = 0.0
-    for duration in durations:
-        finish = heapq.heappop(free_at) + duration
-        end = max(end, finish)
-        heapq.heappush(free_at, finish)
-    return end
 
 
 def round_sleeps(settings: Settings, round_number: int) -> dict[int, list[float]]:
@@ -752,15 +734,6 @@ def memory_total() -> str:
     return f"{kib / (1 << 20):.1f} GiB RAM"
 
 
-def command_line() -> str:
-    variables = []
-    if os.environ.get("MYSTIC_GATEWAY_BIN"):
-        variables.append(f"MYSTIC_GATEWAY_BIN={shlex.quote(os.environ['MYSTIC_GATEWAY_BIN'])}")
-    return " ".join(
-        [*variables, ".venv/bin/python benches/python/map.py", *map(shlex.quote, sys.argv[1:])]
-    )
-
-
 def environment() -> dict[str, str]:
     return {
         "commit": git_commit(),
@@ -777,7 +750,7 @@ def environment() -> dict[str, str]:
 
 def header(env: dict[str, str], loads: tuple[str, str], settings: Settings, run: Run) -> list[str]:
     return [
-        f"`{command_line()}`",
+        f"`{command_line('map.py')}`",
         "",
         f"- commit {env['commit']}; {env['cpu']}, {env['cores']} cores, {env['ram']}; "
         f"{env['kernel']}; Python {env['python']} (pool start method: {env['pool start method']})",
@@ -841,7 +814,7 @@ def memory_section(runs: list[MemoryRun], settings: Settings) -> list[str]:
 
 def write_json(path: pathlib.Path, settings, env, loads, run: Run) -> None:
     document = {
-        "command": command_line(),
+        "command": command_line("map.py"),
         "environment": env,
         "load_average": {"before": loads[0], "after": loads[1]},
         "settings": asdict(settings),
