@@ -21,7 +21,7 @@ import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict, Unpack
 
 import grpc
 
@@ -167,18 +167,20 @@ class RemoteFunction:
         settings = _mapping.check_settings(ordered, window, return_exceptions, progress, timeout)
         return self._stream(_mapping.as_calls(iterable, star=False), settings, _length(iterable))
 
-    def starmap(self, iterable: Iterable[Iterable[Any]], /, **options: Any) -> Iterator[Any]:
+    def starmap(
+        self, iterable: Iterable[Iterable[Any]], /, **options: Unpack[MapOptions]
+    ) -> Iterator[Any]:
         """As :meth:`map`, each item being the tuple of a call's arguments."""
         settings = _mapping.check_settings(**_map_options(options))
         return self._stream(_mapping.as_calls(iterable, star=True), settings, _length(iterable))
 
-    def amap(self, iterable: Any, /, **options: Any) -> AsyncIterator[Any]:
+    def amap(self, iterable: Any, /, **options: Unpack[MapOptions]) -> AsyncIterator[Any]:
         """As :meth:`map`, as an async iterator (``async for``), on the running
         event loop; ``iterable`` may be an async iterable."""
         settings = _mapping.check_settings(**_map_options(options))
         return self._astream(_mapping.as_calls(iterable, star=False), settings, _length(iterable))
 
-    def astarmap(self, iterable: Any, /, **options: Any) -> AsyncIterator[Any]:
+    def astarmap(self, iterable: Any, /, **options: Unpack[MapOptions]) -> AsyncIterator[Any]:
         """As :meth:`starmap`, as an async iterator."""
         settings = _mapping.check_settings(**_map_options(options))
         return self._astream(_mapping.as_calls(iterable, star=True), settings, _length(iterable))
@@ -187,24 +189,13 @@ class RemoteFunction:
         self, inputs: Any, settings: _mapping.Settings, total: int | None, items: bool = False
     ) -> Iterator[Any]:
         plan = _mapping.plan(self)  # pickled now: a bad function fails here
-
-        def run() -> Iterator[Any]:
-            yield from _mapping.iterate(_mapping.Calls(plan, settings, total, items), inputs)
-
-        return run()
+        return _mapping.iterate(plan, settings, total, items, inputs)
 
     def _astream(
         self, inputs: Any, settings: _mapping.Settings, total: int | None, items: bool = False
     ) -> AsyncIterator[Any]:
         plan = _mapping.plan(self)
-
-        async def run() -> AsyncIterator[Any]:
-            async for value in _mapping.aiterate(
-                _mapping.Calls(plan, settings, total, items), inputs
-            ):
-                yield value
-
-        return run()
+        return _mapping.aiterate(plan, settings, total, items, inputs)
 
     def _captured(self) -> _Capture:
         """The function as pickled at its first call (see the module doc)."""
@@ -389,14 +380,26 @@ class Call:
 
 
 _ONE_STREAM = _mapping.Settings(window=1)
-_MAP_OPTIONS = ("ordered", "window", "return_exceptions", "progress", "timeout")
+
+
+class MapOptions(TypedDict, total=False):
+    """The options of :meth:`RemoteFunction.map`, which its twins take too."""
+
+    ordered: bool
+    window: int | None
+    return_exceptions: bool
+    progress: bool
+    timeout: float | None
 
 
 def _map_options(options: dict[str, Any]) -> dict[str, Any]:
     """``map``'s keyword options, with their defaults; refuses others."""
-    unknown = set(options) - set(_MAP_OPTIONS)
+    unknown = set(options) - set(MapOptions.__annotations__)
     if unknown:
-        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; map takes {_MAP_OPTIONS}")
+        raise TypeError(
+            f"unexpected keyword arguments {sorted(unknown)}; "
+            f"map takes {', '.join(MapOptions.__annotations__)}"
+        )
     defaults = {"ordered": True, "window": None, "return_exceptions": False, "progress": False}
     return {**defaults, "timeout": None, **options}
 

@@ -309,9 +309,12 @@ def _raise(exc: BaseException) -> Any:
     raise exc
 
 
-def iterate(calls: Calls, inputs: Iterator[Args]) -> Iterator[Any]:
-    """Runs ``calls`` over one stream, taking calls from ``inputs``, in this thread."""
-    plan = calls.plan
+def iterate(
+    plan: _Plan, settings: Settings, total: int | None, items: bool, inputs: Iterator[Args]
+) -> Iterator[Any]:
+    """Runs the calls of ``inputs`` over one stream, in this thread (from the
+    first ``next``: nothing happens before)."""
+    calls = Calls(plan, settings, total, items)
     stub = _client.sync_stub(plan.target)
     outbox: queue.SimpleQueue[gateway_pb2.StreamRequest | None] = queue.SimpleQueue()
 
@@ -340,15 +343,17 @@ def iterate(calls: Calls, inputs: Iterator[Args]) -> Iterator[Any]:
     except grpc.RpcError as exc:
         raise_from_rpc_error(exc, plan.target)
     finally:
-        outbox.put(None)
+        outbox.put(None)  # ends the sending thread's iterator, whatever happened
         responses.cancel()
         calls.close()
 
 
-async def aiterate(calls: Calls, inputs: Any) -> AsyncIterator[Any]:
-    """Runs ``calls`` over one stream on the running event loop, taking calls
-    from ``inputs`` (an iterator, or an async iterator)."""
-    plan = calls.plan
+async def aiterate(
+    plan: _Plan, settings: Settings, total: int | None, items: bool, inputs: Any
+) -> AsyncIterator[Any]:
+    """Runs the calls of ``inputs`` (an iterator, or an async iterator) over
+    one stream on the running event loop."""
+    calls = Calls(plan, settings, total, items)
     stub = _client.async_stub(plan.target)
     call = stub.ExecuteStream(timeout=calls.settings.timeout, metadata=plan.metadata)
     outbox: asyncio.Queue[gateway_pb2.StreamRequest | None] = asyncio.Queue()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import sys
 import traceback
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,7 +151,7 @@ def _run(
             result = function(*args, **kwargs)
             if streamed:
                 return OK, _iterate(result, function)
-            if isinstance(result, types.GeneratorType) or _is_iterator(result):
+            if _is_iterator(result):
                 result = list(result)
             return OK, result
         except BaseException as exc:
@@ -175,7 +174,8 @@ def _iterate(result: Any, function: Any) -> Iterator[Any]:
 
 
 def _is_iterator(result: Any) -> bool:
-    """An iterator whose items make the result (not a file, which is one too)."""
+    """An iterator (a generator, ``map``, ...) whose items make the result;
+    not a file, which is one too."""
     return isinstance(result, Iterator) and not isinstance(result, io.IOBase)
 
 

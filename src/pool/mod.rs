@@ -1,7 +1,8 @@
 //! The worker pool: a bounded job queue and one actor per worker slot.
 //!
 //! - [`Pool`]: the cheap, cloneable handle the gRPC service submits calls to.
-//! - [`PendingCall`]: a submitted call, awaited for its outcome.
+//! - [`PendingCall`]: a submitted call, awaited for its outcome (forgotten
+//!   if dropped first); [`PendingItems`]: one that streams its items.
 //! - [`PoolTasks`]: the running actors; waits for start-up and shuts down.
 //! - `worker`: the per-slot actor; `spawn`: what the actor needs from a
 //!   process (traits); `launcher`: starting real ones, through `template`

@@ -1,10 +1,11 @@
 //! The actor that owns one worker slot: it prepares the worker's channel,
 //! spawns the process, waits for its handshake, pulls jobs from the queue one
 //! at a time (sending each call's function along the first time this process
-//! needs it, and again if the process says it no longer holds it), notices
-//! when the process dies (while idle or mid-call), answers the call it was
-//! running with a crash error, and starts a new process with backoff; a
-//! process due for recycling is replaced at once, between calls.
+//! needs it, and again if the process says it no longer holds it; a call
+//! that streams its items is a conversation, chunk after chunk, paced by its
+//! caller), notices when the process dies (while idle or mid-call), answers
+//! the call it was running with a crash error, and starts a new process with
+//! backoff; a process due for recycling is replaced at once, between calls.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -263,3 +263,33 @@ def test_cancelling_an_amap_task_starts_no_more_calls(remote, tmp_path):
     time.sleep(0.5)
     assert len(os.listdir(tmp_path)) == started < 1000
     assert list(remote(square).map(range(4))) == [0, 1, 4, 9]
+
+
+def test_an_unreachable_gateway_is_server_unavailable():
+    import socket
+
+    from distribute_challenge import ServerUnavailable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"grpc://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(ServerUnavailable):
+        list(compute_this(server=url)(square).map(range(3)))
+
+
+def test_a_gateway_that_stops_ends_the_map_after_what_finished(start_gateway):
+    import signal
+
+    from distribute_challenge import ServerUnavailable
+
+    gateway = start_gateway()
+    results = []
+    with pytest.raises(ServerUnavailable, match="shutting down"):
+        for value in compute_this(server=gateway.url)(nap).map([0.2] * 40, window=4):
+            results.append(value)
+            if len(results) == 1:
+                gateway.process.send_signal(signal.SIGTERM)
+    # What was running when it stopped finished and came back; nothing was lost
+    # in between, and the gateway stopped cleanly.
+    assert results == [0.2] * len(results) and 1 <= len(results) < 40
+    assert gateway.process.wait(30) == 0
