@@ -224,3 +224,18 @@ def test_preload_harness_compares_with_and_without(tmp_path):
     if lines and lines[0].startswith("skipped: numpy"):
         pytest.skip(lines[0])
     assert [line.split(":")[0].strip() for line in lines[-2:]] == ["without", "with"], lines
+
+
+def test_map_cpu_harness_splits_each_calls_cpu_time(tmp_path):
+    lines = run_harness(tmp_path, "map_cpu.py", "--calls", "500", "--rounds", "1", "--workers", "2")
+    assert lines[0].split("|")[1:-1] == [
+        " transport ",
+        " calls/s ",
+        " client ",
+        " gateway ",
+        " 2 workers ",
+    ], lines
+    rows = [line.split("|")[1:-1] for line in lines[2:]]
+    assert [row[0].strip() for row in rows] == ["pipe", "shm"], lines
+    for row in rows:
+        assert all(cell.strip().endswith("µs") for cell in row[2:]), row
