@@ -293,3 +293,18 @@ def test_a_gateway_that_stops_ends_the_map_after_what_finished(start_gateway):
     # in between, and the gateway stopped cleanly.
     assert results == [0.2] * len(results) and 1 <= len(results) < 40
     assert gateway.process.wait(30) == 0
+
+
+def test_calls_no_worker_took_within_max_queue_wait_are_server_busy(start_gateway):
+    from distribute_challenge import ServerBusy
+
+    gateway = start_gateway("--workers", "1", "--max-queue-wait", "0.3")
+    results = list(
+        compute_this(server=gateway.url)(nap).map([1.0, 0.0, 0.0], return_exceptions=True)
+    )
+    # The first call holds the one worker past the others' wait: they were
+    # refused (nothing ran), each at its place.
+    assert results[0] == 1.0
+    assert all(isinstance(result, ServerBusy) for result in results[1:]), results
+    assert "max-queue-wait" in str(results[1])
+    assert list(compute_this(server=gateway.url)(square).map(range(3))) == [0, 1, 4]
