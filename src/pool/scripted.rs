@@ -2,7 +2,9 @@
 //! tests: it speaks the real pipe protocol (`ready`, then one base64 line per
 //! request and per response) over in-memory pipes, keeps the functions it
 //! was sent by digest as a real worker does (answering a miss for one it
-//! lacks), and does what its [`Script`] says: serve, forget its functions,
+//! lacks), streams the items of a call sent to stream them (as many chunks
+//! as its arguments say, each on request, until its end or a close), and
+//! does what its [`Script`] says: serve, forget its functions,
 //! crash mid-call, die while idle, hang, or fail to start. Its exit status is what a real process's would be, and a kill ends
 //! it at once.
 
@@ -23,6 +25,7 @@ use tokio::time::Instant;
 use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
 use crate::functions::{MISS_MAGIC, Request};
+use crate::items;
 use crate::transport::ChildStdio;
 
 /// What one scripted worker does.
@@ -69,6 +72,10 @@ pub struct Log {
     pub attached: Vec<bool>,
     /// How many times a worker's process group was killed.
     pub kills: usize,
+    /// How many chunks of items the workers sent, and how many streamed
+    /// calls they were asked to close before their end.
+    pub chunks: usize,
+    pub closes: usize,
 }
 
 /// Hands out scripted workers: the scripts in order, then workers that serve.
@@ -221,6 +228,8 @@ async fn run(
     let mut requests = BufReader::new(stdin);
     let mut line = String::new();
     let mut functions = HashSet::new();
+    // A call streaming its items: its arguments, and the chunks still to send.
+    let mut streaming: Option<(Vec<u8>, usize)> = None;
     loop {
         line.clear();
         match requests.read_line(&mut line).await {
@@ -234,6 +243,29 @@ async fn run(
         let request = BASE64
             .decode(line.trim_end())
             .expect("the gateway sends base64 lines");
+        if request == items::NEXT || request == items::CLOSE {
+            let (arguments, left) = streaming.take().expect("a call streams its items");
+            let response = if request == items::CLOSE {
+                log.lock().unwrap().closes += 1;
+                b"closed".to_vec()
+            } else if left == 0 {
+                [&b"echo:"[..], &arguments].concat()
+            } else {
+                log.lock().unwrap().chunks += 1;
+                streaming = Some((arguments, left - 1));
+                [&items::CHUNK_MAGIC[..], b"chunk"].concat()
+            };
+            if !answer(&mut stdout, &response).await {
+                return;
+            }
+            continue;
+        }
+        let streamed = request.starts_with(items::STREAM_MAGIC);
+        let request = if streamed {
+            request[items::STREAM_MAGIC.len()..].to_vec()
+        } else {
+            request
+        };
         let request = Request::parse(request.into()).expect("the gateway sends calls");
         log.lock().unwrap().attached.push(request.is_attached());
         if matches!(script, Script::AlwaysMisses) {
@@ -252,6 +284,19 @@ async fn run(
             .unwrap()
             .requests
             .push(request.arguments().to_vec());
+        if streamed {
+            // As many chunks as the arguments say (a number), each on request.
+            let count: usize = std::str::from_utf8(request.arguments())
+                .ok()
+                .and_then(|count| count.parse().ok())
+                .expect("a streamed call's arguments are its number of chunks");
+            log.lock().unwrap().chunks += 1;
+            streaming = Some((request.arguments().to_vec(), count.saturating_sub(1)));
+            if !answer(&mut stdout, &[&items::CHUNK_MAGIC[..], b"chunk"].concat()).await {
+                return;
+            }
+            continue;
+        }
         match &script {
             Script::Serve { delay } => {
                 tokio::time::sleep(*delay).await;

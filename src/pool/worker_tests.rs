@@ -330,3 +330,41 @@ async fn a_worker_is_recycled_between_calls_once_it_has_served_its_bound() {
     );
     tasks.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_call_sends_its_chunks_then_its_end() {
+    let (pool, tasks, log) = pool([]).await;
+    let super::PendingItems {
+        mut items,
+        call: last,
+    } = pool.submit_items(job(b"3"), None).unwrap();
+    let mut chunks = 0;
+    while let Some(chunk) = items.recv().await {
+        assert_eq!(&chunk[..], b"MCI1chunk");
+        chunks += 1;
+    }
+    assert_eq!(chunks, 3);
+    assert_eq!(&last.outcome().await.unwrap()[..], b"echo:3");
+    assert_eq!(log.lock().unwrap().closes, 0);
+    // The worker takes the next call as usual.
+    assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
+    assert_eq!(pool.workers()[0].calls_served, 2);
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_caller_pauses_a_streamed_call_and_one_that_leaves_closes_it() {
+    let (pool, tasks, log) = pool([]).await;
+    let mut pending = pool.submit_items(job(b"1000"), None).unwrap();
+    assert!(pending.items.recv().await.is_some());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // One chunk taken, one waiting in the gateway, one in the actor's hands.
+    assert!(log.lock().unwrap().chunks <= 3, "{:?}", log.lock().unwrap());
+    drop(pending);
+    // Closed, not run to its end nor killed: the same worker takes the next call.
+    assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
+    let log = log.lock().unwrap().clone();
+    assert_eq!((log.closes, log.chunks <= 4), (1, true), "{log:?}");
+    assert_eq!(restarts(&pool), 0);
+    tasks.shutdown().await;
+}
