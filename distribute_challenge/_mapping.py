@@ -156,7 +156,10 @@ class Calls:
         self._outbox_bytes = 0
         self._messages: list[gateway_pb2.StreamRequest] = []
         self._closed_input = False
-        self._attach_all = plan.capture.attach()
+        # The first call carries the function if the gateway may not hold it:
+        # the gateway keeps it for the stream's later calls, sent by digest.
+        self._attach_next = plan.capture.attach()
+        self._attach_all = False
         self._attached_again = False
         self._carried: set[int] = set()
         self._total_known = total is not None
@@ -194,7 +197,8 @@ class Calls:
             self._finish(call_id, "error", exc)
             return
         self._pending[call_id] = _Pending(call, 0)
-        self._send(call_id, call, self._attach_all)
+        self._send(call_id, call, self._attach_next or self._attach_all)
+        self._attach_next = False
 
     def _send(self, call_id: int, call: bytes, attached: bool) -> None:
         if attached:
@@ -391,6 +395,7 @@ async def aiterate(
         call.cancel()
         sender.cancel()
         calls.close()
+        await asyncio.wait({sender})  # its cancellation done, not left pending
 
 
 def as_calls(iterable: Any, star: bool) -> Any:

@@ -308,3 +308,16 @@ def test_calls_no_worker_took_within_max_queue_wait_are_server_busy(start_gatewa
     assert all(isinstance(result, ServerBusy) for result in results[1:]), results
     assert "max-queue-wait" in str(results[1])
     assert list(compute_this(server=gateway.url)(square).map(range(3))) == [0, 1, 4]
+
+
+def test_the_function_travels_with_the_first_call_of_a_stream_only():
+    from distribute_challenge import _mapping
+    from mystic_wire import FUNCTION_MAGIC, REQUEST_MAGIC
+
+    remote = compute_this(server="grpc://127.0.0.1:1")(square)  # nothing is sent here
+    calls = _mapping.Calls(_mapping.plan(remote), _mapping.Settings(), None, items=False)
+    for x in range(5):
+        calls.add((x,), {})
+    (message,) = calls.messages()
+    magics = [call.payload[:4] for call in message.calls]
+    assert magics == [FUNCTION_MAGIC] + [REQUEST_MAGIC] * 4
