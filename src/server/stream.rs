@@ -4,7 +4,10 @@
 //! each on the pool exactly as a unary call is queued (the same queue,
 //! bounds and metrics; a worker still runs one call at a time), and sends
 //! each outcome back as soon as it is known, as many per message as are
-//! ready (up to [`BATCH_BYTES`] of them, or one larger). A call's failure
+//! ready (up to [`BATCH_BYTES`] of them, or one larger); a message that is
+//! not full waits until [`MESSAGE_INTERVAL`] has passed since the last one,
+//! so that a client reading many small results reads them by the score,
+//! while results that come further apart go at once. A call's failure
 //! in the gateway travels as its [`pb::CallError`], with the code and kind
 //! a unary call would get as its status; the stream goes on.
 //!
