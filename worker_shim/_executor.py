@@ -163,10 +163,15 @@ def _run(
 
 
 def _iterate(result: Any, function: Any) -> Iterator[Any]:
+    name = getattr(function, "__qualname__", repr(function))
+    if hasattr(result, "__anext__"):
+        raise TypeError(
+            f"{name} returned an async generator; stream() runs plain generators "
+            "(`def` with `yield`) in the worker"
+        )
     try:
         return iter(result)
     except TypeError:
-        name = getattr(function, "__qualname__", repr(function))
         raise TypeError(
             f"stream() needs a function that returns an iterable (a generator, for "
             f"example); {name} returned {type(result).__name__}: call it with run()"

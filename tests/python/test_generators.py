@@ -163,3 +163,12 @@ def test_breaking_out_of_astream_runs_the_finally(remote, tmp_path):
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert marker.exists()
+
+
+async def agen():
+    yield 1
+
+
+def test_an_async_generator_is_refused_with_what_to_do(remote):
+    with pytest.raises(TypeError, match="async generator; stream\\(\\) runs plain generators"):
+        list(remote(agen)().stream())
