@@ -453,7 +453,7 @@ def _tqdm() -> Any:
     except ImportError:
         raise ImportError(
             "progress=True shows a tqdm progress bar, but tqdm is not installed: "
-            "pip install tqdm (or mysticchallenge[progress])"
+            "pip install tqdm (or the mysticchallenge package's progress extra)"
         ) from None
     return tqdm
 
