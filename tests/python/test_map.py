@@ -321,3 +321,16 @@ def test_the_function_travels_with_the_first_call_of_a_stream_only():
     (message,) = calls.messages()
     magics = [call.payload[:4] for call in message.calls]
     assert magics == [FUNCTION_MAGIC] + [REQUEST_MAGIC] * 4
+
+
+def test_a_function_too_large_for_the_gateways_cache_still_maps(start_gateway):
+    # The gateway cannot keep it, so after the first refusals every call of
+    # the stream carries it; nothing fails.
+    gateway = start_gateway("--function-cache-bytes", "1")
+    ballast = bytes(range(256)) * 64
+
+    def heavy(x):
+        return x + len(ballast)
+
+    results = compute_this(server=gateway.url)(heavy).map(range(300), window=20)
+    assert list(results) == [x + len(ballast) for x in range(300)]
