@@ -334,3 +334,44 @@ def test_a_function_too_large_for_the_gateways_cache_still_maps(start_gateway):
 
     results = compute_this(server=gateway.url)(heavy).map(range(300), window=20)
     assert list(results) == [x + len(ballast) for x in range(300)]
+
+
+CLIENT = """
+import sys, time
+from distribute_challenge import compute_this
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+for _ in compute_this(server=sys.argv[1])(nap).map([0.2] * 100):
+    print("result", flush=True)
+"""
+
+
+def test_a_client_killed_mid_map_leaves_nothing_queued(start_gateway, tmp_path):
+    import signal
+    import subprocess
+
+    gateway = start_gateway()
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    client = subprocess.Popen(
+        [sys.executable, str(script), gateway.url], stdout=subprocess.PIPE, text=True
+    )
+    assert client.stdout.readline() == "result\n"  # the map is under way
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    client.stdout.close()
+    # The calls running finish; the ones queued are forgotten, never run.
+    gateway.wait_for(_idle, "idle workers")
+    served = gateway.calls_served()
+    time.sleep(0.5)
+    assert gateway.calls_served() == served < 100
+    assert list(compute_this(server=gateway.url)(square).map(range(3))) == [0, 1, 4]
+
+
+def _idle(gateway) -> bool:
+    from distribute_challenge._pb import gateway_pb2
+
+    return all(w.state == gateway_pb2.WORKER_STATE_IDLE for w in gateway.info().workers)
