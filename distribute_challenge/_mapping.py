@@ -104,6 +104,8 @@ class _Plan(NamedTuple):
 
 
 def plan(remote: RemoteFunction) -> _Plan:
+    """What the calls of a stream of ``remote`` share; pickles the function
+    now (at its first use), so that a bad one fails before anything is sent."""
     settings = remote._settings
     target = settings.target()
     capture = remote._captured()

@@ -56,7 +56,7 @@ from ._items import ItemStream
 from ._tracebacks import picklable
 
 _FUNCTIONS = FunctionCache()
-_MAGIC = len(STREAM_MAGIC)
+_MAGIC_BYTES = len(STREAM_MAGIC)
 
 
 class _Streams:
@@ -83,7 +83,7 @@ def execute(
     """Runs the call in ``payload`` (or goes on with the one streaming its
     items); returns the response payload, as the pieces it is made of (see
     ``encode_response_parts``)."""
-    magic = bytes(payload[:_MAGIC])
+    magic = bytes(payload[:_MAGIC_BYTES])
     active, streams.active = streams.active, None
     if magic in (NEXT_REQUEST, CLOSE_REQUEST):
         if active is None:
@@ -97,7 +97,7 @@ def execute(
         active.close(_encode)
     streamed = magic == STREAM_MAGIC
     if streamed:
-        payload = memoryview(payload)[_MAGIC:]
+        payload = memoryview(payload)[_MAGIC_BYTES:]
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         kind, value = _run(payload, functions, stdout, stderr, streamed)

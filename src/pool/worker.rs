@@ -379,12 +379,6 @@ impl<S: Spawner> WorkerActor<S> {
             };
             self.metrics.moved(Direction::Request, request.len());
             response = transport.call(request).await?;
-            if items.is_closed() && items::is_chunk(&response) {
-                // Went away while the chunk was being made.
-                let close = Bytes::from_static(items::CLOSE);
-                self.metrics.moved(Direction::Request, close.len());
-                response = transport.call(close).await?;
-            }
         }
         Ok(response)
     }

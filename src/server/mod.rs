@@ -1,6 +1,6 @@
 //! The gRPC server: the socket it listens on (TCP or Unix), the gateway
-//! service (unary calls, and streams of calls: `stream.rs`), the health service, who may call (token, TLS), payload limits
-//! and graceful shutdown.
+//! service (unary calls, and streams of calls: `stream.rs`), the health
+//! service, who may call (token, TLS), payload limits and graceful shutdown.
 
 mod auth;
 mod connections;
@@ -25,7 +25,7 @@ use tonic_health::server::HealthReporter;
 pub use auth::{TokenError, read_token};
 pub use listener::{BindError, Bound, Listener, bind, bind_tcp};
 pub use refusals::Refusals;
-pub use service::{CALL_TIMEOUT_HEADER, GatewayService, WINDOW_HEADER, parse_request};
+pub use service::{GatewayService, parse_request};
 pub use unix_socket::{SocketFile, UnixSocketError};
 
 use crate::pb::gateway_server::GatewayServer;

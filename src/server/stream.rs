@@ -294,10 +294,10 @@ impl Stream {
     /// The function under `digest`, if the stream keeps it.
     fn held_function(&mut self, digest: &Digest) -> Option<Bytes> {
         let index = self.held.iter().position(|(held, _)| held == digest)?;
+        // Most recent last: a stream mostly calls one function.
         let entry = self.held.remove(index).expect("a held function");
-        let pickled = entry.1.clone();
         self.held.push_back(entry);
-        Some(pickled)
+        self.held.back().map(|(_, pickled)| pickled.clone())
     }
 
     /// Keeps the function under `digest` (shared with the cache) for the

@@ -91,7 +91,8 @@ def test_unordered_results_come_as_they_finish(remote):
 def test_starmap_spreads_each_tuple_over_the_arguments(remote):
     pairs = [(x, 10 * x) for x in range(20)]
     assert list(remote(add).starmap(pairs)) == [11 * x for x in range(20)]
-    assert list(remote(add).starmap(iter(pairs), ordered=False, window=3)) != []
+    unordered = remote(add).starmap(iter(pairs), ordered=False, window=3)
+    assert sorted(unordered) == [11 * x for x in range(20)]
 
 
 def test_an_empty_input_gives_no_results(remote):
@@ -160,12 +161,11 @@ def test_a_worker_that_dies_fails_only_its_call(remote):
 
 
 def test_the_whole_maps_timeout_ends_it(remote):
-    started = time.monotonic()
+    # 20 naps of 0.3 s on two workers take 3 s: the 1 s timeout ends it first.
     results = []
     with pytest.raises(CallTimeout):
         for value in remote(nap).map([0.3] * 20, timeout=1.0):
             results.append(value)
-    assert time.monotonic() - started < 10
     assert results == [0.3] * len(results) and len(results) < 20
 
 
