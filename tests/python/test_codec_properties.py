@@ -44,20 +44,25 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mystic_wire import (
+    CHUNK_MAGIC,
+    CLOSE_REQUEST,
     DIGEST_BYTES,
     ERROR,
     FUNCTION_MAGIC,
     KINDS,
     MISS_MAGIC,
+    NEXT_REQUEST,
     OK,
     RAISED,
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
+    STREAM_MAGIC,
     CodecError,
     Function,
     Request,
     Response,
     attach,
+    decode_chunk,
     decode_request,
     decode_response,
     encode_request,
@@ -149,6 +154,11 @@ depmodule_specs = st.lists(st.tuples(text, st.lists(text, max_size=3).map(tuple)
 )
 
 
+def spread(*args, **kwargs):
+    """Its arguments as a list: an iterable result, which can stream."""
+    return [*args, *kwargs.values()]
+
+
 def add3(a, b, c):
     return a + b + c
 
@@ -164,6 +174,7 @@ FUNCTIONS = [
     (operator.mul, (6, 7), 42),
     (functools.partial(add3, 10), (1, 2), 13),
     (_closure(5), (1,), 6),
+    (spread, (1, 2), [1, 2]),
 ]
 functions = st.sampled_from(FUNCTIONS)
 
@@ -331,13 +342,20 @@ def test_a_huge_memo_index_is_a_codec_error_under_a_memory_limit():
 
 @st.composite
 def request_bytes(draw) -> bytes:
-    """What a worker may be handed: a valid call, a corrupt one, or garbage."""
+    """What a worker may be handed: a valid call, a corrupt one, or garbage;
+    any of them sent to stream its items; or a request for the next chunk or
+    to close (with or without a call streaming)."""
+    call = st.one_of(
+        request_payloads(),
+        corruptions(request_payloads()),
+        st.binary(max_size=64).map(lambda garbage: REQUEST_MAGIC + garbage),
+        st.binary(max_size=64),
+    )
     return draw(
         st.one_of(
-            request_payloads(),
-            corruptions(request_payloads()),
-            st.binary(max_size=64).map(lambda garbage: REQUEST_MAGIC + garbage),
-            st.binary(max_size=64),
+            call,
+            call.map(lambda request: STREAM_MAGIC + request),
+            st.sampled_from([NEXT_REQUEST, CLOSE_REQUEST]),
         )
     )
 
@@ -350,9 +368,12 @@ def test_execute_answers_any_request_bytes(payload):
 
 
 def _assert_an_answer(answer: bytes) -> None:
-    """A response, or a miss: a call by digest of a function the worker lacks."""
+    """A response, a chunk of items, or a miss: a call by digest of a
+    function the worker lacks."""
     if answer.startswith(MISS_MAGIC):
         assert len(answer) == len(MISS_MAGIC) + DIGEST_BYTES
+    elif answer.startswith(CHUNK_MAGIC):
+        assert isinstance(decode_chunk(answer).items, list)
     else:
         assert decode_response(answer).kind in KINDS
 
