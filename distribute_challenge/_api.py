@@ -1,6 +1,6 @@
 """The public API: the ``compute_this`` decorator, the remote function it makes,
 and the call object whose ``run()`` and ``async_run()`` are twins over one
-request builder (``_prepare``), one retry policy (``_retry.BusyRetry``: a call
+request builder (``_Prepared``), one retry policy (``_retry.BusyRetry``: a call
 refused because the gateway's queue is full is sent again) and one response
 handler (``_outcome.finish``).
 
@@ -10,6 +10,11 @@ carries it attached; after that calls name it by digest, and a gateway that
 does not know the digest (it restarted, evicted it, or is another gateway
 of a list) refuses the call with ``function-unknown``, which is sent again
 at once with the function attached, as are the next calls, one per gateway.
+
+A call to a gateway on this host whose arguments hold large buffers (or
+whose pickle is large) travels through shared memory (``_segmented.py``),
+its result too; a call whose segment the gateway no longer holds is sent
+again inline, as is every call when shared memory cannot be used.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import grpc
 
@@ -33,14 +38,21 @@ from mystic_wire import (
     encode_function,
 )
 
-from . import _client, _gateways, _mapping, _retry, _token
+from . import _client, _gateways, _mapping, _retry, _segment_door, _token
 from ._by_value import pickle_module_by_value_if_needed
 from ._outcome import finish
 from ._pb import gateway_pb2
-from ._status import function_unknown, raise_from_rpc_error
+from ._segment_door import Door, DoorError
+from ._segmented import SegmentedRequest
+from ._status import function_unknown, raise_from_rpc_error, segment_unknown
 from ._target import Target, parse_server, resolve_server
 
 DepModule = types.ModuleType | str
+
+# Buffers (and pickles) from this size on travel through shared memory to a
+# gateway on this host. Below it a round trip through gRPC costs less than
+# setting up a segment (see BENCHMARKS.md).
+DEFAULT_SHARED_MEMORY_THRESHOLD = 1 << 20
 
 
 def compute_this(
@@ -50,6 +62,7 @@ def compute_this(
     token: str | None = None,
     busy_timeout: float = _retry.DEFAULT_BUSY_TIMEOUT,
     insecure_plaintext_token: bool = False,
+    shared_memory_threshold: int | None = DEFAULT_SHARED_MEMORY_THRESHOLD,
 ) -> Callable[[Callable[..., Any]], RemoteFunction]:
     """Makes a function run remotely on the gateway's workers.
 
@@ -71,6 +84,12 @@ def compute_this(
         insecure_plaintext_token: allow sending the token over plaintext to a
             gateway that is not on this host (refused otherwise; also
             ``$DISTRIBUTE_INSECURE_PLAINTEXT_TOKEN=1``).
+        shared_memory_threshold: with a gateway on this host (found by
+            itself, nothing to configure), arguments and results holding
+            buffers of this many bytes or more (numpy arrays, ``memoryview``,
+            anything with ``PickleBuffer``), or whose pickle is that large,
+            travel through shared memory instead of gRPC; numpy arrays
+            arrive as views over it, without a copy. ``None``: never.
 
     ``func(*args, **kwargs)`` then returns a call object: ``.run()`` blocks for
     the result, ``await .async_run()`` awaits it.
@@ -91,6 +110,15 @@ def compute_this(
         raise ValueError(
             f"busy_timeout must be a number of seconds (0 or more), not {busy_timeout!r}"
         )
+    if shared_memory_threshold is not None and (
+        isinstance(shared_memory_threshold, bool)
+        or not isinstance(shared_memory_threshold, int)
+        or shared_memory_threshold < 1
+    ):
+        raise ValueError(
+            "shared_memory_threshold must be a number of bytes (1 or more) or None, "
+            f"not {shared_memory_threshold!r}"
+        )
     if isinstance(depmodules, str | types.ModuleType):
         depmodules = (depmodules,)
     depmodules = tuple(depmodules)
@@ -100,7 +128,13 @@ def compute_this(
         if not callable(function):
             raise TypeError(f"compute_this decorates functions, not {function!r}")
         settings = _Settings(
-            server, depmodules, timeout, token, busy_timeout, insecure_plaintext_token
+            server,
+            depmodules,
+            timeout,
+            token,
+            busy_timeout,
+            insecure_plaintext_token,
+            shared_memory_threshold,
         )
         return RemoteFunction(function, settings)
 
@@ -115,6 +149,7 @@ class _Settings:
     token: str | None
     busy_timeout: float = _retry.DEFAULT_BUSY_TIMEOUT
     insecure_plaintext_token: bool = False
+    shared_memory_threshold: int | None = DEFAULT_SHARED_MEMORY_THRESHOLD
 
     def target(self) -> Target:
         return resolve_server(self.server)
@@ -266,16 +301,87 @@ class _Capture:
         self._run = min(self._run * 2, self.MAX_ATTACHED_RUN)
 
 
-class _Prepared(NamedTuple):
-    target: Target
-    capture: _Capture
-    call: bytes
-    metadata: tuple[tuple[str, str], ...]
-    retry: _retry.BusyRetry
+class _Prepared:
+    """One call's request, ready to send, and what sending it needs: the
+    request builder shared by both runs, which pickles before anything is
+    sent."""
+
+    def __init__(self, call: Call, target: Target, door: Door | None) -> None:
+        remote = call._remote
+        settings = remote._settings
+        self.target = target
+        self.capture = remote._captured()
+        self.metadata = settings.metadata(target)
+        self.retry = _retry.BusyRetry(
+            settings.timeout, settings.busy_timeout, others=lambda: _others(target)
+        )
+        self._args, self._kwargs = call._args, call._kwargs
+        self._spec = describe_depmodules(remote.__wrapped__, settings.depmodules)
+        self._name = getattr(remote.__wrapped__, "__qualname__", None) or repr(remote.__wrapped__)
+        self.segmented: SegmentedRequest | None = None
+        self._call: bytes | None = None
+        threshold = settings.shared_memory_threshold
+        if door is not None and threshold is not None:
+            record = (tuple(self._args), dict(self._kwargs), tuple(self._spec))
+            try:
+                self.segmented = SegmentedRequest(
+                    door, self.capture.function.digest, record, threshold
+                )
+            except Exception:
+                # No memory for a segment: inline. An argument that cannot
+                # be pickled: encode_call says so, as for any call.
+                pass
+        if self.segmented is None:
+            self._inline()
 
     def request(self, attached: bool) -> gateway_pb2.ExecuteRequest:
-        payload = attach(self.capture.function, self.call) if attached else self.call
+        call = self._call
+        if self.segmented is not None:
+            try:
+                call = self.segmented.payload()
+            except DoorError:
+                call = self._inline()
+        assert call is not None
+        payload = attach(self.capture.function, call) if attached else call
         return gateway_pb2.ExecuteRequest(payload=payload)
+
+    def failed(self, error: grpc.RpcError) -> bool:
+        """An attempt failed with ``error``; whether to send it again at once
+        (inline: the gateway no longer holds the call's segment or session)."""
+        if self.segmented is None:
+            return False
+        self.segmented.abandon()
+        if not segment_unknown(error):
+            return False
+        self._inline()
+        return True
+
+    def finish(self, payload: bytes) -> Any:
+        segmented = self.segmented
+        try:
+            if segmented is None:
+                return finish(payload)
+            return finish(payload, segmented.door, segmented.fd)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.segmented is not None:
+            self.segmented.close()
+
+    def _inline(self) -> bytes:
+        """Leaves shared memory for this call (forgetting a door that failed)."""
+        if self.segmented is not None:
+            door = self.segmented.door
+            self.segmented.close()
+            self.segmented = None
+            if door.broken:
+                _segment_door.forget(self.target, door)
+        if self._call is None:
+            self._call = encode_call(
+                self.capture.function.digest, self._args, self._kwargs, self._spec, self._name
+            )
+        return self._call
 
 
 class Call:
@@ -289,76 +395,113 @@ class Call:
 
     def run(self) -> Any:
         """Runs the call and blocks until its result (works inside a running event loop)."""
-        prepared = self._prepare()
-        stub = _client.sync_stub(prepared.target)
+        target = self._remote._settings.target()
+        stub = _client.sync_stub(target)
+        door = self._sync_door(target, stub)
+        prepared = _Prepared(self, target, door)
         retry = prepared.retry
         attached = prepared.capture.attach()
-        while True:
-            try:
-                response = stub.Execute(
-                    prepared.request(attached),
-                    timeout=retry.attempt_timeout(),
-                    metadata=prepared.metadata,
-                )
-                break
-            except grpc.RpcError as exc:
-                if not attached and function_unknown(exc):
-                    prepared.capture.unknown(prepared.target)
-                    attached = True
-                    continue
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    raise_from_rpc_error(exc, prepared.target, retry.summary())
-            time.sleep(delay)
+        try:
+            while True:
+                try:
+                    response = stub.Execute(
+                        prepared.request(attached),
+                        timeout=retry.attempt_timeout(),
+                        metadata=prepared.metadata,
+                    )
+                    break
+                except grpc.RpcError as exc:
+                    if prepared.failed(exc):
+                        continue
+                    if not attached and function_unknown(exc):
+                        prepared.capture.unknown(prepared.target)
+                        attached = True
+                        continue
+                    delay = retry.next_delay(exc)
+                    if delay is None:
+                        raise_from_rpc_error(exc, prepared.target, retry.summary())
+                time.sleep(delay)
+        except BaseException:
+            prepared.close()
+            raise
         if attached:
             prepared.capture.delivered()
-        return finish(response.payload)
+        return prepared.finish(response.payload)
 
     async def async_run(self) -> Any:
         """Runs the call with ``grpc.aio`` on the running event loop."""
-        prepared = self._prepare()
-        stub = _client.async_stub(prepared.target)
+        target = self._remote._settings.target()
+        stub = _client.async_stub(target)
+        door = await self._async_door(target, stub)
+        prepared = _Prepared(self, target, door)
         retry = prepared.retry
         attached = prepared.capture.attach()
-        while True:
-            try:
-                response = await stub.Execute(
-                    prepared.request(attached),
-                    timeout=retry.attempt_timeout(),
-                    metadata=prepared.metadata,
-                )
-                break
-            except grpc.RpcError as exc:
-                if not attached and function_unknown(exc):
-                    prepared.capture.unknown(prepared.target)
-                    attached = True
-                    continue
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    raise_from_rpc_error(exc, prepared.target, retry.summary())
-            await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    response = await stub.Execute(
+                        prepared.request(attached),
+                        timeout=retry.attempt_timeout(),
+                        metadata=prepared.metadata,
+                    )
+                    break
+                except grpc.RpcError as exc:
+                    if prepared.failed(exc):
+                        continue
+                    if not attached and function_unknown(exc):
+                        prepared.capture.unknown(prepared.target)
+                        attached = True
+                        continue
+                    delay = retry.next_delay(exc)
+                    if delay is None:
+                        raise_from_rpc_error(exc, prepared.target, retry.summary())
+                await asyncio.sleep(delay)
+        except BaseException:
+            prepared.close()
+            raise
         if attached:
             prepared.capture.delivered()
-        return finish(response.payload)
+        return prepared.finish(response.payload)
+
+    def _sync_door(self, target: Target, stub: Any) -> Door | None:
+        """The door to ``target``'s gateway, looked for on first use."""
+        if self._remote._settings.shared_memory_threshold is None:
+            return None
+        known, door = _segment_door.cached(target)
+        if known:
+            return door
+        metadata = self._remote._settings.metadata(target)
+        try:
+            info = stub.GetWorkers(
+                gateway_pb2.GetWorkersRequest(),
+                timeout=_segment_door.DISCOVERY_TIMEOUT,
+                metadata=metadata,
+            )
+        except grpc.RpcError:
+            info = None
+        return _segment_door.remember(target, info)
+
+    async def _async_door(self, target: Target, stub: Any) -> Door | None:
+        """As :meth:`_sync_door`, on the running event loop."""
+        if self._remote._settings.shared_memory_threshold is None:
+            return None
+        known, door = _segment_door.cached(target)
+        if known:
+            return door
+        metadata = self._remote._settings.metadata(target)
+        try:
+            info = await stub.GetWorkers(
+                gateway_pb2.GetWorkersRequest(),
+                timeout=_segment_door.DISCOVERY_TIMEOUT,
+                metadata=metadata,
+            )
+        except grpc.RpcError:
+            info = None
+        return _segment_door.remember(target, info)
 
     def _prepare(self) -> _Prepared:
-        """The request builder shared by both runs; pickles before anything is sent."""
-        remote = self._remote
-        settings = remote._settings
-        target = settings.target()
-        capture = remote._captured()
-        spec = describe_depmodules(remote.__wrapped__, settings.depmodules)
-        name = getattr(remote.__wrapped__, "__qualname__", None) or repr(remote.__wrapped__)
-        call = encode_call(capture.function.digest, self._args, self._kwargs, spec, name)
-        return _Prepared(
-            target=target,
-            capture=capture,
-            call=call,
-            metadata=settings.metadata(target),
-            retry=_retry.BusyRetry(
-                settings.timeout, settings.busy_timeout, others=lambda: _others(target)
-            ),
-        )
+        """The request as it would go inline (no gateway is asked anything)."""
+        return _Prepared(self, self._remote._settings.target(), None)
 
     def stream(self) -> Iterator[Any]:
         """Runs the call and yields the items of the iterator (a generator)

@@ -10,10 +10,18 @@ from typing import Any
 
 from mystic_wire import ERROR, OK, SerializationError, decode_chunk, decode_response
 
+from . import _segmented
+from ._segment_door import Door
 
-def finish(payload: bytes) -> Any:
-    """Turns a response payload into the result, or raises what the call raised."""
-    response = decode_response(payload)
+
+def finish(payload: bytes, door: Door | None = None, call_fd: int | None = None) -> Any:
+    """Turns a response payload into the result, or raises what the call
+    raised; a result in shared memory is taken through ``door`` (and may lie
+    in the call's own segment, ``call_fd``)."""
+    if _segmented.is_segmented(payload):
+        response = _segmented.load_response(payload, door, call_fd)
+    else:
+        response = decode_response(payload)
     replay(response.stdout, sys.stdout)
     replay(response.stderr, sys.stderr)
     if response.kind == OK:

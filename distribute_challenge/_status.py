@@ -12,6 +12,7 @@ RESOURCE_EXHAUSTED  queue-wait                   ServerBusy
 RESOURCE_EXHAUSTED  queue-full (or anything)     ServerBusy
 INVALID_ARGUMENT    invalid-request              DistributeError
 FAILED_PRECONDITION function-unknown             (sent again, attached)
+FAILED_PRECONDITION segment-unknown              (sent again, inline)
 anything else                                    DistributeError
 ==================  ===========================  ===================
 
@@ -52,6 +53,7 @@ PAYLOAD_TOO_LARGE = "payload-too-large"
 QUEUE_FULL = "queue-full"
 QUEUE_WAIT = "queue-wait"
 FUNCTION_UNKNOWN = "function-unknown"
+SEGMENT_UNKNOWN = "segment-unknown"
 
 _TOO_LARGE_WORDS = re.compile(r"too large|larger than", re.IGNORECASE)
 
@@ -71,6 +73,16 @@ def function_unknown(exc: grpc.RpcError) -> bool:
     return (
         _call_attr(exc, "code") == grpc.StatusCode.FAILED_PRECONDITION
         and _error_kind(exc) == FUNCTION_UNKNOWN
+    )
+
+
+def segment_unknown(exc: grpc.RpcError) -> bool:
+    """The gateway holds no session or segment by the name a call gave (the
+    client's segment connection closed, or the gateway restarted): the call
+    is sent again inline."""
+    return (
+        _call_attr(exc, "code") == grpc.StatusCode.FAILED_PRECONDITION
+        and _error_kind(exc) == SEGMENT_UNKNOWN
     )
 
 

@@ -56,6 +56,7 @@ impl Gateway for Echo {
             transport: "echo".into(),
             workers: vec![],
             ready: 0,
+            segment_socket: String::new(),
         }))
     }
 }

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+import sys
 import types
 import typing
 from typing import Any, NamedTuple
@@ -72,6 +73,7 @@ import cloudpickle
 from ._exceptions import CodecError, SerializationError
 
 REQUEST_MAGIC = b"MCQ2"
+SEGMENT_REQUEST_MAGIC = b"MCQ3"  # see _segments.py
 FUNCTION_MAGIC = b"MCA2"
 MISS_MAGIC = b"MCM2"
 RESPONSE_MAGIC = b"MCR1"
@@ -122,11 +124,13 @@ class Request(NamedTuple):
 class Split(NamedTuple):
     """A request's parts, not yet unpickled: the digest its call names, the
     attached function's pickle (None when only the digest travels), and the
-    call's pickle."""
+    call's pickle; for a call whose caller shares the gateway's host
+    (``segmented``, see ``_segments.py``), the whole call, header first."""
 
     digest: bytes
     pickled_function: memoryview | None
     call: memoryview
+    segmented: bool = False
 
 
 class Response(NamedTuple):
@@ -211,13 +215,16 @@ def split_request(data: Buffer) -> Split:
         if view.nbytes < end:
             raise CodecError("the request payload ends inside its function")
         function, view = view[_ATTACHED_HEADER:end], view[end:]
-    if view.nbytes < _CALL_HEADER or view[: len(REQUEST_MAGIC)] != REQUEST_MAGIC:
+    magic = view[: len(REQUEST_MAGIC)]
+    segmented = magic == SEGMENT_REQUEST_MAGIC
+    if view.nbytes < _CALL_HEADER or not (segmented or magic == REQUEST_MAGIC):
         raise CodecError(
             f"the request payload does not start with {REQUEST_MAGIC!r} or {FUNCTION_MAGIC!r}: "
             "it was not made by this codec (or by a different version of it); use the same "
             "distribute_challenge version for the client and the workers"
         )
-    return Split(view[len(REQUEST_MAGIC) : _CALL_HEADER].tobytes(), function, view[_CALL_HEADER:])
+    digest = view[len(REQUEST_MAGIC) : _CALL_HEADER].tobytes()
+    return Split(digest, function, view if segmented else view[_CALL_HEADER:], segmented)
 
 
 def decode_function(pickled: Buffer) -> Any:
@@ -230,7 +237,11 @@ def decode_function(pickled: Buffer) -> Any:
 
 def decode_call(call: Buffer) -> Call:
     """Unpickles a call's ``(args, kwargs, depmodules)``."""
-    record = _loads(call, "request")
+    return call_from_record(_loads(call, "request"))
+
+
+def call_from_record(record: Any) -> Call:
+    """Checks an unpickled call record."""
     if not (isinstance(record, tuple) and len(record) == 3):
         raise CodecError("the request payload is not an (args, kwargs, depmodules) record")
     args, kwargs, depmodules = record
@@ -267,7 +278,11 @@ def encode_response_parts(kind: str, value: Any, stdout: str, stderr: str) -> li
 
 def decode_response(data: bytes | bytearray | memoryview) -> Response:
     """Decodes a response payload."""
-    record = _load(data, RESPONSE_MAGIC, "response")
+    return response_from_record(_load(data, RESPONSE_MAGIC, "response"))
+
+
+def response_from_record(record: Any) -> Response:
+    """Checks an unpickled response record."""
     if not (isinstance(record, tuple) and len(record) == 4):
         raise CodecError("the response payload is not a (kind, value, stdout, stderr) record")
     kind, value, stdout, stderr = record
@@ -331,7 +346,33 @@ class _ByValue(Exception):
 _CLOUDPICKLE_ONLY = (types.MethodType, typing.TypeVar, typing.ParamSpec, typing.TypeVarTuple)
 
 
-class _PlainPickler(pickle.Pickler):
+class _Reducers:
+    """What both picklers add: a ``memoryview`` travels (as its bytes, or out
+    of band as a ``PickleBuffer``) and comes back a ``memoryview`` of the same
+    format and shape; with buffers going out of band, a large numpy array
+    that is not contiguous goes as a contiguous copy, out of band too, as
+    numpy's own pickling would copy it into the pickle."""
+
+    out_of_band_bytes: int | None = None
+
+    def reduce_buffer(self, obj: Any) -> Any:
+        if isinstance(obj, memoryview):
+            return _reduce_memoryview(obj)
+        threshold = self.out_of_band_bytes
+        if threshold is not None and type(obj).__name__ == "ndarray":
+            numpy = sys.modules.get("numpy")
+            if (
+                numpy is not None
+                and isinstance(obj, numpy.ndarray)
+                and obj.nbytes >= threshold
+                and not obj.dtype.hasobject
+                and not (obj.flags.c_contiguous or obj.flags.f_contiguous)
+            ):
+                return numpy.ascontiguousarray(obj).__reduce_ex__(PICKLE_PROTOCOL)
+        return NotImplemented
+
+
+class _PlainPickler(_Reducers, pickle.Pickler):
     """The standard (C) pickler, refusing what must travel by value. Plain
     data never reaches ``reducer_override``, so it costs nothing there."""
 
@@ -340,7 +381,33 @@ class _PlainPickler(pickle.Pickler):
             raise _ByValue
         if isinstance(obj, type | types.FunctionType) and _travels_by_value(obj):
             raise _ByValue
-        return NotImplemented
+        return self.reduce_buffer(obj)
+
+
+class _CloudPickler(_Reducers, cloudpickle.Pickler):
+    """cloudpickle, with the same buffers' reducers."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = self.reduce_buffer(obj)
+        if reduced is NotImplemented:
+            return super().reducer_override(obj)
+        return reduced
+
+
+def _reduce_memoryview(view: memoryview) -> tuple[Any, tuple[Any, ...]]:
+    if not view.contiguous:
+        copy = view.tobytes()
+        view = memoryview(copy if view.readonly else bytearray(copy)).cast(view.format, view.shape)
+    return rebuild_memoryview, (pickle.PickleBuffer(view), view.format, view.shape)
+
+
+def rebuild_memoryview(buffer: Any, format: str, shape: tuple[int, ...]) -> memoryview:
+    """A pickled ``memoryview``, over the bytes it came back as (in the
+    pickle: ``bytes`` or ``bytearray``; out of band: the buffer itself)."""
+    view = memoryview(buffer).cast("B")
+    if format == "B" and len(shape) == 1:
+        return view
+    return view.cast(format, shape)
 
 
 def _travels_by_value(obj: Any) -> bool:
@@ -352,12 +419,40 @@ def _travels_by_value(obj: Any) -> bool:
 
 
 def _dump(magic: bytes, record: tuple) -> list[Buffer]:
+    return dump_pieces(magic, record)
+
+
+def dump_pieces(
+    magic: bytes,
+    record: Any,
+    out_of_band: list[pickle.PickleBuffer] | None = None,
+    out_of_band_bytes: int = 0,
+) -> list[Buffer]:
+    """Pickles ``record`` after ``magic``, as the pieces the pickle is made
+    of; with the standard pickler when it can, cloudpickle otherwise. Given
+    an ``out_of_band`` list, buffers of ``out_of_band_bytes`` or more go
+    there instead of into the pickle."""
+    threshold = None if out_of_band is None else out_of_band_bytes
+
+    def keep_in_band(buffer: pickle.PickleBuffer) -> bool:
+        if out_of_band is None or buffer.raw().nbytes < out_of_band_bytes:
+            return True
+        out_of_band.append(buffer)
+        return False
+
+    callback = None if out_of_band is None else keep_in_band
     sink = _Pieces(magic)
     try:
-        _PlainPickler(sink, protocol=PICKLE_PROTOCOL).dump(record)
+        pickler: _Reducers = _PlainPickler(sink, protocol=PICKLE_PROTOCOL, buffer_callback=callback)
+        pickler.out_of_band_bytes = threshold
+        pickler.dump(record)
     except (_ByValue, pickle.PicklingError, AttributeError, TypeError):
+        if out_of_band is not None:
+            out_of_band.clear()
         sink = _Pieces(magic)
-        cloudpickle.dump(record, sink, protocol=PICKLE_PROTOCOL)
+        pickler = _CloudPickler(sink, protocol=PICKLE_PROTOCOL, buffer_callback=callback)
+        pickler.out_of_band_bytes = threshold
+        pickler.dump(record)
     return sink.pieces
 
 

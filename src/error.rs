@@ -104,6 +104,11 @@ pub enum GatewayError {
 
     #[error("the call has no valid token (`authorization: Bearer <token>` is missing or wrong)")]
     Unauthenticated,
+
+    #[error(
+        "the gateway holds no shared-memory session or segment by the name this call gives (the caller's connection to it closed, or the gateway restarted); send the call again inline (the distribute_challenge client does so by itself)"
+    )]
+    SegmentUnknown,
 }
 
 /// What kind of failure a [`GatewayError`] is: the word clients read in the
@@ -119,6 +124,7 @@ pub enum ErrorKind {
     WorkerCrashed,
     Unavailable,
     Unauthenticated,
+    SegmentUnknown,
 }
 
 impl ErrorKind {
@@ -134,6 +140,7 @@ impl ErrorKind {
             ErrorKind::WorkerCrashed => "worker-crashed",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::SegmentUnknown => "segment-unknown",
         }
     }
 
@@ -141,7 +148,7 @@ impl ErrorKind {
     pub fn code(self) -> Code {
         match self {
             ErrorKind::InvalidRequest => Code::InvalidArgument,
-            ErrorKind::FunctionUnknown => Code::FailedPrecondition,
+            ErrorKind::FunctionUnknown | ErrorKind::SegmentUnknown => Code::FailedPrecondition,
             ErrorKind::PayloadTooLarge | ErrorKind::QueueFull | ErrorKind::QueueWait => {
                 Code::ResourceExhausted
             }
@@ -169,6 +176,7 @@ impl GatewayError {
             GatewayError::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
             GatewayError::ShuttingDown => ErrorKind::Unavailable,
             GatewayError::Unauthenticated => ErrorKind::Unauthenticated,
+            GatewayError::SegmentUnknown => ErrorKind::SegmentUnknown,
         }
     }
 }
@@ -245,6 +253,11 @@ mod tests {
                 GatewayError::Unauthenticated,
                 Code::Unauthenticated,
                 "unauthenticated",
+            ),
+            (
+                GatewayError::SegmentUnknown,
+                Code::FailedPrecondition,
+                "segment-unknown",
             ),
         ];
         for (err, code, kind) in cases {

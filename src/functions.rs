@@ -18,12 +18,13 @@
 //!   for a worker that has it ([`KnownFunctions`]), attached otherwise.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use lru::LruCache;
 
 use crate::error::{Direction, GatewayError};
+use crate::segments::{self, CallSegments};
 
 /// A call that names its function by digest.
 pub const CALL_MAGIC: &[u8; 4] = b"MCQ2";
@@ -93,7 +94,7 @@ impl Request {
         } else {
             (None, payload)
         };
-        if !call.starts_with(CALL_MAGIC) {
+        if !(call.starts_with(CALL_MAGIC) || call.starts_with(segments::wire::CALL_MAGIC)) {
             return Err(GatewayError::InvalidRequest);
         }
         let digest = call
@@ -120,6 +121,11 @@ impl Request {
     pub fn arguments(&self) -> &[u8] {
         &self.call[CALL_HEADER..]
     }
+
+    /// The call, header and all, without the function.
+    pub fn call(&self) -> &[u8] {
+        &self.call
+    }
 }
 
 /// A call ready for a worker.
@@ -128,6 +134,8 @@ pub struct WorkerCall {
     digest: Digest,
     call: Bytes,
     function: Function,
+    /// What it brought in shared memory, and where its result goes.
+    segments: Option<Arc<CallSegments>>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,13 +152,26 @@ impl WorkerCall {
         &self.digest
     }
 
-    /// The bytes this call keeps alive while it waits: its payload, and a
-    /// cached function's pickle (which outlives its eviction for as long).
+    /// The bytes this call keeps alive while it waits: its payload, its
+    /// segment, and a cached function's pickle (which outlives its eviction
+    /// for as long).
     pub fn len(&self) -> usize {
-        match &self.function {
-            Function::InPayload { whole, .. } => whole.len(),
-            Function::Cached(pickled) => self.call.len() + pickled.len(),
-        }
+        let segment = self.segments.as_ref().map_or(0, |segments| segments.len());
+        segment
+            + match &self.function {
+                Function::InPayload { whole, .. } => whole.len(),
+                Function::Cached(pickled) => self.call.len() + pickled.len(),
+            }
+    }
+
+    /// The call, with what it brought in shared memory.
+    pub fn with_segments(mut self, segments: Option<CallSegments>) -> WorkerCall {
+        self.segments = segments.map(Arc::new);
+        self
+    }
+
+    pub fn segments(&self) -> Option<&CallSegments> {
+        self.segments.as_deref()
     }
 
     /// Whether the call holds no bytes at all (never: it has a header).
@@ -269,6 +290,7 @@ impl FunctionCache {
             digest,
             call,
             function,
+            segments: None,
         };
         let size = resolved.attached_len();
         if size > self.max_request_bytes {
@@ -391,6 +413,7 @@ pub mod encode {
             digest: digest(pickled),
             call: by_digest(pickled, arguments),
             function: Function::Cached(Bytes::copy_from_slice(pickled)),
+            segments: None,
         }
     }
 }

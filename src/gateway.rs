@@ -16,7 +16,10 @@ use crate::config::{Config, TlsFiles};
 use crate::functions::FunctionCache;
 use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, StartError, WorkerState};
-use crate::server::{self, Access, BindError, GatewayService, Refusals, SERVICE_NAME, TokenError};
+use crate::segments::Door;
+use crate::server::{
+    self, Access, BindError, Budget, GatewayService, Refusals, SERVICE_NAME, TokenError,
+};
 use crate::transport;
 
 /// Why the gateway could not run.
@@ -83,6 +86,8 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(config.workers, config.transport.as_str()));
     let (pool, mut tasks) = Pool::spawn(&config, transport, Arc::clone(&metrics));
     let stopping = CancellationToken::new();
+    let receiving = Budget::new(config.max_receiving_bytes);
+    let door = open_door(config.max_payload_bytes, &receiving, &stopping);
     let service = GatewayService {
         pool: pool.clone(),
         functions: Arc::new(FunctionCache::new(
@@ -94,6 +99,7 @@ pub async fn run(
         call_timeout: config.call_timeout,
         refusals: Refusals::new(metrics),
         stopping: stopping.clone(),
+        door,
     };
     if let Some((listener, addr)) = metrics_listener {
         info!("metrics at http://{addr}/metrics");
@@ -108,7 +114,7 @@ pub async fn run(
     let bounds = server::Bounds {
         max_connections: config.max_connections,
         max_streams_per_connection: config.max_streams_per_connection,
-        max_receiving_bytes: config.max_receiving_bytes,
+        receiving,
         idle_connection_timeout: config.idle_connection_timeout,
     };
     let mut server = tokio::spawn(server::serve(
@@ -289,4 +295,26 @@ async fn follow_workers(
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Opens the socket callers on this host hand segments through (taking
+/// callers until `stopping`); without it, every call travels inline.
+fn open_door(
+    max_payload_bytes: usize,
+    receiving: &Arc<Budget>,
+    stopping: &CancellationToken,
+) -> Option<Arc<Door>> {
+    match Door::bind(max_payload_bytes, Arc::clone(receiving)) {
+        Ok((door, listener)) => {
+            tokio::spawn(Arc::clone(&door).serve(listener, stopping.clone()));
+            Some(door)
+        }
+        Err(err) => {
+            warn!(
+                cause = %err,
+                "cannot open the shared-memory segment socket; callers on this host send their calls inline"
+            );
+            None
+        }
+    }
 }

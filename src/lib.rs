@@ -23,6 +23,7 @@ pub mod items;
 pub mod metrics;
 pub mod pb;
 pub mod pool;
+pub mod segments;
 pub mod server;
 pub mod shutdown;
 pub mod transport;

@@ -5,7 +5,8 @@ each of which then goes on here as if started with its own arguments.
 
 With ``pipe``, the protocol runs over stdin and stdout; with ``shm``, stdin
 is the doorbell socket and stdout the shared-memory segment, handed over by
-the gateway.
+the gateway. Either way fd 3 is the segment channel
+(``_segment_channel.py``).
 
 Start-up order: parse arguments, tie the worker's life to the gateway's,
 move the protocol off fds 0/1, cap the address space, open the transport's
@@ -20,7 +21,7 @@ import os
 import resource
 import sys
 
-from . import _parent, _stdio
+from . import _parent, _segment_channel, _stdio
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] = outcome
         args = parse_args(outcome)
     _parent.die_with_parent()
+    # Before the protocol's fds move: they must not land on fd 3.
+    _segment_channel.open_channel()
     reader, writer = _stdio.take_protocol_streams()
 
     # Imported after fd hygiene: nothing may print to fd 1. (A forked worker

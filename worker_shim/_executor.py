@@ -14,6 +14,14 @@ redirected to in-memory text buffers, then pickle the outcome:
   travels as a ``RemoteError`` with its type name, message and formatted
   traceback instead.
 
+A call from a caller on the gateway's host (``MCQ3``, ``mystic_wire/_segments.py``)
+may bring its pickle and large buffers in a segment, which the gateway sends
+on the segment channel just before the call (``_segment_channel.py``): the
+arguments are unpickled over the worker's private mapping of it, arrays in
+place. Its result, when it holds buffers of the caller's threshold or more
+(or its pickle is that large), goes back in a segment the worker writes,
+seals and sends on the channel, answered ``MCR2``; any other outcome inline.
+
 A function that returns a generator (or another iterator) has its items
 listed into the result; a call sent to stream its items (``MCS1``) gets them
 chunk by chunk instead (``_items.py``), the next chunk on each ``MCN1``,
@@ -27,6 +35,7 @@ The worker survives everything the function does short of ending the process
 from __future__ import annotations
 
 import io
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -38,9 +47,11 @@ from mystic_wire import (
     NEXT_REQUEST,
     OK,
     RAISED,
+    RESPONSE_MAGIC,
     STREAM_MAGIC,
     Buffer,
     RemoteError,
+    _segments,
     bind_depmodules,
     decode_call,
     decode_function,
@@ -51,6 +62,7 @@ from mystic_wire import (
     split_request,
 )
 
+from . import _segment_channel
 from ._functions import FunctionCache
 from ._items import ItemStream
 from ._tracebacks import picklable
@@ -66,6 +78,17 @@ class _Streams:
 
 
 _STREAMS = _Streams()
+
+
+class _Results:
+    """From what size the running call's result goes back in a segment (0:
+    inline): what its caller asked for; and where its arguments lie."""
+
+    threshold = 0
+    borrowed: _segments.Borrowed | None = None
+
+
+_RESULTS = _Results()
 
 
 class _Miss(Exception):
@@ -99,6 +122,7 @@ def execute(
     if streamed:
         payload = memoryview(payload)[_MAGIC_BYTES:]
     stdout, stderr = io.StringIO(), io.StringIO()
+    _RESULTS.threshold, _RESULTS.borrowed = 0, None
     try:
         kind, value = _run(payload, functions, stdout, stderr, streamed)
         if streamed and kind == OK:
@@ -107,12 +131,17 @@ def execute(
             if not stream.over:
                 streams.active = stream
             return response
+        if kind == OK and _RESULTS.threshold:
+            return _encode_result(value, stdout.getvalue(), stderr.getvalue())
         return _encode(kind, value, stdout.getvalue(), stderr.getvalue())
     except _Miss as miss:
         return [encode_miss(miss.digest)]
     except BaseException as exc:  # a bug here must not end the worker
         message = f"the worker failed to handle the call: {type(exc).__name__}: {exc}"
         return [encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())]
+    finally:
+        # The arguments' segment goes as soon as nothing of the call holds it.
+        _RESULTS.threshold, _RESULTS.borrowed = 0, None
 
 
 def _run(
@@ -126,7 +155,8 @@ def _run(
     sys.stdout, sys.stderr = stdout, stderr
     try:
         try:
-            digest, pickled, call = split_request(payload)
+            digest, pickled, call, segmented = split_request(payload)
+            segment = _segment(call) if segmented else None
             if pickled is None:
                 function = functions.get(digest)
                 if function is None:
@@ -134,8 +164,19 @@ def _run(
             else:
                 function = decode_function(pickled)
                 functions.put(digest, function, pickled.nbytes)
-            args, kwargs, spec = decode_call(call)
-            del pickled, call
+            if segment is not None:
+                header, fd = segment
+                try:
+                    (args, kwargs, spec), mapping = _segments.load_call(header, fd)
+                finally:
+                    if fd is not None:
+                        os.close(fd)
+                if not streamed:
+                    _RESULTS.threshold = header.result_threshold
+                    _RESULTS.borrowed = mapping and _segments.Borrowed(mapping)
+            else:
+                args, kwargs, spec = decode_call(call)
+            del pickled, call, segment
         except _Miss:
             raise
         except Exception as exc:
@@ -160,6 +201,44 @@ def _run(
             return RAISED, exc
     finally:
         sys.stdout, sys.stderr = saved
+
+
+def _segment(call: memoryview) -> tuple[_segments.SegmentedCall, int | None]:
+    """An ``MCQ3`` call's header, and its segment from the channel if it has
+    one: taken at once, even for a call that ends in a miss, so that the
+    channel stays in step with the calls."""
+    header = _segments.parse_call(call)
+    if not header.handle:
+        return header, None
+    channel = _segment_channel.channel()
+    if channel is None:
+        raise _segments.CodecError(
+            "the call brought a shared-memory segment, but this worker has no segment "
+            "channel (it was not started by the gateway)"
+        )
+    return header, channel.receive()
+
+
+def _encode_result(value: Any, stdout: str, stderr: str) -> list[Buffer]:
+    """An ``"ok"`` response for a caller that takes results in a segment:
+    in one when it is large enough, inline otherwise."""
+    channel = _segment_channel.channel()
+    try:
+        pickled = _segments.dump((OK, value, stdout, stderr), _RESULTS.threshold)
+        if channel is None or not pickled.needs_segment(_RESULTS.threshold):
+            return [RESPONSE_MAGIC, *pickled.pieces]
+        fd, layout = _segments.write_segment(pickled, _RESULTS.borrowed)
+        del pickled
+        try:
+            channel.send(fd)
+        finally:
+            os.close(fd)
+        return [_segments.response_header(), _segments.encode_body(layout)]
+    except OSError:
+        pass  # no memory for a segment, no more descriptors: inline, then
+    except Exception:
+        pass  # cannot be pickled: _encode says so
+    return _encode(OK, value, stdout, stderr)
 
 
 def _iterate(result: Any, function: Any) -> Iterator[Any]:

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mysticchallenge/v1/gateway.proto\x12\x12mysticchallenge.v1\"!\n\x0e\x45xecuteRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\"\n\x0f\x45xecuteResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\">\n\rStreamRequest\x12-\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1e.mysticchallenge.v1.StreamCall\"8\n\nStreamCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\r\n\x05items\x18\x03 \x01(\x08\"C\n\x0eStreamResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .mysticchallenge.v1.StreamResult\"y\n\x0cStreamResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\x07payload\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x05items\x18\x03 \x01(\x0cH\x00\x12.\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1d.mysticchallenge.v1.CallErrorH\x00\x42\t\n\x07outcome\"8\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x13\n\x11GetWorkersRequest\"\x92\x01\n\nWorkerInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.mysticchallenge.v1.WorkerState\x12\x14\n\x0c\x63\x61lls_served\x18\x04 \x01(\x04\x12\x10\n\x08restarts\x18\x05 \x01(\x04\x12\x10\n\x08recycled\x18\x06 \x01(\x04\"v\n\x12GetWorkersResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\ttransport\x18\x02 \x01(\t\x12/\n\x07workers\x18\x03 \x03(\x0b\x32\x1e.mysticchallenge.v1.WorkerInfo\x12\r\n\x05ready\x18\x04 \x01(\r*\xab\x01\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_STATE_STARTING\x10\x01\x12\x15\n\x11WORKER_STATE_IDLE\x10\x02\x12\x15\n\x11WORKER_STATE_BUSY\x10\x03\x12\x1b\n\x17WORKER_STATE_RESTARTING\x10\x04\x12\x18\n\x14WORKER_STATE_STOPPED\x10\x05\x32\x96\x02\n\x07Gateway\x12R\n\x07\x45xecute\x12\".mysticchallenge.v1.ExecuteRequest\x1a#.mysticchallenge.v1.ExecuteResponse\x12Z\n\rExecuteStream\x12!.mysticchallenge.v1.StreamRequest\x1a\".mysticchallenge.v1.StreamResponse(\x01\x30\x01\x12[\n\nGetWorkers\x12%.mysticchallenge.v1.GetWorkersRequest\x1a&.mysticchallenge.v1.GetWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mysticchallenge/v1/gateway.proto\x12\x12mysticchallenge.v1\"!\n\x0e\x45xecuteRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\"\n\x0f\x45xecuteResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\">\n\rStreamRequest\x12-\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1e.mysticchallenge.v1.StreamCall\"8\n\nStreamCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\r\n\x05items\x18\x03 \x01(\x08\"C\n\x0eStreamResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .mysticchallenge.v1.StreamResult\"y\n\x0cStreamResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\x07payload\x18\x02 \x01(\x0cH\x00\x12\x0f\n\x05items\x18\x03 \x01(\x0cH\x00\x12.\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1d.mysticchallenge.v1.CallErrorH\x00\x42\t\n\x07outcome\"8\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x13\n\x11GetWorkersRequest\"\x92\x01\n\nWorkerInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.mysticchallenge.v1.WorkerState\x12\x14\n\x0c\x63\x61lls_served\x18\x04 \x01(\x04\x12\x10\n\x08restarts\x18\x05 \x01(\x04\x12\x10\n\x08recycled\x18\x06 \x01(\x04\"\x8e\x01\n\x12GetWorkersResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\ttransport\x18\x02 \x01(\t\x12/\n\x07workers\x18\x03 \x03(\x0b\x32\x1e.mysticchallenge.v1.WorkerInfo\x12\r\n\x05ready\x18\x04 \x01(\r\x12\x16\n\x0esegment_socket\x18\x05 \x01(\t*\xab\x01\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_STATE_STARTING\x10\x01\x12\x15\n\x11WORKER_STATE_IDLE\x10\x02\x12\x15\n\x11WORKER_STATE_BUSY\x10\x03\x12\x1b\n\x17WORKER_STATE_RESTARTING\x10\x04\x12\x18\n\x14WORKER_STATE_STOPPED\x10\x05\x32\x96\x02\n\x07Gateway\x12R\n\x07\x45xecute\x12\".mysticchallenge.v1.ExecuteRequest\x1a#.mysticchallenge.v1.ExecuteResponse\x12Z\n\rExecuteStream\x12!.mysticchallenge.v1.StreamRequest\x1a\".mysticchallenge.v1.StreamResponse(\x01\x30\x01\x12[\n\nGetWorkers\x12%.mysticchallenge.v1.GetWorkersRequest\x1a&.mysticchallenge.v1.GetWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mysticchallenge.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKERSTATE']._serialized_start=790
-  _globals['_WORKERSTATE']._serialized_end=961
+  _globals['_WORKERSTATE']._serialized_start=815
+  _globals['_WORKERSTATE']._serialized_end=986
   _globals['_EXECUTEREQUEST']._serialized_start=56
   _globals['_EXECUTEREQUEST']._serialized_end=89
   _globals['_EXECUTERESPONSE']._serialized_start=91
@@ -51,8 +51,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETWORKERSREQUEST']._serialized_end=518
   _globals['_WORKERINFO']._serialized_start=521
   _globals['_WORKERINFO']._serialized_end=667
-  _globals['_GETWORKERSRESPONSE']._serialized_start=669
-  _globals['_GETWORKERSRESPONSE']._serialized_end=787
-  _globals['_GATEWAY']._serialized_start=964
-  _globals['_GATEWAY']._serialized_end=1242
+  _globals['_GETWORKERSRESPONSE']._serialized_start=670
+  _globals['_GETWORKERSRESPONSE']._serialized_end=812
+  _globals['_GATEWAY']._serialized_start=989
+  _globals['_GATEWAY']._serialized_end=1267
 # @@protoc_insertion_point(module_scope)

@@ -99,13 +99,15 @@ class WorkerInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., calls_served: _Optional[int] = ..., restarts: _Optional[int] = ..., recycled: _Optional[int] = ...) -> None: ...
 
 class GetWorkersResponse(_message.Message):
-    __slots__ = ("count", "transport", "workers", "ready")
+    __slots__ = ("count", "transport", "workers", "ready", "segment_socket")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SOCKET_FIELD_NUMBER: _ClassVar[int]
     count: int
     transport: str
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
     ready: int
-    def __init__(self, count: _Optional[int] = ..., transport: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., ready: _Optional[int] = ...) -> None: ...
+    segment_socket: str
+    def __init__(self, count: _Optional[int] = ..., transport: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., ready: _Optional[int] = ..., segment_socket: _Optional[str] = ...) -> None: ...

@@ -55,7 +55,7 @@ pub struct Launcher {
 struct ForkRequest {
     index: usize,
     args: Vec<String>,
-    stdio: [OwnedFd; 3],
+    stdio: [OwnedFd; 4],
     reply: oneshot::Sender<Forked>,
 }
 
@@ -63,7 +63,7 @@ enum Forked {
     /// The template forked it: this pid, soon the gateway's child.
     Pid(u32),
     /// No template: start it directly, with its stdio given back.
-    Direct([OwnedFd; 3]),
+    Direct([OwnedFd; 4]),
     Failed(TemplateError),
 }
 
@@ -127,12 +127,13 @@ impl Spawner for Launcher {
         index: usize,
         transport_args: &[String],
         stdio: ChildStdio,
+        segments: OwnedFd,
     ) -> Result<Spawned<OsProcess>, StartError> {
         let WorkerStdio {
             mut child,
             pipes,
             stderr,
-        } = WorkerStdio::new(stdio).map_err(|err| self.spawn_failed(err))?;
+        } = WorkerStdio::new(stdio, segments).map_err(|err| self.spawn_failed(err))?;
         if let (Some(forks), Some(reaper)) = (&self.forks, &self.reaper) {
             let (reply, forked) = oneshot::channel();
             let request = ForkRequest {
@@ -253,8 +254,7 @@ async fn supervise(
                 request = requests.recv() => {
                     let Some(request) = request else { break None };
                     next_id += 1;
-                    let [stdin, stdout, stderr] = &request.stdio;
-                    let stdio = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+                    let stdio = request.stdio.each_ref().map(AsFd::as_fd);
                     match template.request(next_id, request.index, &request.args, stdio).await {
                         // The template has its own copies now; ours go.
                         Ok(()) => {

@@ -14,6 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use command_fds::{CommandFdExt as _, FdMapping};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rustix::pipe::PipeFlags;
@@ -105,8 +106,9 @@ pub fn stderr_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// A worker's stdin, stdout and stderr, made before it starts.
 pub struct WorkerStdio {
-    /// The worker's three ends, in fd order.
-    pub child: [OwnedFd; 3],
+    /// The worker's ends, in fd order: stdin, stdout, stderr and its
+    /// segment channel (fd 3).
+    pub child: [OwnedFd; 4],
     /// The gateway's ends of its stdin and stdout, when those are pipes.
     pub pipes: Option<(Stdin, Stdout)>,
     /// The gateway's end of its stderr.
@@ -116,7 +118,7 @@ pub struct WorkerStdio {
 impl WorkerStdio {
     /// Pipes, or the files the transport made, for stdin and stdout; a pipe
     /// for stderr.
-    pub fn new(stdio: ChildStdio) -> io::Result<WorkerStdio> {
+    pub fn new(stdio: ChildStdio, segments: OwnedFd) -> io::Result<WorkerStdio> {
         let (stderr, child_stderr) = stderr_pipe()?;
         let (child_stdin, child_stdout, pipes) = match stdio {
             ChildStdio::Given { stdin, stdout } => (stdin, stdout, None),
@@ -129,22 +131,26 @@ impl WorkerStdio {
             }
         };
         Ok(WorkerStdio {
-            child: [child_stdin, child_stdout, child_stderr],
+            child: [child_stdin, child_stdout, child_stderr, segments],
             pipes,
             stderr,
         })
     }
 }
 
+/// The worker's end of its segment channel (`worker_shim` expects it there).
+pub const SEGMENTS_FD: i32 = 3;
+
 /// Starts slot `index`'s worker as `<python> -m worker_shim <args>`, in its
-/// own process group, with `stdio` as its stdin, stdout and stderr.
+/// own process group, with `stdio` as its stdin, stdout, stderr and
+/// [`SEGMENTS_FD`].
 pub fn spawn_direct(
     python: &OsString,
     index: usize,
     args: &[String],
-    stdio: [OwnedFd; 3],
+    stdio: [OwnedFd; 4],
 ) -> io::Result<Child> {
-    let [stdin, stdout, stderr] = stdio;
+    let [stdin, stdout, stderr, segments] = stdio;
     let mut command = Command::new(python);
     command
         .args(["-m", "worker_shim"])
@@ -159,6 +165,12 @@ pub fn spawn_direct(
         // which then stops the workers in order.
         .process_group(0)
         .kill_on_drop(true);
+    command
+        .fd_mappings(vec![FdMapping {
+            parent_fd: segments,
+            child_fd: SEGMENTS_FD,
+        }])
+        .map_err(io::Error::other)?;
     command.spawn()
 }
 
@@ -370,7 +382,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_interpreter_is_an_io_error() {
-        let stdio = WorkerStdio::new(ChildStdio::Pipes).unwrap();
+        let segments = std::fs::File::open("/dev/null").unwrap().into();
+        let stdio = WorkerStdio::new(ChildStdio::Pipes, segments).unwrap();
         match spawn_direct(&"/nonexistent/python".into(), 0, &[], stdio.child) {
             Err(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
             Ok(_) => panic!("a missing interpreter started"),

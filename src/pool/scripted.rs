@@ -107,6 +107,7 @@ impl Spawner for ScriptedSpawner {
         _index: usize,
         transport_args: &[String],
         stdio: ChildStdio,
+        _segments: std::os::fd::OwnedFd,
     ) -> Result<Spawned<Self::Process>, StartError> {
         assert_eq!(transport_args, ["--transport", "pipe"]);
         assert!(matches!(stdio, ChildStdio::Pipes));

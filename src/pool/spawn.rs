@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -29,12 +30,14 @@ pub trait Spawner: Send + Sync + 'static {
     type Process: WorkerProcess;
 
     /// Starts slot `index`'s worker with `transport_args` (which channel it
-    /// speaks) and `stdio` (what its stdin and stdout are).
+    /// speaks), `stdio` (what its stdin and stdout are) and `segments` (its
+    /// end of the segment channel, its fd 3).
     fn spawn(
         &self,
         index: usize,
         transport_args: &[String],
         stdio: ChildStdio,
+        segments: OwnedFd,
     ) -> impl Future<Output = Result<Spawned<Self::Process>, StartError>> + Send;
 
     /// What is being run, for error messages (the interpreter's path).

@@ -180,7 +180,7 @@ impl Template {
         request: u64,
         index: usize,
         args: &[String],
-        stdio: [BorrowedFd<'_>; 3],
+        stdio: [BorrowedFd<'_>; 4],
     ) -> io::Result<()> {
         let mut message = format!("fork\t{request}\t{index}");
         for arg in args {
@@ -276,7 +276,7 @@ impl Control {
         let sent = self
             .stream
             .async_io(Interest::WRITABLE, || {
-                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
                 let mut ancillary = SendAncillaryBuffer::new(&mut space);
                 if !ancillary.push(SendAncillaryMessage::ScmRights(fds)) {
                     return Err(io::Error::other("too many descriptors for one message"));

@@ -27,6 +27,7 @@ use crate::error::{Direction, GatewayError};
 use crate::functions::{self, KnownFunctions, WorkerCall};
 use crate::items;
 use crate::metrics::{Metrics, Outcome, Restart, Unserved};
+use crate::segments::{self, ChannelError, SegmentError, WorkerSegments};
 use crate::transport::{self, Transport, TransportError};
 
 /// How long a worker whose stream broke gets to finish exiting before it is
@@ -91,12 +92,16 @@ impl<S: Spawner> WorkerActor<S> {
                 () = self.abort.cancelled() => break,
             };
             let ended = match started {
-                Ok((mut process, mut transport)) => {
+                Ok((mut process, mut transport, segments)) => {
                     if let Some(report) = first_start.take() {
                         let _ = report.send(Ok(()));
                     }
                     let (up_since, mut served) = (Instant::now(), 0);
-                    let ended = self.serve(&mut process, &mut transport, &mut served).await;
+                    let channel = Channel {
+                        transport: &mut transport,
+                        segments: &segments,
+                    };
+                    let ended = self.serve(&mut process, channel, &mut served).await;
                     // A worker that took a call or ran a while was healthy: if it
                     // died, it is replaced at once. One that dies idle right
                     // after starting, again and again, is restarted ever later.
@@ -154,7 +159,7 @@ impl<S: Spawner> WorkerActor<S> {
     }
 
     /// Prepares the channel, spawns a process and waits for its handshake.
-    async fn start(&self) -> Result<(S::Process, Transport), StartError> {
+    async fn start(&self) -> Result<(S::Process, Transport, WorkerSegments), StartError> {
         let mut prepared = self
             .transport
             .prepare()
@@ -162,10 +167,15 @@ impl<S: Spawner> WorkerActor<S> {
                 index: self.index,
                 source,
             })?;
+        let (segments, worker_segments) =
+            WorkerSegments::pair().map_err(|err| StartError::Transport {
+                index: self.index,
+                source: TransportError::Io(err),
+            })?;
         let stdio = prepared.child_stdio();
         let Spawned { mut process, pipes } = self
             .spawner
-            .spawn(self.index, &prepared.worker_args(), stdio)
+            .spawn(self.index, &prepared.worker_args(), stdio, worker_segments)
             .await?;
         let mut transport = prepared.connect(pipes);
         let pid = process.pid();
@@ -182,7 +192,7 @@ impl<S: Spawner> WorkerActor<S> {
         match tokio::time::timeout(self.startup_timeout, handshake).await {
             Ok(Ok(())) => {
                 info!(worker = self.index, pid, "worker ready");
-                Ok((process, transport))
+                Ok((process, transport, segments))
             }
             Ok(Err(err)) => {
                 drop(transport);
@@ -215,7 +225,7 @@ impl<S: Spawner> WorkerActor<S> {
     async fn serve(
         &self,
         process: &mut S::Process,
-        transport: &mut Transport,
+        mut channel: Channel<'_>,
         served: &mut u64,
     ) -> Ended {
         let pid = process.pid();
@@ -291,7 +301,7 @@ impl<S: Spawner> WorkerActor<S> {
                 let _ = reply.send(result);
             };
             let outcome = tokio::select! {
-                outcome = self.converse(transport, &call, items, &mut known) => outcome.map_err(Failure::Transport),
+                outcome = self.converse(&mut channel, &call, items, &mut known) => outcome.map_err(Failure::Transport),
                 // Watched during the call too: children the function forked
                 // may hold the channel open long after the worker died.
                 exit = process.wait() => Err(Failure::Exited(exit)),
@@ -362,15 +372,15 @@ impl<S: Spawner> WorkerActor<S> {
     /// caller pauses the function), and for none once `items` is closed.
     async fn converse(
         &self,
-        transport: &mut Transport,
+        channel: &mut Channel<'_>,
         call: &WorkerCall,
         items: Option<mpsc::Sender<Bytes>>,
         known: &mut KnownFunctions,
     ) -> Result<Bytes, TransportError> {
         let Some(items) = items else {
-            return self.exchange(transport, call, known, false).await;
+            return self.exchange(channel, call, known, false).await;
         };
-        let mut response = self.exchange(transport, call, known, true).await?;
+        let mut response = self.exchange(channel, call, known, true).await?;
         while items::is_chunk(&response) {
             let request = match items.send(response).await {
                 Ok(()) => Bytes::from_static(items::NEXT),
@@ -378,7 +388,7 @@ impl<S: Spawner> WorkerActor<S> {
                 Err(_) => Bytes::from_static(items::CLOSE),
             };
             self.metrics.moved(Direction::Request, request.len());
-            response = transport.call(request).await?;
+            response = channel.transport.call(request).await?;
         }
         Ok(response)
     }
@@ -388,7 +398,7 @@ impl<S: Spawner> WorkerActor<S> {
     /// attached. `streamed`: as a call that streams its items.
     async fn exchange(
         &self,
-        transport: &mut Transport,
+        channel: &mut Channel<'_>,
         call: &WorkerCall,
         known: &mut KnownFunctions,
         streamed: bool,
@@ -406,7 +416,17 @@ impl<S: Spawner> WorkerActor<S> {
                 request
             };
             self.metrics.moved(Direction::Request, request.len());
-            let response = transport.call(request).await?;
+            let argument = call
+                .segments()
+                .and_then(|segments| segments.argument.as_ref());
+            if let Some(segment) = argument {
+                channel.segments.send(segment).await?;
+            }
+            let response = channel.transport.call(request).await?;
+            if segments::wire::is_segment_response(&response) {
+                known.learned(*call.digest());
+                return self.result_segment(channel.segments, call, &response).await;
+            }
             if !functions::is_miss(&response) {
                 known.learned(*call.digest());
                 return Ok(response);
@@ -416,6 +436,30 @@ impl<S: Spawner> WorkerActor<S> {
             }
             attached = true;
         }
+    }
+
+    /// Takes the segment of an `MCR2` response and holds it for the caller;
+    /// the response with the handle the caller takes it by.
+    async fn result_segment(
+        &self,
+        segments: &WorkerSegments,
+        call: &WorkerCall,
+        response: &[u8],
+    ) -> Result<Bytes, TransportError> {
+        let limit = self.transport.max_payload_bytes();
+        let result = match segments.receive(limit).await {
+            Ok(result) => result,
+            Err(ChannelError::Refused(SegmentError::TooLarge { size, limit })) => {
+                return Err(TransportError::ResponseTooLarge { size, limit });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let Some(caller) = call.segments() else {
+            return Err(TransportError::UnexpectedSegment);
+        };
+        // A caller that has gone gets nothing; its segment goes at once.
+        let handle = caller.session.offer(result).unwrap_or(0);
+        Ok(segments::wire::with_handle(response, handle))
     }
 
     fn set_state(&self, state: WorkerState) {
@@ -429,4 +473,10 @@ impl<S: Spawner> WorkerActor<S> {
             slot.state = WorkerState::Idle;
         });
     }
+}
+
+/// A worker's two channels: its transport, and its segment channel.
+struct Channel<'a> {
+    transport: &'a mut Transport,
+    segments: &'a WorkerSegments,
 }

@@ -57,7 +57,13 @@ impl Budget {
             })
     }
 
-    fn give_back(&self, len: usize) {
+    /// Takes `len` bytes for something held apart from any request (a
+    /// caller's shared-memory segment): let in alone, like a request.
+    pub fn take_alone(&self, len: usize) -> Result<(), GatewayError> {
+        self.take(0, len)
+    }
+
+    pub fn give_back(&self, len: usize) {
         if len > 0 {
             self.used.fetch_sub(len, Ordering::Relaxed);
         }

@@ -5,7 +5,7 @@
 mod auth;
 mod connections;
 mod deadline;
-mod inflight;
+pub(crate) mod inflight;
 mod limits;
 mod listener;
 mod refusals;
@@ -14,6 +14,7 @@ mod stream;
 mod unix_socket;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -23,6 +24,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
 pub use auth::{TokenError, read_token};
+pub use inflight::Budget;
 pub use listener::{BindError, Bound, Listener, bind, bind_tcp};
 pub use refusals::Refusals;
 pub use service::{GatewayService, parse_request};
@@ -46,14 +48,15 @@ pub struct Access {
 }
 
 /// Bounds on what clients may make the gateway hold.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Bounds {
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// HTTP/2 streams (calls) open at once on one connection.
     pub max_streams_per_connection: u32,
-    /// Bytes of requests being received at once, before they are decoded.
-    pub max_receiving_bytes: usize,
+    /// Bytes of requests being received at once, before they are decoded
+    /// (and of segments handed over, before their calls take them).
+    pub receiving: Arc<inflight::Budget>,
     /// A connection with no call for this long is closed [default: never].
     pub idle_connection_timeout: Option<Duration>,
 }
@@ -87,14 +90,13 @@ pub async fn serve(
     if let Some(tls) = access.tls {
         server = server.tls_config(tls)?;
     }
-    let receiving = inflight::Budget::new(bounds.max_receiving_bytes);
     let router = server
         .layer(tower::util::MapResponseLayer::new(
             limits::rewrite_oversized_request(limit, refusals.clone()),
         ))
         .layer(connections::OpenCallsLayer)
         .layer(inflight::InflightLayer::new(
-            receiving,
+            bounds.receiving,
             refusals,
             message_limit,
         ))

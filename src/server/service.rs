@@ -16,6 +16,7 @@ use crate::error::{Direction, GatewayError};
 use crate::functions::{self, FunctionCache};
 use crate::pb;
 use crate::pool::{Pool, WorkerSnapshot, WorkerState};
+use crate::segments::{self, CallSegments, Door};
 use crate::transport::TransportKind;
 
 /// Checks an `ExecuteRequest` against the payload limit and splits its
@@ -39,6 +40,19 @@ pub fn parse_payload(payload: Bytes, limit: usize) -> Result<functions::Request,
     functions::Request::parse(payload)
 }
 
+/// As [`parse_payload`], with the segments the call names taken from
+/// `door` (see [`segments::claim`]).
+pub fn parse_call(
+    payload: Bytes,
+    limit: usize,
+    door: Option<&Door>,
+) -> Result<(functions::Request, Option<CallSegments>), GatewayError> {
+    let len = payload.len();
+    let request = parse_payload(payload, limit)?;
+    let segments = segments::claim(door, request.call(), len, limit)?;
+    Ok((request, segments))
+}
+
 /// The gateway's gRPC API.
 #[derive(Debug)]
 pub struct GatewayService {
@@ -50,6 +64,8 @@ pub struct GatewayService {
     pub refusals: Refusals,
     /// Cancelled when the gateway starts to stop: streams take no more calls.
     pub stopping: CancellationToken,
+    /// Where callers on this host hand over segments, if it could be opened.
+    pub door: Option<Arc<Door>>,
 }
 
 /// The response header that suggests a stream's window (calls in flight).
@@ -69,8 +85,10 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let arrival = request.extensions().get::<Arrival>().copied();
         let deadline = call_deadline(request.metadata(), arrival, self.call_timeout);
-        let submitted = match parse_request(request.into_inner(), self.max_payload_bytes) {
-            Ok(request) => self.functions.resolve(request).await.and_then(|call| {
+        let payload = request.into_inner().payload;
+        let submitted = match parse_call(payload, self.max_payload_bytes, self.door.as_deref()) {
+            Ok((request, segments)) => self.functions.resolve(request).await.and_then(|call| {
+                let call = call.with_segments(segments);
                 // Kept only once queued: a refused call leaves nothing behind.
                 let kept = call.clone();
                 let pending = self.pool.submit(call, deadline)?;
@@ -111,6 +129,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             deadline: client_deadline(metadata, arrival),
             per_call,
             stopping: self.stopping.clone(),
+            door: self.door.clone(),
         };
         let (out, responses) = tokio::sync::mpsc::channel(STREAM_RESPONSES_BUFFERED);
         tokio::spawn(stream::serve_stream(context, request.into_inner(), out));
@@ -134,6 +153,11 @@ impl pb::gateway_server::Gateway for GatewayService {
             transport: self.transport.as_str().to_owned(),
             workers,
             ready: u32::try_from(ready).unwrap_or(u32::MAX),
+            segment_socket: self
+                .door
+                .as_ref()
+                .map(|door| door.name().to_owned())
+                .unwrap_or_default(),
         }))
     }
 }

@@ -49,11 +49,12 @@ use tonic::{Status, Streaming};
 
 use super::deadline::earliest;
 use super::refusals::Refusals;
-use super::service::parse_payload;
+use super::service::parse_call;
 use crate::error::GatewayError;
 use crate::functions::{Digest, FunctionCache};
 use crate::pb;
 use crate::pool::{Deadline, PendingCall, PendingItems, Pool};
+use crate::segments::Door;
 
 /// Calls of one stream pending at once, at most.
 pub const MAX_IN_FLIGHT: usize = 16_384;
@@ -94,6 +95,8 @@ pub struct StreamContext {
     pub per_call: Option<Duration>,
     /// Cancelled when the gateway starts to stop.
     pub stopping: CancellationToken,
+    /// Where callers on this host hand over segments.
+    pub door: Option<Arc<Door>>,
 }
 
 type Outcomes = BoxStream<'static, pb::StreamResult>;
@@ -267,11 +270,19 @@ impl Stream {
 
     /// Queues one call; its outcomes, as results.
     async fn queue(&mut self, call: &pb::StreamCall) -> Result<Outcomes, GatewayError> {
-        let request = parse_payload(call.payload.clone(), self.context.max_payload_bytes)?;
+        let (request, segments) = parse_call(
+            call.payload.clone(),
+            self.context.max_payload_bytes,
+            self.context.door.as_deref(),
+        )?;
         let digest = *request.digest();
         let held = self.held_function(&digest);
         let context = &self.context;
-        let resolved = context.functions.resolve_holding(request, held).await?;
+        let resolved = context
+            .functions
+            .resolve_holding(request, held)
+            .await?
+            .with_segments(segments);
         let deadline = earliest(context.deadline, context.per_call.map(Deadline::after));
         let kept = resolved.clone();
         let (id, refusals) = (call.id, context.refusals.clone());

@@ -66,6 +66,16 @@ impl Spec {
         }
     }
 
+    /// The largest payload either way, in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        match *self {
+            Spec::Pipe { max_payload_bytes }
+            | Spec::Shm {
+                max_payload_bytes, ..
+            } => max_payload_bytes,
+        }
+    }
+
     /// Sets up the channel for a new worker process. Call from within the
     /// tokio runtime.
     pub fn prepare(&self) -> Result<Prepared, TransportError> {
@@ -159,6 +169,15 @@ pub enum TransportError {
     /// The worker said it does not hold the function it was just sent.
     #[error("the worker asked for the function the call had just brought it")]
     UnexpectedMiss,
+
+    /// The segment channel failed, or the worker broke its protocol.
+    #[error(transparent)]
+    Segments(#[from] crate::segments::ChannelError),
+
+    /// The worker answered with a result segment to a call whose caller
+    /// cannot take one.
+    #[error("the worker put its result in shared memory for a caller that cannot map it")]
+    UnexpectedSegment,
 
     /// The worker's response was over the payload limit. It was read and
     /// discarded, so the worker can serve the next call.

@@ -1,6 +1,7 @@
 """Smoke tests of the end-to-end benchmark harnesses: a tiny run of
 `benches/python/compare.py` (every contestant, every table), of `map.py`
-(every section and its targets), of `startup.py`, `breakdown.py`,
+(every section and its targets), of `large.py` (every section, without
+Ray), of `startup.py`, `breakdown.py`,
 `versions.py`, and of the workers' harnesses (`replacement.py`,
 `worker_memory.py`, `preload.py`). They check that the
 harnesses work, not how fast anything is."""
@@ -126,6 +127,55 @@ def test_map_harness_prints_every_section_and_its_targets(tmp_path):
     assert summary["sections"] == ["throughput", "memory", "sleeps", "stream"]
     assert len(summary["memory"]) == 4 and len(summary["sleeps"]) == 4
     assert summary["best_pool_map"] in contestants
+
+
+LARGE_TABLES = {
+    "echo": "| contestant | median | p99 | p99 / median | median / pool |",
+    "array": "| contestant | median | min-max | median / pool |",
+    "sum": "| contestant | median | min-max | / local | <= 1.5 * local + 50 ms (",
+    "rss": "| contestant | VmHWM before | VmHWM after | after / array "
+    "| (after - before) / array | round trip |",
+    "sweep": "| payload | pipe | shm | pool | shm / shm-inline |",
+    "targets": "| target | pipe | shm | shm-inline | met |",
+}
+
+
+def test_large_harness_prints_every_section_and_its_targets(tmp_path):
+    pytest.importorskip("numpy")  # the harness's arrays
+    contestants = ["pipe", "shm", "pool"]
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "large.py"), "--quick"]
+        + ["--workers", "2", "--contestants", ",".join(contestants)]
+        + ["--json", str(tmp_path / "run.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, MYSTIC_GATEWAY_BIN=str(gateway_binary())),
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    assert lines[0].startswith("`") and "benches/python/large.py --quick" in lines[0]
+    for start in ("- commit ", "- gateway ", "- load average before ", "- contestants: "):
+        assert any(line.startswith(start) for line in lines), start
+    assert not any(line.startswith("- **failed**") for line in lines), lines
+    # Each header found (the sum's ends with its bound), its rows under it.
+    tables = {}
+    for name, header in LARGE_TABLES.items():
+        found = [line for line in lines if line.startswith(header)]
+        assert len(found) == (2 if name == "sweep" else 1), (name, lines)  # median and p99
+        tables[name] = table_rows(lines, found[0])
+    for name in ("echo", "array", "rss"):
+        assert [row[0] for row in tables[name]] == contestants, name
+    assert [row[0] for row in tables["sum"]] == ["local np.sum", *contestants]
+    assert [row[0] for row in tables["sweep"]] == ["1 KiB", "64 KiB", "1 MiB"]
+    assert len(tables["targets"]) == 6  # echo over ray and pool, array, sum, RSS, small echo
+    assert all(row[-1] in ("yes", "**no**", "-") for row in tables["targets"])
+
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["contestants"] == contestants and not summary["failures"]
+    assert summary["sections"] == ["echo", "array", "sum", "rss", "sweep"]
+    assert sorted(summary["rss"]) == sorted(contestants)
 
 
 def test_startup_harness_times_each_setup_on_each_transport(tmp_path):

@@ -78,7 +78,8 @@ def test_after_the_first_call_only_the_digest_travels(metered):
 
 def test_the_client_sends_the_function_once(metered):
     gateway, port = metered
-    remote = compute_this(server=gateway.url)(scaled)
+    # Inline calls (no shared-memory header), to count their bytes exactly.
+    remote = compute_this(server=gateway.url, shared_memory_threshold=None)(scaled)
     assert remote(1).run() == 10
     before = request_bytes(port)
     assert [remote(x).run() for x in range(5)] == [0, 10, 20, 30, 40]

@@ -1,0 +1,76 @@
+"""The messages of the segment sockets (``src/segments/records.rs`` has the
+gateway's side): 32 bytes each, a kind, a status, a handle and a token
+(little endian), with at most one descriptor attached, over a Unix stream
+socket. The client speaks them to the gateway's segment socket
+(``distribute_challenge/_segment_door.py``), the worker to the gateway over
+its segment channel (``worker_shim/_segment_channel.py``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import NamedTuple
+
+RECORD = struct.Struct("<4sIQ16s")
+TOKEN_BYTES = 16
+
+HELLO = b"HELO"
+PUT = b"PUT "
+GET = b"GET "
+DROP = b"DROP"
+CALL = b"CALL"
+RESULT = b"RSLT"
+
+OK = 0
+REFUSED = 1
+TOO_LARGE = 2
+BUSY = 3
+UNKNOWN = 4
+BAD_REQUEST = 5
+
+
+class Record(NamedTuple):
+    kind: bytes
+    status: int = OK
+    handle: int = 0
+    token: bytes = bytes(TOKEN_BYTES)
+
+
+def send(sock: socket.socket, record: Record, fd: int | None = None) -> None:
+    """Sends ``record``, with ``fd`` attached if given."""
+    data = RECORD.pack(*record)
+    if fd is None:
+        sock.sendall(data)
+        return
+    sent = socket.send_fds(sock, [data], [fd])
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def receive(sock: socket.socket) -> tuple[Record, int | None]:
+    """The next record and the descriptor that came with it (the caller's
+    to close). Raises EOFError when the peer has closed."""
+    data, fds, _flags, _address = socket.recv_fds(sock, RECORD.size, 2)
+    try:
+        while data and len(data) < RECORD.size:
+            more = sock.recv(RECORD.size - len(data))
+            if not more:
+                break
+            data += more
+        if len(data) < RECORD.size:
+            raise EOFError("the segment socket closed")
+        if len(fds) > 1:
+            raise OSError("more than one descriptor came with one segment record")
+    except BaseException:
+        for fd in fds:
+            _close(fd)
+        raise
+    return Record(*RECORD.unpack(data)), (fds[0] if fds else None)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

@@ -1,0 +1,366 @@
+"""Large payloads through shared memory, for a caller on the gateway's host.
+
+When the client and the gateway share a host (the client reached the
+gateway's segment socket, ``_records.py``), a call's pickle and its large
+buffers travel in a *segment*: a sealed memfd that the client writes and
+hands to the gateway, which hands it to the worker with the call; only a
+small header crosses gRPC. A result comes back the same way, in a segment
+the worker writes and seals. Pickles are protocol 5: buffers of at least
+the caller's threshold (numpy arrays, ``memoryview``, anything exporting
+``PickleBuffer``) travel *out of band*, each at its own place in the
+segment, and are handed to the unpickler in place: a numpy array argument
+is a view over the worker's mapping of the segment, a numpy result a view
+over the client's. ``bytes`` and ``bytearray`` travel in the pickle, and
+are copied out of it once, as unpickling always does.
+
+Formats (little endian)::
+
+    call     = b"MCQ3" + digest (32 bytes) + session (16 bytes) + handle (u64)
+               + result threshold (u64) + body
+    response = b"MCR2" + handle (u64) + body
+    body     = pickle length (u64) + buffer count (u32)
+               + (offset u64, length u64, source u64) per buffer
+               + the pickle itself when the handle is 0 (no segment, no buffers)
+
+A buffer's source is 0 (this segment) or, in a response, 1: the call's own
+segment, which the client still holds. A result that is (a contiguous part
+of) an argument the function did not write to is not copied: it is named
+where it already lies (``Borrowed``).
+
+A call names the client's *session* with the gateway and the *handle* of
+its segment there (0: none, the pickle is inline); a result threshold of 0
+keeps the result inline. A response's handle is 0 from the worker; the
+gateway sets it to the result segment's handle in the caller's session.
+In a segment the pickle starts at offset 0 and each buffer at a 64-byte
+aligned offset after it.
+
+Segments are sealed before they are handed on (no write, no resize, no
+more seals): nothing can change a segment once it is sent, so the worker
+cannot touch its arguments' or its own result's bytes after the fact, nor
+truncate a segment under a reader. Readers map them privately
+(copy-on-write): a function may write to an argument array as it could to
+an inline one; its writes stay its own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import pickle
+import struct
+import sys
+from typing import Any, NamedTuple
+
+from ._codec import (
+    DIGEST_BYTES,
+    SEGMENT_REQUEST_MAGIC,
+    Buffer,
+    Call,
+    Response,
+    call_from_record,
+    dump_pieces,
+    response_from_record,
+)
+from ._exceptions import CodecError
+
+CALL_MAGIC = SEGMENT_REQUEST_MAGIC
+RESPONSE_MAGIC = b"MCR2"
+SESSION_BYTES = 16
+ALIGNMENT = 64
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+_CALL = struct.Struct(f"<4s{DIGEST_BYTES}s{SESSION_BYTES}sQQ")
+_RESPONSE = struct.Struct("<4sQ")
+_BODY = struct.Struct("<QI")
+_BUFFER = struct.Struct("<QQQ")
+# Where a buffer lies: in this segment, or in the call's.
+HERE, IN_CALL = 0, 1
+_WRITE_CHUNK = 1 << 30
+
+
+class Layout(NamedTuple):
+    """Where a pickle and its out-of-band buffers lie in a segment."""
+
+    pickle_bytes: int
+    buffers: tuple[tuple[int, int, int], ...]
+    """(offset, length, source) of each buffer, in the order pickled."""
+
+    @property
+    def size(self) -> int:
+        """The bytes this segment holds (what lies in the call's excluded)."""
+        ends = [offset + length for offset, length, source in self.buffers if source == HERE]
+        return max([self.pickle_bytes, *ends])
+
+
+class Pickled(NamedTuple):
+    """A record pickled with its large buffers out of band."""
+
+    pieces: list[Buffer]
+    buffers: list[pickle.PickleBuffer]
+
+    @property
+    def pickle_bytes(self) -> int:
+        return sum(memoryview(piece).nbytes for piece in self.pieces)
+
+    def needs_segment(self, threshold: int) -> bool:
+        """Whether it should travel in a segment: it has out-of-band buffers,
+        or its pickle alone reaches ``threshold``."""
+        return bool(self.buffers) or self.pickle_bytes >= threshold
+
+
+class SegmentedCall(NamedTuple):
+    """A decoded ``MCQ3`` header (after the digest) and its body."""
+
+    session: bytes
+    handle: int
+    result_threshold: int
+    layout: Layout
+    inline: memoryview
+
+
+def dump(record: Any, threshold: int) -> Pickled:
+    """Pickles ``record``, buffers of ``threshold`` bytes or more out of band."""
+    buffers: list[pickle.PickleBuffer] = []
+    pieces = dump_pieces(b"", record, buffers, threshold)
+    return Pickled(pieces, buffers)
+
+
+def write_segment(pickled: Pickled, borrowed: Borrowed | None = None) -> tuple[int, Layout]:
+    """A new sealed memfd holding ``pickled``; its descriptor (the caller's
+    to close) and where everything lies in it. Buffers that ``borrowed``
+    finds in the call's segment, unchanged, are named there instead."""
+    offset = pickled.pickle_bytes
+    places = []
+    for buffer in pickled.buffers:
+        length = buffer.raw().nbytes
+        found = borrowed.find(buffer) if borrowed is not None else None
+        if found is not None:
+            places.append((found, length, IN_CALL))
+            continue
+        offset = _aligned(offset)
+        places.append((offset, length, HERE))
+        offset += length
+    layout = Layout(pickled.pickle_bytes, tuple(places))
+    fd = os.memfd_create("mystic-segment", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, layout.size)
+        position = 0
+        for piece in pickled.pieces:
+            position = _write(fd, memoryview(piece).cast("B"), position)
+        for buffer, (place, _length, source) in zip(pickled.buffers, places, strict=True):
+            if source == HERE:
+                _write(fd, buffer.raw(), place)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, layout
+
+
+def call_header(digest: bytes, session: bytes, handle: int, result_threshold: int) -> bytes:
+    return _CALL.pack(CALL_MAGIC, digest, session, handle, result_threshold)
+
+
+def response_header() -> bytes:
+    """A response's header as the worker writes it (the gateway sets the handle)."""
+    return _RESPONSE.pack(RESPONSE_MAGIC, 0)
+
+
+def encode_body(layout: Layout) -> bytes:
+    return _BODY.pack(layout.pickle_bytes, len(layout.buffers)) + b"".join(
+        _BUFFER.pack(*place) for place in layout.buffers
+    )
+
+
+def inline_body(pieces: list[Buffer]) -> list[Buffer]:
+    """The body of a call without a segment: its pickle follows the header."""
+    length = sum(memoryview(piece).nbytes for piece in pieces)
+    return [_BODY.pack(length, 0), *pieces]
+
+
+def parse_call(view: memoryview) -> SegmentedCall:
+    """Decodes an ``MCQ3`` call (magic and digest included)."""
+    if view.nbytes < _CALL.size:
+        raise CodecError("the call ends inside its shared-memory header")
+    _magic, _digest, session, handle, threshold = _CALL.unpack(view[: _CALL.size])
+    layout, rest = _parse_body(view[_CALL.size :])
+    if handle == 0 and (layout.buffers or rest.nbytes != layout.pickle_bytes):
+        raise CodecError("a call without a segment must carry its whole pickle, and no buffers")
+    return SegmentedCall(session, handle, threshold, layout, rest)
+
+
+def parse_response(view: memoryview) -> tuple[int, Layout]:
+    """Decodes an ``MCR2`` response header: its handle and its layout."""
+    if view.nbytes < _RESPONSE.size:
+        raise CodecError("the response ends inside its shared-memory header")
+    _magic, handle = _RESPONSE.unpack(view[: _RESPONSE.size])
+    layout, rest = _parse_body(view[_RESPONSE.size :])
+    if rest.nbytes:
+        raise CodecError("a shared-memory response carries nothing after its layout")
+    return handle, layout
+
+
+def map_segment(fd: int, layout: Layout | None = None) -> mmap.mmap:
+    """Maps a sealed segment privately (copy-on-write), checking that it is
+    sealed and holds ``layout``. The descriptor may be closed afterwards."""
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError as exc:
+        raise CodecError(f"the shared-memory segment is not a memfd: {exc}") from exc
+    if seals & SEALS != SEALS:
+        raise CodecError("the shared-memory segment is not sealed")
+    size = os.fstat(fd).st_size
+    needed = 1 if layout is None else layout.size
+    if size < needed or size == 0:
+        raise CodecError(f"the shared-memory segment holds {size} bytes, not {needed}")
+    return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def load(
+    mapping: mmap.mmap | memoryview,
+    layout: Layout,
+    what: str = "payload",
+    call: mmap.mmap | None = None,
+) -> Any:
+    """Unpickles what a segment holds, its buffers in place (those in the
+    call's segment over ``call``, its mapping)."""
+    view = memoryview(mapping)
+    sources = {HERE: view}
+    if call is not None:
+        sources[IN_CALL] = memoryview(call)
+    buffers = []
+    for offset, length, source in layout.buffers:
+        where = sources.get(source)
+        if where is None or offset + length > where.nbytes:
+            raise CodecError(f"a buffer of the {what} lies outside its segment")
+        buffers.append(where[offset : offset + length])
+    try:
+        return pickle.loads(view[: layout.pickle_bytes], buffers=buffers)
+    except Exception as exc:
+        raise CodecError(
+            f"the {what} could not be unpickled: {type(exc).__name__}: {exc}; "
+            "if a module is missing, install it where the payload is decoded"
+        ) from exc
+    finally:
+        view.release()
+
+
+def load_call(header: SegmentedCall, fd: int | None) -> tuple[Call, mmap.mmap | None]:
+    """The call an ``MCQ3`` header and its segment (``fd``, when it has a
+    handle) hold, and the mapping of that segment."""
+    if fd is None:
+        record = load(header.inline, Layout(header.layout.pickle_bytes, ()), "request")
+        return call_from_record(record), None
+    mapping = map_segment(fd, header.layout)
+    return call_from_record(load(mapping, header.layout, "request")), mapping
+
+
+def load_response(fd: int, layout: Layout, call_fd: int | None = None) -> Response:
+    """The response a result segment holds (``call_fd``: the call's own
+    segment, for buffers that lie there)."""
+    call = None
+    if call_fd is not None and any(source == IN_CALL for *_place, source in layout.buffers):
+        call = map_segment(call_fd)
+    return response_from_record(load(map_segment(fd, layout), layout, "response", call))
+
+
+class Borrowed:
+    """Finds result buffers that lie, unchanged, in the call's segment: its
+    mapping in the worker is private, so a page the function wrote to is the
+    worker's own copy (no longer the file's page, says ``/proc/self/pagemap``)
+    and must travel; a page it only read is still the segment's."""
+
+    def __init__(self, mapping: mmap.mmap) -> None:
+        # Held, so that nothing else is mapped where it lies meanwhile.
+        self._mapping = mapping
+        self._start = _address(memoryview(mapping))
+        self._size = len(mapping)
+
+    def find(self, buffer: pickle.PickleBuffer) -> int | None:
+        """``buffer``'s offset in the call's segment, if it lies there unchanged."""
+        raw = buffer.raw()
+        address = _address(raw)
+        if self._start is None or address is None or raw.nbytes == 0:
+            return None
+        if not self._start <= address <= self._start + self._size - raw.nbytes:
+            return None
+        if _written(address, raw.nbytes):
+            return None
+        return address - self._start
+
+
+_PAGE = mmap.PAGESIZE
+_PRESENT, _SWAPPED, _FILE = 1 << 63, 1 << 62, 1 << 61
+
+
+def _address(view: memoryview) -> int | None:
+    """Where a contiguous buffer's bytes start in this process."""
+    import ctypes
+
+    try:
+        if not view.readonly:
+            return ctypes.addressof(ctypes.c_char.from_buffer(view))
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:
+            return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _written(address: int, length: int) -> bool:
+    """Whether any page of this private file mapping was written to (or
+    that cannot be told): a written page is anonymous, present or swapped."""
+    first, last = address // _PAGE, (address + length - 1) // _PAGE
+    size = (last - first + 1) * 8
+    try:
+        with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+            entries = os.pread(pagemap.fileno(), size, first * 8)
+    except OSError:
+        return True
+    if len(entries) != size:
+        return True
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        flags = numpy.frombuffer(entries, dtype="<u8")
+        private = ((flags & _PRESENT) != 0) & ((flags & _FILE) == 0)
+        return bool(private.any() or ((flags & _SWAPPED) != 0).any())
+    for (flags,) in struct.iter_unpack("<Q", entries):
+        if flags & _SWAPPED or (flags & _PRESENT and not flags & _FILE):
+            return True
+    return False
+
+
+def _parse_body(view: memoryview) -> tuple[Layout, memoryview]:
+    if view.nbytes < _BODY.size:
+        raise CodecError("the payload ends inside its shared-memory layout")
+    pickle_bytes, count = _BODY.unpack(view[: _BODY.size])
+    end = _BODY.size + count * _BUFFER.size
+    if view.nbytes < end:
+        raise CodecError("the payload ends inside its list of buffers")
+    buffers = tuple(
+        _BUFFER.unpack(view[start : start + _BUFFER.size])
+        for start in range(_BODY.size, end, _BUFFER.size)
+    )
+    previous = pickle_bytes
+    for offset, length, source in buffers:
+        if source not in (HERE, IN_CALL):
+            raise CodecError(f"a buffer's source is {source}, not {HERE} or {IN_CALL}")
+        if source == HERE:
+            if offset < previous:
+                raise CodecError("the payload's buffers overlap")
+            previous = offset + length
+    return Layout(pickle_bytes, buffers), view[end:]
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // ALIGNMENT) * ALIGNMENT
+
+
+def _write(fd: int, data: memoryview, position: int) -> int:
+    """Writes all of ``data`` at ``position``; the position after it."""
+    done = 0
+    while done < data.nbytes:
+        done += os.pwrite(fd, data[done : done + _WRITE_CHUNK], position + done)
+    return position + done

@@ -1,0 +1,321 @@
+//! The door: the Unix socket callers on this host hand segments through.
+//!
+//! It is an abstract socket (no file: nothing is left behind, whoever is
+//! killed) with a random name, announced in `GetWorkers`; a caller reaching
+//! it is on this host, and only a caller running as the gateway's user is
+//! let in (anyone else is closed on at once and sends its calls inline).
+//! Each connection is a [`Session`], greeted with its token (random, 16
+//! bytes), which the caller's `MCQ3` calls name:
+//!
+//! - `PUT` + a segment: checked ([`Sealed`]), held, answered with its
+//!   handle; the call that names it takes it ([`Session::claim`]).
+//! - `GET` + handle: a result segment the session holds, handed over.
+//! - `DROP` + handle: a segment no call will take after all.
+//!
+//! What a session holds counts against the bytes being received
+//! (`--max-receiving-bytes`) until a call takes it, is dropped with the
+//! connection, and is dropped after [`HELD_FOR`] if nobody takes it.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::records::{self, Record, TOKEN_BYTES};
+use super::sealed::{Sealed, SegmentError};
+use crate::server::inflight::Budget;
+
+/// How long a segment nobody takes is held.
+pub const HELD_FOR: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// A reply's status: the segment was refused (not a sealed memfd, empty).
+pub const REFUSED: u32 = 1;
+/// The segment is over `--max-payload-bytes`.
+pub const TOO_LARGE: u32 = 2;
+/// The gateway is receiving too many bytes already.
+pub const BUSY: u32 = 3;
+/// No such handle in this session.
+pub const UNKNOWN: u32 = 4;
+/// A message the door does not take.
+pub const BAD_REQUEST: u32 = 5;
+
+pub type Token = [u8; TOKEN_BYTES];
+
+/// The socket and the live sessions.
+#[derive(Debug)]
+pub struct Door {
+    name: String,
+    sessions: Mutex<HashMap<Token, Weak<Session>>>,
+    limit: usize,
+    budget: Arc<Budget>,
+    random: SystemRandom,
+}
+
+impl Door {
+    /// Binds a new door; segments over `limit` bytes are refused, and held
+    /// ones count against `budget`. Call from within the tokio runtime.
+    pub fn bind(limit: usize, budget: Arc<Budget>) -> io::Result<(Arc<Door>, UnixListener)> {
+        let random = SystemRandom::new();
+        let mut nonce = [0u8; TOKEN_BYTES];
+        random
+            .fill(&mut nonce)
+            .map_err(|_| io::Error::other("no randomness"))?;
+        let name = format!("mysticchallenge-{}-{}", std::process::id(), hex(&nonce));
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        let listener = std::os::unix::net::UnixListener::bind_addr(&address)?;
+        listener.set_nonblocking(true)?;
+        let door = Door {
+            name,
+            sessions: Mutex::default(),
+            limit,
+            budget,
+            random,
+        };
+        Ok((Arc::new(door), UnixListener::from_std(listener)?))
+    }
+
+    /// The abstract socket's name (without its leading NUL).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The live session with `token`.
+    pub fn session(&self, token: &Token) -> Option<Arc<Session>> {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        sessions.get(token).and_then(Weak::upgrade)
+    }
+
+    /// Takes callers until `stop` is cancelled; sessions already open go on
+    /// (calls still running deliver their results through them) until
+    /// their callers close them or the gateway exits.
+    pub async fn serve(self: Arc<Self>, listener: UnixListener, stop: CancellationToken) {
+        let own_uid = rustix::process::geteuid().as_raw();
+        loop {
+            let stream = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _address)) => stream,
+                    Err(err) => {
+                        warn!(cause = %err, "the segment socket failed to accept; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            match stream.peer_cred() {
+                Ok(peer) if peer.uid() == own_uid => {}
+                Ok(peer) => {
+                    debug!(
+                        uid = peer.uid(),
+                        "a caller of another user reached the segment socket; closed"
+                    );
+                    continue;
+                }
+                Err(err) => {
+                    debug!(cause = %err, "no credentials for a segment caller; closed");
+                    continue;
+                }
+            }
+            let door = Arc::clone(&self);
+            tokio::spawn(door.converse(stream));
+        }
+    }
+
+    /// Serves one caller's session until it closes.
+    async fn converse(self: Arc<Self>, stream: UnixStream) {
+        let mut token = [0u8; TOKEN_BYTES];
+        if self.random.fill(&mut token).is_err() {
+            return;
+        }
+        let session = Arc::new(Session {
+            token,
+            held: Mutex::new(Held::default()),
+        });
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(token, Arc::downgrade(&session));
+        let mut hello = Record::new(records::HELLO);
+        hello.token = token;
+        if records::send(&stream, &hello, None).await.is_ok() {
+            let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                let message = tokio::select! {
+                    _ = sweep.tick() => {
+                        session.sweep(Instant::now());
+                        continue;
+                    }
+                    message = records::receive(&stream) => message,
+                };
+                let Ok((record, fd)) = message else { break };
+                let reply = self.answer(&session, record, fd);
+                if let Some((reply, segment)) = reply {
+                    let fd = segment.as_ref().map(Sealed::fd);
+                    if records::send(&stream, &reply, fd).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.sessions.lock().expect("sessions lock").remove(&token);
+        session.close();
+    }
+
+    /// The reply to one message (none to `DROP`).
+    fn answer(
+        &self,
+        session: &Session,
+        record: Record,
+        fd: Option<std::os::fd::OwnedFd>,
+    ) -> Option<(Record, Option<Sealed>)> {
+        let mut reply = Record::new(record.kind);
+        match (record.kind, fd) {
+            (records::PUT, Some(fd)) => match self.hold(session, fd) {
+                Ok(handle) => reply.handle = handle,
+                Err(status) => reply.status = status,
+            },
+            (records::GET, None) => match session.take(record.handle, Kind::Result) {
+                Some(segment) => return Some((reply, Some(segment))),
+                None => reply.status = UNKNOWN,
+            },
+            (records::DROP, None) => {
+                session.take(record.handle, Kind::Argument);
+                return None;
+            }
+            _ => reply.status = BAD_REQUEST,
+        }
+        Some((reply, None))
+    }
+
+    fn hold(&self, session: &Session, fd: std::os::fd::OwnedFd) -> Result<u64, u32> {
+        let segment = Sealed::check(fd, self.limit).map_err(|err| match err {
+            SegmentError::TooLarge { .. } => TOO_LARGE,
+            _ => REFUSED,
+        })?;
+        self.budget
+            .take_alone(segment.len())
+            .map_err(|_full| BUSY)?;
+        let counted = Counted {
+            len: segment.len(),
+            budget: Arc::clone(&self.budget),
+        };
+        let entry = Entry {
+            segment,
+            kind: Kind::Argument,
+            since: Instant::now(),
+            _counted: Some(counted),
+        };
+        session.put(entry).ok_or(BUSY)
+    }
+}
+
+/// One caller's segments.
+#[derive(Debug)]
+pub struct Session {
+    token: Token,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    next: u64,
+    closed: bool,
+    entries: HashMap<u64, Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Handed in by the caller, for a call to take.
+    Argument,
+    /// A call's result, for the caller to take.
+    Result,
+}
+
+#[derive(Debug)]
+struct Entry {
+    segment: Sealed,
+    kind: Kind,
+    since: Instant,
+    /// What it counts against, if anything.
+    _counted: Option<Counted>,
+}
+
+/// Bytes taken from a budget, given back when dropped.
+#[derive(Debug)]
+struct Counted {
+    len: usize,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.budget.give_back(self.len);
+    }
+}
+
+impl Session {
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// Takes the argument segment `handle`, for the call that names it.
+    pub fn claim(&self, handle: u64) -> Option<Sealed> {
+        self.take(handle, Kind::Argument)
+    }
+
+    /// Holds a call's result for the caller; its handle, or None if the
+    /// caller has gone.
+    pub fn offer(&self, segment: Sealed) -> Option<u64> {
+        self.put(Entry {
+            segment,
+            kind: Kind::Result,
+            since: Instant::now(),
+            _counted: None,
+        })
+    }
+
+    fn put(&self, entry: Entry) -> Option<u64> {
+        let mut held = self.held.lock().expect("session lock");
+        if held.closed {
+            return None;
+        }
+        held.next += 1;
+        let handle = held.next;
+        held.entries.insert(handle, entry);
+        Some(handle)
+    }
+
+    fn take(&self, handle: u64, kind: Kind) -> Option<Sealed> {
+        let mut held = self.held.lock().expect("session lock");
+        if held.entries.get(&handle)?.kind != kind {
+            return None;
+        }
+        held.entries.remove(&handle).map(|entry| entry.segment)
+    }
+
+    /// Drops what has been held for longer than [`HELD_FOR`].
+    fn sweep(&self, now: Instant) {
+        let mut held = self.held.lock().expect("session lock");
+        held.entries
+            .retain(|_, entry| now.duration_since(entry.since) < HELD_FOR);
+    }
+
+    /// The caller has gone: drops everything, and takes no more.
+    fn close(&self) {
+        let mut held = self.held.lock().expect("session lock");
+        held.closed = true;
+        held.entries.clear();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

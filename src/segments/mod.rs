@@ -1,0 +1,85 @@
+//! Shared memory for callers on the gateway's host: a call's pickle and its
+//! large buffers travel in a sealed memfd (a *segment*) that the client
+//! hands over a Unix socket, not through gRPC; a result comes back the same
+//! way. The format is `mystic_wire/_segments.py`'s.
+//!
+//! - [`door`]: the socket clients hand segments over (an abstract Unix
+//!   socket named in `GetWorkers`), one [`door::Session`] per connection,
+//!   which holds the segments a caller handed in and the results waiting
+//!   for it, and drops them all when the caller goes.
+//! - [`channel`]: each worker's end for segments (a socket pair, the
+//!   worker's fd 3): a call's segment goes just before the call, a result's
+//!   comes just before the response.
+//! - [`sealed`]: a segment checked to be a memfd that nothing can change.
+//! - [`records`]: the fixed-size messages both sockets carry, each with at
+//!   most one descriptor.
+//! - [`wire`]: the headers the gateway reads (`MCQ3` calls, `MCR2` results).
+//!
+//! A segment has no name: nothing is left in `/dev/shm` or anywhere else,
+//! whoever is killed; the kernel frees it when its last holder lets go.
+
+pub mod channel;
+pub mod door;
+pub mod records;
+pub mod sealed;
+pub mod wire;
+
+use std::sync::Arc;
+
+use crate::error::{Direction, GatewayError};
+
+pub use channel::{ChannelError, WorkerSegments};
+pub use door::{Door, Session};
+pub use sealed::{Sealed, SegmentError};
+
+/// What a call brought in shared memory: its caller's session (where its
+/// result goes) and its own segment, if any.
+#[derive(Debug)]
+pub struct CallSegments {
+    pub session: Arc<Session>,
+    pub argument: Option<Sealed>,
+}
+
+impl CallSegments {
+    /// The bytes its segment holds.
+    pub fn len(&self) -> usize {
+        self.argument.as_ref().map_or(0, Sealed::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The segments the call `call` (its bytes after any attached function,
+/// `payload_len` bytes in all) names, taken from `door`'s sessions: none for
+/// a call that names none. A session or segment the door does not hold is
+/// [`GatewayError::SegmentUnknown`]; the payload and its segment together
+/// must be within `limit` bytes.
+pub fn claim(
+    door: Option<&Door>,
+    call: &[u8],
+    payload_len: usize,
+    limit: usize,
+) -> Result<Option<CallSegments>, GatewayError> {
+    let Some(names) = wire::names(call)? else {
+        return Ok(None);
+    };
+    let session = door
+        .and_then(|door| door.session(&names.session))
+        .ok_or(GatewayError::SegmentUnknown)?;
+    let argument = match names.handle {
+        Some(handle) => Some(session.claim(handle).ok_or(GatewayError::SegmentUnknown)?),
+        None => None,
+    };
+    let segments = CallSegments { session, argument };
+    let size = payload_len + segments.len();
+    if size > limit {
+        return Err(GatewayError::PayloadTooLarge {
+            direction: Direction::Request,
+            size,
+            limit,
+        });
+    }
+    Ok(Some(segments))
+}
