@@ -43,7 +43,7 @@ from ._by_value import pickle_module_by_value_if_needed
 from ._outcome import finish
 from ._pb import gateway_pb2
 from ._segment_door import Door, DoorError
-from ._segmented import SegmentedRequest
+from ._segmented import SegmentedRequest, is_segmented
 from ._status import function_unknown, raise_from_rpc_error, segment_unknown
 from ._target import Target, parse_server, resolve_server
 
@@ -285,6 +285,9 @@ class _Capture:
         self.function = function
         self._to_attach = 1
         self._run = 1
+        # Whether a result has been large: then its small calls, too, ask
+        # for results in shared memory.
+        self.large = False
 
     def attach(self) -> bool:
         """Whether the next call carries the function."""
@@ -320,17 +323,20 @@ class _Prepared:
         self._name = getattr(remote.__wrapped__, "__qualname__", None) or repr(remote.__wrapped__)
         self.segmented: SegmentedRequest | None = None
         self._call: bytes | None = None
-        threshold = settings.shared_memory_threshold
+        threshold = self._threshold = settings.shared_memory_threshold
         if door is not None and threshold is not None:
             record = (tuple(self._args), dict(self._kwargs), tuple(self._spec))
             try:
                 self.segmented = SegmentedRequest(
-                    door, self.capture.function.digest, record, threshold
+                    door, self.capture.function.digest, record, threshold, self.capture.large
                 )
             except Exception:
                 # No memory for a segment: inline. An argument that cannot
                 # be pickled: encode_call says so, as for any call.
                 pass
+            else:
+                if self.segmented.inline is not None:
+                    self._call, self.segmented = self.segmented.inline, None
         if self.segmented is None:
             self._inline()
 
@@ -358,6 +364,9 @@ class _Prepared:
 
     def finish(self, payload: bytes) -> Any:
         segmented = self.segmented
+        threshold = self._threshold
+        if threshold is not None and (len(payload) >= threshold or is_segmented(payload)):
+            self.capture.large = True  # its next small calls ask for results in shared memory
         try:
             if segmented is None:
                 return finish(payload)

@@ -6,15 +6,17 @@ The call's record is pickled once, its buffers of ``threshold`` bytes or
 more out of band. If it has any, or its pickle alone is that large, it is
 written into a sealed memfd, handed through the door at each attempt (each
 gets its own handle: a refused attempt's segment is gone with it) and the
-call names it; otherwise the pickle travels inline after the header. Either
-way the call asks for its result in a segment from ``threshold`` bytes on.
+call names it, asking for its result in a segment too. A small call of a
+function whose results have been large asks for that alone (its pickle
+inline after the header); any other small call is a plain inline call
+(``inline``), exactly as without a door, so small calls cost nothing more.
 """
 
 from __future__ import annotations
 
 import os
 
-from mystic_wire import CodecError, DistributeError, Response, _segments
+from mystic_wire import REQUEST_MAGIC, CodecError, DistributeError, Response, _segments
 
 from ._segment_door import Door, DoorError
 
@@ -22,18 +24,24 @@ from ._segment_door import Door, DoorError
 class SegmentedRequest:
     """One call's request for a gateway on this host."""
 
-    def __init__(self, door: Door, digest: bytes, record: tuple, threshold: int) -> None:
+    def __init__(
+        self, door: Door, digest: bytes, record: tuple, threshold: int, large_results: bool
+    ) -> None:
         self.door = door
         self._digest = digest
         self._threshold = threshold
         self._fd: int | None = None
         self._handle = 0
+        self.inline: bytes | None = None
+        """The plain inline call, when this one needs no shared memory."""
         pickled = _segments.dump(record, threshold)
         if pickled.needs_segment(threshold):
             self._fd, layout = _segments.write_segment(pickled)
             self._body = [_segments.encode_body(layout)]
-        else:
+        elif large_results:
             self._body = _segments.inline_body(pickled.pieces)
+        else:
+            self.inline = b"".join((REQUEST_MAGIC, digest, *pickled.pieces))
 
     def payload(self) -> bytes:
         """The call, its segment handed over now (raises ``DoorError`` if

@@ -197,15 +197,24 @@ def test_results_that_are_views_of_arguments(remote):
     assert np.array_equal(transposed, array.reshape(-1, 4).T)
 
 
-def test_a_large_result_of_a_small_call_comes_back_in_a_segment(remote):
+def test_large_results_of_small_calls_come_back_in_a_segment(remote):
+    """Small calls are plain inline calls, until the function's results are
+    seen to be large: from then on its calls ask for them in shared memory."""
+
     def make(n):
         import numpy
 
         return numpy.full(n, 7, dtype=numpy.uint8)
 
-    back = remote(make)(4 * MIB).run()
-    assert back.shape == (4 * MIB,) and int(back[-1]) == 7
-    assert segment_of(back.__array_interface__["data"][0]) == SEGMENT
+    made = remote(make)
+    first = made(4 * MIB).run()
+    assert first.shape == (4 * MIB,) and int(first[-1]) == 7
+    assert segment_of(first.__array_interface__["data"][0]) != SEGMENT
+    for n in (4 * MIB, 10):
+        back = made(n).run()
+        assert back.shape == (n,) and int(back[-1]) == 7
+        inline = n < MIB
+        assert (segment_of(back.__array_interface__["data"][0]) == SEGMENT) is not inline
 
 
 def test_below_the_threshold_everything_is_inline(remote):
@@ -268,7 +277,7 @@ def test_a_call_the_gateway_cannot_place_is_sent_again_inline(start_gateway):
     assert known and door is not None
     real, door.session = door.session, bytes(16)
     assert located(array).run()[1] != SEGMENT
-    assert located(np.ones(3)).run()[0] == "ndarray"  # no segment, but a session
+    assert located(np.ones(3)).run()[0] == "ndarray"  # a plain inline call
     door.session = real
     door._sock.shutdown(socket.SHUT_RDWR)  # as if the gateway had gone
     assert located(array).run()[1] != SEGMENT
