@@ -33,6 +33,7 @@ from ._target import Target
 
 RECHECK_AFTER = 30.0
 DISCOVERY_TIMEOUT = 5.0
+EXCHANGE_TIMEOUT = 5.0
 WATCH_EVERY = 0.5
 
 _STATUS_TEXT = {
@@ -74,7 +75,9 @@ class Door:
                 os.close(fd)
             if record.kind != _records.HELLO:
                 raise DoorError(f"the segment socket greeted with {record.kind!r}")
-            sock.settimeout(None)
+            # The gateway answers at once; one that does not within this
+            # long is taken for gone, and the call goes inline.
+            sock.settimeout(EXCHANGE_TIMEOUT)
         except (OSError, EOFError) as exc:
             sock.close()
             raise DoorError(f"cannot use the gateway's segment socket: {exc}") from exc
@@ -112,6 +115,8 @@ class Door:
             return False  # an exchange is under way: it finds out itself
         try:
             return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except TimeoutError:
+            return False
         except BlockingIOError:
             return False
         except OSError:

@@ -148,14 +148,18 @@ impl Door {
         if records::send(&stream, &hello, None).await.is_ok() {
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
-                let message = tokio::select! {
+                // Waiting for readiness, not for a record, is what the sweep
+                // may interrupt: a record is never read halfway and dropped.
+                tokio::select! {
                     _ = sweep.tick() => {
                         session.sweep(Instant::now());
                         continue;
                     }
-                    message = records::receive(&stream) => message,
+                    ready = stream.readable() => if ready.is_err() { break },
+                }
+                let Ok((record, fd)) = records::receive(&stream).await else {
+                    break;
                 };
-                let Ok((record, fd)) = message else { break };
                 let reply = self.answer(&session, record, fd);
                 if let Some((reply, segment)) = reply {
                     let fd = segment.as_ref().map(Sealed::fd);
@@ -318,4 +322,115 @@ impl Session {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segments::sealed::tests::memfd;
+    use rustix::fs::SealFlags;
+    use std::os::fd::AsFd;
+
+    const ALL_SEALS: SealFlags = SealFlags::SEAL
+        .union(SealFlags::SHRINK)
+        .union(SealFlags::GROW)
+        .union(SealFlags::WRITE);
+
+    async fn open(limit: usize, budget: usize) -> (Arc<Door>, Arc<Budget>, CancellationToken) {
+        let budget = Budget::new(budget);
+        let (door, listener) = Door::bind(limit, Arc::clone(&budget)).unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(Arc::clone(&door).serve(listener, stop.clone()));
+        (door, budget, stop)
+    }
+
+    async fn connect(door: &Door) -> (UnixStream, Token) {
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(door.name()).unwrap();
+        let stream = std::os::unix::net::UnixStream::connect_addr(&address).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let stream = UnixStream::from_std(stream).unwrap();
+        let (hello, fd) = records::receive(&stream).await.unwrap();
+        assert_eq!((hello.kind, fd.is_none()), (records::HELLO, true));
+        (stream, hello.token)
+    }
+
+    async fn put(stream: &UnixStream, fd: &std::os::fd::OwnedFd) -> Record {
+        records::send(stream, &Record::new(records::PUT), Some(fd.as_fd()))
+            .await
+            .unwrap();
+        records::receive(stream).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_segment_handed_in_is_taken_once_by_the_call_that_names_it() {
+        let (door, budget, _stop) = open(1 << 20, 4096).await;
+        let (stream, token) = connect(&door).await;
+        let reply = put(&stream, &memfd(4096, ALL_SEALS)).await;
+        assert_eq!(reply.status, records::OK);
+        let session = door.session(&token).expect("a live session");
+        assert!(door.session(&[0; TOKEN_BYTES]).is_none());
+        // Held, it counts against the bytes being received.
+        assert!(budget.take_alone(1).is_err());
+        let segment = session.claim(reply.handle).expect("held");
+        assert_eq!(segment.len(), 4096);
+        assert!(session.claim(reply.handle).is_none());
+        budget.take_alone(1).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unsealed_oversized_or_unknown_segments_are_refused() {
+        let (door, _budget, _stop) = open(8192, 1 << 20).await;
+        let (stream, _token) = connect(&door).await;
+        let unsealed = memfd(4096, SealFlags::SHRINK | SealFlags::GROW);
+        assert_eq!(put(&stream, &unsealed).await.status, REFUSED);
+        assert_eq!(
+            put(&stream, &memfd(1 << 20, ALL_SEALS)).await.status,
+            TOO_LARGE
+        );
+        let mut get = Record::new(records::GET);
+        get.handle = 99;
+        records::send(&stream, &get, None).await.unwrap();
+        assert_eq!(records::receive(&stream).await.unwrap().0.status, UNKNOWN);
+        records::send(&stream, &Record::new(records::PUT), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            records::receive(&stream).await.unwrap().0.status,
+            BAD_REQUEST
+        );
+    }
+
+    #[tokio::test]
+    async fn results_are_handed_to_their_session_and_all_goes_when_it_closes() {
+        let (door, budget, _stop) = open(1 << 20, 8192).await;
+        let (stream, token) = connect(&door).await;
+        let session = door.session(&token).unwrap();
+        let handle = session
+            .offer(crate::segments::sealed::tests::sealed(4096))
+            .unwrap();
+        let mut get = Record::new(records::GET);
+        get.handle = handle;
+        records::send(&stream, &get, None).await.unwrap();
+        let (reply, fd) = records::receive(&stream).await.unwrap();
+        assert_eq!((reply.status, fd.is_some()), (records::OK, true));
+        // A result is not an argument: no call can take it, nor a second GET.
+        assert!(session.claim(handle).is_none());
+        let held = put(&stream, &memfd(8192, ALL_SEALS)).await;
+        assert_eq!(held.status, records::OK);
+        // A second one does not fit beside it.
+        assert_eq!(put(&stream, &memfd(4096, ALL_SEALS)).await.status, BUSY);
+        drop(stream);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while door.session(&token).is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        drop(session);
+        // What it held went with it.
+        budget.take_alone(8192).unwrap();
+        budget.give_back(8192);
+        assert!(budget.take_alone(1).is_ok());
+    }
 }

@@ -285,6 +285,14 @@ def test_a_call_the_gateway_cannot_place_is_sent_again_inline(start_gateway):
     assert gateway.restarts() == 0
 
 
+def test_workers_started_without_the_template_take_segments_too(start_gateway):
+    gateway = start_gateway("--no-template")
+    remote = compute_this(server=gateway.url)
+    array = np.arange(2 * MIB, dtype=np.float64)
+    assert remote(where)(array).run() == ("ndarray", SEGMENT)
+    assert np.array_equal(remote(echo)(array).run(), array)
+
+
 # --- bounds ----------------------------------------------------------------------
 
 
