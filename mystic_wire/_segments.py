@@ -144,6 +144,7 @@ def write_segment(pickled: Pickled, borrowed: Borrowed | None = None) -> tuple[i
     layout = Layout(pickled.pickle_bytes, tuple(places))
     fd = os.memfd_create("mystic-segment", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
+        os.fchmod(fd, 0o600)  # no name to open it by; and no one else's even through /proc
         os.ftruncate(fd, layout.size)
         position = 0
         for piece in pickled.pieces:
