@@ -12,6 +12,9 @@ gRPC stack. Map of the package:
   bound in the worker before a call.
 - ``_exceptions.py``: the exception tree (``distribute_challenge`` re-exports
   the public part).
+- ``_segments.py``: calls and results through shared memory, for a client on
+  the gateway's host (``MCQ3``/``MCR2``, sealed memfd segments, buffers out
+  of band); ``_records.py``: the messages of the sockets segments go over.
 """
 
 from ._codec import (
