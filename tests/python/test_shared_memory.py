@@ -245,6 +245,49 @@ def test_the_threshold_must_be_a_positive_number_of_bytes():
             compute_this(shared_memory_threshold=bad)
 
 
+def segments_held():
+    """In the worker: the call segments it has open (descriptors) and maps."""
+    import os
+    import pathlib
+
+    fds = [
+        fd
+        for fd in os.listdir("/proc/self/fd")
+        if SEGMENT in os.path.realpath(f"/proc/self/fd/{fd}") or _links_to_segment(fd)
+    ]
+    mapped = {
+        line.split()[4]
+        for line in pathlib.Path("/proc/self/maps").read_text().splitlines()
+        if SEGMENT in line
+    }
+    return len(fds), len(mapped)
+
+
+def _links_to_segment(fd):
+    import os
+
+    try:
+        return SEGMENT in os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+
+
+def test_a_worker_holds_only_the_segment_of_the_call_it_runs(start_gateway):
+    """Once a call is over, its worker holds nothing of its segments (no
+    descriptor, no mapping): the next call sees its own segment only (its
+    mapping, and the descriptor Python's mmap keeps with it)."""
+    gateway = start_gateway("--workers", "1")
+    remote = compute_this(server=gateway.url)
+    remote(echo)(np.ones(MIB)).run()
+    assert remote(segments_held)().run() == (0, 0)
+
+    def held_during(array):
+        return segments_held()
+
+    assert remote(held_during)(np.ones(MIB)).run() == (1, 1)
+    assert remote(segments_held)().run() == (0, 0)
+
+
 # --- fallback ------------------------------------------------------------------
 
 
