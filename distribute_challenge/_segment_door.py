@@ -48,10 +48,6 @@ _STATUS_TEXT = {
 class DoorError(OSError):
     """The segment socket failed, or refused what it was given."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
 
 class Door:
     """A connection to a gateway's segment socket: one session."""
@@ -138,7 +134,7 @@ class Door:
             if received is not None:
                 os.close(received)
             text = _STATUS_TEXT.get(reply.status, f"status {reply.status}")
-            raise DoorError(text, reply.status)
+            raise DoorError(text)
         return reply, received
 
 

@@ -136,7 +136,6 @@ impl Door {
             return;
         }
         let session = Arc::new(Session {
-            token,
             held: Mutex::new(Held::default()),
         });
         self.sessions
@@ -224,7 +223,6 @@ impl Door {
 /// One caller's segments.
 #[derive(Debug)]
 pub struct Session {
-    token: Token,
     held: Mutex<Held>,
 }
 
@@ -266,10 +264,6 @@ impl Drop for Counted {
 }
 
 impl Session {
-    pub fn token(&self) -> &Token {
-        &self.token
-    }
-
     /// Takes the argument segment `handle`, for the call that names it.
     pub fn claim(&self, handle: u64) -> Option<Sealed> {
         self.take(handle, Kind::Argument)
