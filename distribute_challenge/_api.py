@@ -472,41 +472,41 @@ class Call:
             prepared.capture.delivered()
         return prepared.finish(response.payload)
 
-    def _sync_door(self, target: Target, stub: Any) -> Door | None:
-        """The door to ``target``'s gateway, looked for on first use."""
+    def _known_door(self, target: Target) -> tuple[bool, Door | None]:
+        """Whether ``target``'s door needs no looking for (known, or shared
+        memory is off), and the door."""
         if self._remote._settings.shared_memory_threshold is None:
-            return None
-        known, door = _segment_door.cached(target)
+            return True, None
+        return _segment_door.cached(target)
+
+    def _sync_door(self, target: Target, stub: Any) -> Door | None:
+        """The door to ``target``'s gateway, looked for (``GetWorkers``) on first use."""
+        known, door = self._known_door(target)
         if known:
             return door
-        metadata = self._remote._settings.metadata(target)
         try:
-            info = stub.GetWorkers(
-                gateway_pb2.GetWorkersRequest(),
-                timeout=_segment_door.DISCOVERY_TIMEOUT,
-                metadata=metadata,
-            )
+            info = stub.GetWorkers(**self._door_question(target))
         except grpc.RpcError:
             info = None
         return _segment_door.remember(target, info)
 
     async def _async_door(self, target: Target, stub: Any) -> Door | None:
         """As :meth:`_sync_door`, on the running event loop."""
-        if self._remote._settings.shared_memory_threshold is None:
-            return None
-        known, door = _segment_door.cached(target)
+        known, door = self._known_door(target)
         if known:
             return door
-        metadata = self._remote._settings.metadata(target)
         try:
-            info = await stub.GetWorkers(
-                gateway_pb2.GetWorkersRequest(),
-                timeout=_segment_door.DISCOVERY_TIMEOUT,
-                metadata=metadata,
-            )
+            info = await stub.GetWorkers(**self._door_question(target))
         except grpc.RpcError:
             info = None
         return _segment_door.remember(target, info)
+
+    def _door_question(self, target: Target) -> dict[str, Any]:
+        return {
+            "request": gateway_pb2.GetWorkersRequest(),
+            "timeout": _segment_door.DISCOVERY_TIMEOUT,
+            "metadata": self._remote._settings.metadata(target),
+        }
 
     def _prepare(self) -> _Prepared:
         """The request as it would go inline (no gateway is asked anything)."""

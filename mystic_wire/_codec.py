@@ -432,15 +432,16 @@ def dump_pieces(
     of; with the standard pickler when it can, cloudpickle otherwise. Given
     an ``out_of_band`` list, buffers of ``out_of_band_bytes`` or more go
     there instead of into the pickle."""
-    threshold = None if out_of_band is None else out_of_band_bytes
+    threshold = callback = None
+    if out_of_band is not None:
+        threshold, kept = out_of_band_bytes, out_of_band
 
-    def keep_in_band(buffer: pickle.PickleBuffer) -> bool:
-        if out_of_band is None or buffer.raw().nbytes < out_of_band_bytes:
-            return True
-        out_of_band.append(buffer)
-        return False
+        def callback(buffer: pickle.PickleBuffer) -> bool:
+            if buffer.raw().nbytes < out_of_band_bytes:
+                return True  # in band
+            kept.append(buffer)
+            return False
 
-    callback = None if out_of_band is None else keep_in_band
     sink = _Pieces(magic)
     try:
         pickler: _Reducers = _PlainPickler(sink, protocol=PICKLE_PROTOCOL, buffer_callback=callback)

@@ -110,7 +110,8 @@ class Pickled(NamedTuple):
 
 
 class SegmentedCall(NamedTuple):
-    """A decoded ``MCQ3`` header (after the digest) and its body."""
+    """A decoded ``MCQ3`` call: what its header names, its layout, and what
+    follows (its pickle, when it has no segment)."""
 
     session: bytes
     handle: int
@@ -144,7 +145,7 @@ def write_segment(pickled: Pickled, borrowed: Borrowed | None = None) -> tuple[i
     layout = Layout(pickled.pickle_bytes, tuple(places))
     fd = os.memfd_create("mystic-segment", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        os.fchmod(fd, 0o600)  # no name to open it by; and no one else's even through /proc
+        os.fchmod(fd, 0o600)  # it has no name; /proc/PID/fd still checks the mode
         os.ftruncate(fd, layout.size)
         position = 0
         for piece in pickled.pieces:

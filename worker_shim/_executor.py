@@ -122,7 +122,6 @@ def execute(
     if streamed:
         payload = memoryview(payload)[_MAGIC_BYTES:]
     stdout, stderr = io.StringIO(), io.StringIO()
-    _RESULTS.threshold, _RESULTS.borrowed = 0, None
     try:
         kind, value = _run(payload, functions, stdout, stderr, streamed)
         if streamed and kind == OK:
@@ -234,10 +233,10 @@ def _encode_result(value: Any, stdout: str, stderr: str) -> list[Buffer]:
         finally:
             os.close(fd)
         return [_segments.response_header(), _segments.encode_body(layout)]
-    except OSError:
-        pass  # no memory for a segment, no more descriptors: inline, then
     except Exception:
-        pass  # cannot be pickled: _encode says so
+        # No memory or descriptors for a segment: inline, then; a result
+        # that cannot be pickled: _encode says so.
+        pass
     return _encode(OK, value, stdout, stderr)
 
 

@@ -62,7 +62,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -190,8 +191,15 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def settings_from(options: argparse.Namespace) -> Settings:
-    settings = Settings(**asdict(QUICK)) if options.quick else Settings()
+def settings_from(options: argparse.Namespace, full: Any = None, quick: Any = None) -> Any:
+    """A copy of ``quick`` (with ``--quick``) or ``full`` (this script's
+    ``Settings()`` and ``QUICK`` by default; other scripts pass theirs),
+    with each setting given on the command line set on it."""
+    if options.quick:
+        chosen = QUICK if quick is None else quick
+    else:
+        chosen = Settings() if full is None else full
+    settings = replace(chosen)
     for name in asdict(settings):
         value = getattr(options, name, None)
         if value is not None:

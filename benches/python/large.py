@@ -104,6 +104,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from _servers import ECHO_SERVER, GATEWAY, echo_server, gateway
+from compare import settings_from
 
 try:  # not in Ray's interpreter, which runs only the `_ray` and `_rss ray` children
     import grpc
@@ -298,15 +299,6 @@ def shown_setting(value: object, name: str) -> str:
         sizes = value if isinstance(value, list) else [value]
         return ",".join(size_label(size).replace(" ", "") for size in sizes)
     return str(value)
-
-
-def settings_from(options: argparse.Namespace) -> Settings:
-    settings = Settings(**asdict(QUICK)) if options.quick else Settings()
-    for name in asdict(settings):
-        value = getattr(options, name, None)
-        if value is not None:
-            setattr(settings, name, value)
-    return settings
 
 
 def flattened(lists: list[list[str]] | None) -> list[str] | None:
@@ -1319,7 +1311,7 @@ def main() -> None:
     if MISSING is not None:
         sys.exit(f"{sys.executable} lacks what the benchmark needs: {MISSING}")
     options = arguments()
-    settings = settings_from(options)
+    settings = settings_from(options, Settings(), QUICK)
     skipped: dict[str, str] = {}
     names = flattened(options.contestants)
     if names is None:

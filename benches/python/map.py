@@ -85,6 +85,7 @@ from compare import (
     progress,
     ratio,
     rotated,
+    settings_from,
 )
 
 import distribute_challenge
@@ -209,15 +210,6 @@ def arguments() -> argparse.Namespace:
 
 def shown_setting(value: object) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def settings_from(options: argparse.Namespace) -> Settings:
-    settings = Settings(**asdict(QUICK)) if options.quick else Settings()
-    for name in asdict(settings):
-        value = getattr(options, name, None)
-        if value is not None:
-            setattr(settings, name, value)
-    return settings
 
 
 # -- checks and timing ------------------------------------------------------------
@@ -837,7 +829,7 @@ def main() -> None:
         client(sys.argv[2], int(sys.argv[3]))
         return
     options = arguments()
-    settings = settings_from(options)
+    settings = settings_from(options, Settings(), QUICK)
     if not GATEWAY.exists():
         sys.exit(f"{GATEWAY} is missing: run `cargo build --release` first")
     load_before = load_average()
