@@ -2,7 +2,11 @@
 
 A gateway announces its segment socket (an abstract Unix socket) in
 ``GetWorkers``; a client that can connect to it, and is let in (same host,
-same user), is greeted with a session token. From then on, a call whose
+same user), is greeted with a session token. The client checks too: it
+hands segments only to a peer that runs as its own user (``SO_PEERCRED``),
+since an abstract name can be taken by anyone who binds it first (another
+user, or another network namespace): a socket held by anyone else is
+closed at once and the calls go inline. From then on, a call whose
 pickle or buffers reach ``shared_memory_threshold`` is written into a sealed
 memfd (``mystic_wire/_segments.py``) that the client hands over the socket
 (``PUT``, answered with a handle) and names in the call; a result that comes
@@ -24,6 +28,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -67,6 +72,9 @@ class Door:
         try:
             sock.settimeout(DISCOVERY_TIMEOUT)
             sock.connect("\0" + name)
+            uid = peer_uid(sock)
+            if uid != os.geteuid():
+                raise DoorError(f"the segment socket {name!r} is held by uid {uid}, not this user")
             record, fd = _records.receive(sock)
             if fd is not None:
                 os.close(fd)
@@ -136,6 +144,16 @@ class Door:
             text = _STATUS_TEXT.get(reply.status, f"status {reply.status}")
             raise DoorError(text)
         return reply, received
+
+
+_PEER_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id the process at the other end of a Unix socket runs as."""
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
+    _pid, uid, _gid = _PEER_CREDENTIALS.unpack(data)
+    return uid
 
 
 _lock = threading.Lock()

@@ -23,6 +23,7 @@ from ._codec import (
     DIGEST_BYTES,
     ERROR,
     FUNCTION_MAGIC,
+    KEPT_MAGIC,
     KINDS,
     MISS_MAGIC,
     NEXT_REQUEST,
@@ -54,6 +55,7 @@ from ._codec import (
     encode_response,
     encode_response_parts,
     split_request,
+    strip_kept,
 )
 from ._depmodules import bind_depmodules, describe_depmodules
 from ._exceptions import (
@@ -84,6 +86,7 @@ __all__ = [
     "ERROR",
     "FUNCTION_MAGIC",
     "Function",
+    "KEPT_MAGIC",
     "KINDS",
     "MISS_MAGIC",
     "NEXT_REQUEST",
@@ -118,4 +121,5 @@ __all__ = [
     "encode_response",
     "encode_response_parts",
     "split_request",
+    "strip_kept",
 ]

@@ -13,7 +13,12 @@ The gateway keeps functions by digest (it checks that an attached function's
 pickle has the digest its call names) and attaches one for a worker that has
 not seen it; a worker keeps the unpickled functions by digest. A worker
 asked for a digest it does not know answers ``b"MCM2" + digest`` (a *miss*)
-and the gateway sends the call again with the function attached.
+and the gateway sends the call again with the function attached. A
+worker that keeps a function attached to a call says so, by putting
+``b"MCK1"`` before its response (the gateway takes it off and sends that
+function by digest from then on); a response without it means the worker
+did not keep the function (too large for its cache), and the gateway
+attaches it to every call of that worker.
 
 ``depmodules`` is a tuple of ``(module_name, alias_names)`` pairs (see
 ``_depmodules.py``). Which modules the function travels with by value is the
@@ -76,6 +81,7 @@ REQUEST_MAGIC = b"MCQ2"
 SEGMENT_REQUEST_MAGIC = b"MCQ3"  # see _segments.py
 FUNCTION_MAGIC = b"MCA2"
 MISS_MAGIC = b"MCM2"
+KEPT_MAGIC = b"MCK1"
 RESPONSE_MAGIC = b"MCR1"
 STREAM_MAGIC = b"MCS1"
 CHUNK_MAGIC = b"MCI1"
@@ -200,6 +206,15 @@ def encode_request(function: Any, args: tuple, kwargs: dict, depmodules: DepModu
 def encode_miss(digest: bytes) -> bytes:
     """A worker's answer to a call whose function it does not know."""
     return MISS_MAGIC + digest
+
+
+def strip_kept(response: Buffer) -> tuple[bool, memoryview]:
+    """Whether a worker's response says it kept the call's attached
+    function, and the response without that mark."""
+    view = memoryview(response).cast("B")
+    if view[: len(KEPT_MAGIC)] == KEPT_MAGIC:
+        return True, view[len(KEPT_MAGIC) :]
+    return False, view
 
 
 def split_request(data: Buffer) -> Split:

@@ -13,6 +13,7 @@ import struct
 from typing import NamedTuple
 
 RECORD = struct.Struct("<4sIQ16s")
+_FD = struct.Struct("i")
 TOKEN_BYTES = 16
 
 HELLO = b"HELO"
@@ -48,10 +49,21 @@ def send(sock: socket.socket, record: Record, fd: int | None = None) -> None:
         sock.sendall(data[sent:])
 
 
-def receive(sock: socket.socket) -> tuple[Record, int | None]:
+def receive(sock: socket.socket, flags: int = 0) -> tuple[Record, int | None]:
     """The next record and the descriptor that came with it (the caller's
-    to close). Raises EOFError when the peer has closed."""
-    data, fds, _flags, _address = socket.recv_fds(sock, RECORD.size, 2)
+    to close, and close-on-exec: nothing the receiver starts inherits it).
+    Raises EOFError when the peer has closed; ``flags`` go to the first
+    ``recvmsg`` (``MSG_DONTWAIT``: ``BlockingIOError`` if none is there)."""
+    # recvmsg itself: socket.recv_fds drops its flags (Python 3.11).
+    data, ancillary, _flags, _address = sock.recvmsg(
+        RECORD.size, socket.CMSG_SPACE(2 * _FD.size), flags | socket.MSG_CMSG_CLOEXEC
+    )
+    fds = [
+        fd
+        for level, kind, payload in ancillary
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+        for (fd,) in _FD.iter_unpack(payload[: len(payload) - len(payload) % _FD.size])
+    ]
     try:
         while data and len(data) < RECORD.size:
             more = sock.recv(RECORD.size - len(data))

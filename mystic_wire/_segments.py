@@ -45,6 +45,7 @@ an inline one; its writes stay its own.
 from __future__ import annotations
 
 import fcntl
+import functools
 import mmap
 import os
 import pickle
@@ -53,7 +54,11 @@ import sys
 from typing import Any, NamedTuple
 
 from ._codec import (
+    _ATTACHED_HEADER,
+    _LENGTH,
     DIGEST_BYTES,
+    FUNCTION_MAGIC,
+    REQUEST_MAGIC,
     SEGMENT_REQUEST_MAGIC,
     Buffer,
     Call,
@@ -181,6 +186,26 @@ def inline_body(pieces: list[Buffer]) -> list[Buffer]:
     return [_BODY.pack(length, 0), *pieces]
 
 
+def named_handle(request: Buffer) -> int | None:
+    """The handle of the segment a request's ``MCQ3`` call names (0: none,
+    or not an ``MCQ3`` call); None when the request is too malformed to
+    tell. Reads only fixed offsets, so that whoever receives the segment
+    can take it before anything else about the request can fail."""
+    view = memoryview(request).cast("B")
+    start = 0
+    if view[: len(FUNCTION_MAGIC)] == FUNCTION_MAGIC:
+        if view.nbytes < _ATTACHED_HEADER:
+            return None
+        (length,) = _LENGTH.unpack(view[len(FUNCTION_MAGIC) : _ATTACHED_HEADER])
+        start = _ATTACHED_HEADER + length
+    header = view[start : start + _CALL.size]
+    if header[: len(CALL_MAGIC)] != CALL_MAGIC:
+        return 0 if header[: len(CALL_MAGIC)] == REQUEST_MAGIC else None
+    if header.nbytes < _CALL.size:
+        return None
+    return _CALL.unpack(header)[3]
+
+
 def parse_call(view: memoryview) -> SegmentedCall:
     """Decodes an ``MCQ3`` call (magic and digest included)."""
     if view.nbytes < _CALL.size:
@@ -271,13 +296,17 @@ class Borrowed:
     """Finds result buffers that lie, unchanged, in the call's segment: its
     mapping in the worker is private, so a page the function wrote to is the
     worker's own copy (no longer the file's page, says ``/proc/self/pagemap``)
-    and must travel; a page it only read is still the segment's."""
+    and must travel; a page it only read is still the segment's. Where this
+    process cannot read its own pagemap (a worker that is not dumpable, run
+    by a user other than root), the bytes are compared with the segment's
+    instead, through a second mapping of it that is never written."""
 
-    def __init__(self, mapping: mmap.mmap) -> None:
+    def __init__(self, mapping: mmap.mmap, fd: int) -> None:
         # Held, so that nothing else is mapped where it lies meanwhile.
         self._mapping = mapping
         self._start = _address(memoryview(mapping))
         self._size = len(mapping)
+        self._pristine = None if _pagemap_readable() else map_segment(fd)
 
     def find(self, buffer: pickle.PickleBuffer) -> int | None:
         """``buffer``'s offset in the call's segment, if it lies there unchanged."""
@@ -287,9 +316,12 @@ class Borrowed:
             return None
         if not self._start <= address <= self._start + self._size - raw.nbytes:
             return None
-        if _written(address, raw.nbytes):
-            return None
-        return address - self._start
+        offset = address - self._start
+        if self._pristine is not None:
+            unchanged = _same_bytes(address, self._pristine, offset, raw.nbytes)
+        else:
+            unchanged = not _written(address, raw.nbytes)
+        return offset if unchanged else None
 
 
 _PAGE = mmap.PAGESIZE
@@ -309,6 +341,28 @@ def _address(view: memoryview) -> int | None:
     except (TypeError, ValueError):
         pass
     return None
+
+
+@functools.cache
+def _pagemap_readable() -> bool:
+    try:
+        with open("/proc/self/pagemap", "rb", buffering=0):
+            return True
+    except OSError:
+        return False
+
+
+def _same_bytes(address: int, segment: mmap.mmap, offset: int, length: int) -> bool:
+    """Whether ``length`` bytes at ``address`` equal ``segment``'s at ``offset``."""
+    import ctypes
+
+    pristine = ctypes.addressof(ctypes.c_char.from_buffer(segment)) + offset
+    libc = ctypes.CDLL(None)
+    libc.memcmp.restype = ctypes.c_int
+    compared = libc.memcmp(
+        ctypes.c_void_p(address), ctypes.c_void_p(pristine), ctypes.c_size_t(length)
+    )
+    return compared == 0
 
 
 def _written(address: int, length: int) -> bool:

@@ -117,6 +117,14 @@ pub struct Args {
     #[arg(long)]
     pub no_template: bool,
 
+    /// Leave the gateway, the template and the workers dumpable, for
+    /// debugging: core dumps, and debuggers and profilers (gdb, perf,
+    /// py-spy) attach as the same user. Without it they are not dumpable,
+    /// so that a function cannot open another worker's or the gateway's
+    /// descriptors or memory through /proc; with it, it can.
+    #[arg(long)]
+    pub debuggable: bool,
+
     /// Replace a worker after it has served N calls (between calls: nothing
     /// is lost) [default: never].
     #[arg(long, value_name = "N")]
@@ -191,6 +199,7 @@ pub struct Config {
     pub worker_memory_bytes: Option<u64>,
     pub preload: Vec<String>,
     pub template: bool,
+    pub debuggable: bool,
     pub recycle: crate::pool::Recycle,
     pub queue_max_bytes: usize,
     pub function_cache_bytes: usize,
@@ -270,6 +279,7 @@ impl TryFrom<Args> for Config {
             worker_memory_bytes: args.worker_memory_bytes,
             preload: args.preload,
             template: !args.no_template,
+            debuggable: args.debuggable,
             recycle: crate::pool::Recycle {
                 max_calls: args.max_calls_per_worker.map(std::num::NonZeroU64::get),
                 max_rss_bytes: args.max_worker_rss_bytes.map(std::num::NonZeroU64::get),

@@ -5,6 +5,7 @@
 //! call     = "MCQ2" + digest (32 bytes, SHA-256 of the pickle) + pickled (args, kwargs, depmodules)
 //! attached = "MCA2" + u32 LE length + pickled function + call
 //! miss     = "MCM2" + digest   (a worker's answer: it does not hold that function)
+//! kept     = "MCK1" + response (a worker's answer: it kept the attached function)
 //! ```
 //!
 //! - [`Request::parse`]: a client's payload, split into its call and, if
@@ -15,7 +16,8 @@
 //!   its call is queued, so no client can pass off one function under
 //!   another's digest, and a refused call leaves nothing behind.
 //! - [`WorkerCall`]: a call with its function as a worker gets it: by digest
-//!   for a worker that has it ([`KnownFunctions`]), attached otherwise.
+//!   for a worker that has it ([`KnownFunctions`]: the functions it said it
+//!   kept), attached otherwise.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,8 @@ pub const CALL_MAGIC: &[u8; 4] = b"MCQ2";
 pub const FUNCTION_MAGIC: &[u8; 4] = b"MCA2";
 /// A worker's answer to a digest it does not hold.
 pub const MISS_MAGIC: &[u8; 4] = b"MCM2";
+/// Before a worker's response: it kept the function attached to the call.
+pub const KEPT_MAGIC: &[u8; 4] = b"MCK1";
 pub const DIGEST_BYTES: usize = 32;
 
 /// Default `--function-cache-bytes`.
@@ -156,7 +160,10 @@ impl WorkerCall {
     /// segment, and a cached function's pickle (which outlives its eviction
     /// for as long).
     pub fn len(&self) -> usize {
-        let segment = self.segments.as_ref().map_or(0, |segments| segments.len());
+        let segment = self
+            .segments
+            .as_ref()
+            .map_or(0, |segments| segments.charge());
         segment
             + match &self.function {
                 Function::InPayload { whole, .. } => whole.len(),
@@ -210,6 +217,16 @@ pub fn attach(pickled: &[u8], call: &[u8]) -> Bytes {
     request.put_slice(pickled);
     request.put_slice(call);
     request.freeze()
+}
+
+/// Whether a worker's response says it kept the function attached to its
+/// call, and the response without that mark (see [`KEPT_MAGIC`]).
+pub fn strip_kept(response: Bytes) -> (bool, Bytes) {
+    if response.starts_with(KEPT_MAGIC) {
+        (true, response.slice(KEPT_MAGIC.len()..))
+    } else {
+        (false, response)
+    }
 }
 
 /// Whether a worker's response says it does not hold the call's function.

@@ -103,6 +103,9 @@ pub async fn run(
     };
     if let Some((listener, addr)) = metrics_listener {
         info!("metrics at http://{addr}/metrics");
+        if let Some(warning) = metrics::exposure_warning(addr) {
+            warn!("{warning}");
+        }
         let stopped = stopping.clone().cancelled_owned();
         let pool = pool.clone();
         tokio::spawn(async move {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use mysticchallenge::{Args, Config, gateway, shutdown};
+use rustix::process::DumpableBehavior;
 use tokio_stream::{Stream, StreamExt as _};
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +27,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !config.debuggable {
+        // Closed to the functions it runs (same user): no /proc/<pid>/fd,
+        // no /proc/<pid>/mem, no ptrace, no core dump.
+        if let Err(err) = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+            eprintln!("error: cannot make the gateway not dumpable (prctl): {err}");
+            return ExitCode::FAILURE;
+        }
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.runtime_threads {
         runtime.worker_threads(threads);

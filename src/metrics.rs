@@ -7,6 +7,7 @@
 //! (queue depth, busy workers) are read from the pool when scraped.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -302,6 +303,20 @@ impl Metrics {
     }
 }
 
+/// The warning to log when the metrics endpoint listens on `addr`, an
+/// address other hosts may reach: it has no authentication.
+pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "the metrics endpoint listens on {addr}, which is not loopback, without \
+         authentication: whoever reaches it sees the gateway's load and traffic (calls and \
+         their outcomes per worker, refusals by reason, queue depth, busy workers, bytes \
+         moved, worker restarts). Listen on 127.0.0.1, or put it behind your own access control"
+    ))
+}
+
 /// What the endpoint needs from the pool at scrape time.
 pub trait Scrape: Clone + Send + Sync + 'static {
     fn scrape(&self) -> String;
@@ -328,6 +343,18 @@ async fn metrics_text<S: Scrape>(State(source): State<Arc<S>>) -> impl IntoRespo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_endpoint_beyond_loopback_is_warned_about() {
+        for local in ["127.0.0.1:9100", "[::1]:9100"] {
+            assert_eq!(exposure_warning(local.parse().unwrap()), None, "{local}");
+        }
+        for reachable in ["0.0.0.0:9100", "10.1.2.3:9100", "[::]:9100"] {
+            let warning = exposure_warning(reachable.parse().unwrap()).expect(reachable);
+            assert!(warning.contains("without authentication"), "{warning}");
+            assert!(warning.contains("refusals"), "{warning}");
+        }
+    }
 
     #[test]
     fn every_worker_has_series_from_the_start_and_counts_add_up() {

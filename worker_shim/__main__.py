@@ -1,14 +1,17 @@
 """Entry point: ``python -m worker_shim --transport pipe|shm [--memory-limit BYTES]
-[--preload M,...]`` runs one worker; ``python -m worker_shim --template
-[--preload M,...]`` runs the template that forks workers (``_template.py``),
-each of which then goes on here as if started with its own arguments.
+[--preload M,...] [--debuggable]`` runs one worker; ``python -m worker_shim
+--template [--preload M,...] [--debuggable]`` runs the template that forks
+workers (``_template.py``), each of which then goes on here as if started
+with its own arguments.
 
 With ``pipe``, the protocol runs over stdin and stdout; with ``shm``, stdin
 is the doorbell socket and stdout the shared-memory segment, handed over by
 the gateway. Either way fd 3 is the segment channel
 (``_segment_channel.py``).
 
-Start-up order: parse arguments, tie the worker's life to the gateway's,
+Start-up order: parse arguments, close the process to its siblings (not
+dumpable, unless ``--debuggable``: ``_dumpable.py``), tie the worker's life
+to the gateway's,
 move the protocol off fds 0/1, cap the address space, open the transport's
 channel, then serve calls until EOF (``_loop.py``, which owns the exit
 statuses of a running worker).
@@ -21,7 +24,7 @@ import os
 import resource
 import sys
 
-from . import _parent, _segment_channel, _stdio
+from . import _dumpable, _parent, _segment_channel, _stdio
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +37,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     role.add_argument("--template", action="store_true", help="fork workers on request")
     parser.add_argument(
         "--memory-limit", type=int, help="address-space limit in bytes (RLIMIT_AS, soft and hard)"
+    )
+    parser.add_argument(
+        "--debuggable",
+        action="store_true",
+        help="stay dumpable (core dumps, debuggers); see _dumpable.py",
     )
     parser.add_argument(
         "--preload",
@@ -78,6 +86,8 @@ def limit_memory(limit: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.debuggable:
+        _dumpable.make_undumpable()
     if args.template:
         from . import _template
 

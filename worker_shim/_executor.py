@@ -1,11 +1,15 @@
 """Runs one encoded call and returns the encoded response; never raises.
 
-Steps: find the request's function (unpickled from the request and kept by
-digest in a :class:`FunctionCache`, or found there; a digest it does not
-hold is answered with a *miss* for the gateway, which then attaches the
-function), decode the call (failure → an ``"error"`` response), import and
-bind its depmodules, call the function with ``sys.stdout`` / ``sys.stderr``
-redirected to in-memory text buffers, then pickle the outcome:
+Steps: take the call's segment off the segment channel if it names one
+(before anything else about the call can fail: it is closed whatever
+happens to the call), find the request's function (unpickled from the
+request and kept by digest in a :class:`FunctionCache`, or found there; a
+digest it does not hold is answered with a *miss* for the gateway, which
+then attaches the function; a response to a call whose attached function
+was kept starts with ``KEPT_MAGIC``), decode the call (failure → an
+``"error"`` response), import and bind its depmodules, call the function
+with ``sys.stdout`` / ``sys.stderr`` redirected to in-memory text buffers,
+then pickle the outcome:
 
 - the result → ``"ok"``; a result that cannot be pickled → ``"error"``;
 - any exception, ``SystemExit`` and ``KeyboardInterrupt`` included →
@@ -16,7 +20,7 @@ redirected to in-memory text buffers, then pickle the outcome:
 
 A call from a caller on the gateway's host (``MCQ3``, ``mystic_wire/_segments.py``)
 may bring its pickle and large buffers in a segment, which the gateway sends
-on the segment channel just before the call (``_segment_channel.py``): the
+on the segment channel before the call (``_segment_channel.py``): the
 arguments are unpickled over the worker's private mapping of it, arrays in
 place. Its result, when it holds buffers of the caller's threshold or more
 (or its pickle is that large), goes back in a segment the worker writes,
@@ -44,6 +48,7 @@ from typing import Any
 from mystic_wire import (
     CLOSE_REQUEST,
     ERROR,
+    KEPT_MAGIC,
     NEXT_REQUEST,
     OK,
     RAISED,
@@ -89,6 +94,7 @@ class _Results:
 
 
 _RESULTS = _Results()
+_NO_SEGMENT = _segment_channel.CallSegment(0, None)
 
 
 class _Miss(Exception):
@@ -122,17 +128,20 @@ def execute(
     if streamed:
         payload = memoryview(payload)[_MAGIC_BYTES:]
     stdout, stderr = io.StringIO(), io.StringIO()
+    segment = _NO_SEGMENT
     try:
-        kind, value = _run(payload, functions, stdout, stderr, streamed)
+        segment = _segment_channel.CallSegment.take(payload)
+        kind, value, kept = _run(payload, segment, functions, stdout, stderr, streamed)
         if streamed and kind == OK:
             stream = ItemStream(value, stdout.getvalue(), stderr.getvalue())
             response = stream.next(_encode)
             if not stream.over:
                 streams.active = stream
-            return response
-        if kind == OK and _RESULTS.threshold:
-            return _encode_result(value, stdout.getvalue(), stderr.getvalue())
-        return _encode(kind, value, stdout.getvalue(), stderr.getvalue())
+        elif kind == OK and _RESULTS.threshold:
+            response = _encode_result(value, stdout.getvalue(), stderr.getvalue())
+        else:
+            response = _encode(kind, value, stdout.getvalue(), stderr.getvalue())
+        return [KEPT_MAGIC, *response] if kept else response
     except _Miss as miss:
         return [encode_miss(miss.digest)]
     except BaseException as exc:  # a bug here must not end the worker
@@ -140,49 +149,53 @@ def execute(
         return [encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())]
     finally:
         # The arguments' segment goes as soon as nothing of the call holds it.
+        segment.close()
         _RESULTS.threshold, _RESULTS.borrowed = 0, None
 
 
 def _run(
     payload: bytes | memoryview,
+    segment: _segment_channel.CallSegment,
     functions: FunctionCache,
     stdout: io.StringIO,
     stderr: io.StringIO,
     streamed: bool = False,
-) -> tuple[str, Any]:
+) -> tuple[str, Any, bool]:
+    """The call's outcome (a kind and a value), and whether the function
+    attached to it was kept."""
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = stdout, stderr
+    kept = False
     try:
         try:
             digest, pickled, call, segmented = split_request(payload)
-            segment = _segment(call) if segmented else None
             if pickled is None:
                 function = functions.get(digest)
                 if function is None:
                     raise _Miss(digest)
             else:
                 function = decode_function(pickled)
-                functions.put(digest, function, pickled.nbytes)
-            if segment is not None:
-                header, fd = segment
-                try:
-                    (args, kwargs, spec), mapping = _segments.load_call(header, fd)
-                finally:
-                    if fd is not None:
-                        os.close(fd)
+                kept = functions.put(digest, function, pickled.nbytes)
+            if segmented:
+                header = _segments.parse_call(call)
+                (args, kwargs, spec), mapping = _segments.load_call(header, segment.fd)
                 if not streamed:
                     _RESULTS.threshold = header.result_threshold
-                    _RESULTS.borrowed = mapping and _segments.Borrowed(mapping)
+                    _RESULTS.borrowed = mapping and _segments.Borrowed(mapping, segment.fd)
+                # Mapped: the mapping keeps what it needs of the segment.
+                segment.close()
             else:
                 args, kwargs, spec = decode_call(call)
-            del pickled, call, segment
+            del pickled, call
         except _Miss:
             raise
         except Exception as exc:
-            return ERROR, (
+            return (
+                ERROR,
                 f"the worker could not decode the call: {exc}. Make sure the worker's Python "
                 "has the modules the function and its arguments need, and the same "
-                "distribute_challenge version as the client."
+                "distribute_challenge version as the client.",
+                kept,
             )
         try:
             function_globals = getattr(function, "__globals__", None)
@@ -190,32 +203,16 @@ def _run(
                 bind_depmodules(function_globals if function_globals is not None else {}, spec)
             result = function(*args, **kwargs)
             if streamed:
-                return OK, _iterate(result, function)
+                return OK, _iterate(result, function), kept
             if _is_iterator(result):
                 result = list(result)
-            return OK, result
+            return OK, result, kept
         except BaseException as exc:
             if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
                 exc.__traceback__ = exc.__traceback__.tb_next  # drop this frame
-            return RAISED, exc
+            return RAISED, exc, kept
     finally:
         sys.stdout, sys.stderr = saved
-
-
-def _segment(call: memoryview) -> tuple[_segments.SegmentedCall, int | None]:
-    """An ``MCQ3`` call's header, and its segment from the channel if it has
-    one: taken at once, even for a call that ends in a miss, so that the
-    channel stays in step with the calls."""
-    header = _segments.parse_call(call)
-    if not header.handle:
-        return header, None
-    channel = _segment_channel.channel()
-    if channel is None:
-        raise _segments.CodecError(
-            "the call brought a shared-memory segment, but this worker has no segment "
-            "channel (it was not started by the gateway)"
-        )
-    return header, channel.receive()
 
 
 def _encode_result(value: Any, stdout: str, stderr: str) -> list[Buffer]:

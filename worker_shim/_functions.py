@@ -39,20 +39,21 @@ class FunctionCache:
         self._entries.move_to_end(digest)
         return entry[0]
 
-    def put(self, digest: bytes, function: Any, size: int) -> None:
+    def put(self, digest: bytes, function: Any, size: int) -> bool:
         """Keeps ``function`` (whose pickle is ``size`` bytes) under ``digest``,
-        evicting the least recently used past the bounds. A function larger
-        than the whole byte bound is not kept."""
+        evicting the least recently used past the bounds; whether it was
+        kept (a function larger than the whole byte bound is not)."""
         old = self._entries.pop(digest, None)
         if old is not None:
             self._bytes -= old[1]
         if size > self._max_bytes:
-            return
+            return False
         self._entries[digest] = (function, size)
         self._bytes += size
         while len(self._entries) > self._max_functions or self._bytes > self._max_bytes:
             _, (_, evicted) = self._entries.popitem(last=False)
             self._bytes -= evicted
+        return True
 
     def __len__(self) -> int:
         return len(self._entries)

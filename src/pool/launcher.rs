@@ -36,9 +36,25 @@ pub struct LaunchSettings {
     pub memory_limit: Option<u64>,
     /// Modules imported before a worker serves.
     pub preload: Vec<String>,
+    /// Leave the template and the workers dumpable (`--debuggable`).
+    pub debuggable: bool,
     /// Fork workers from a template (else start each directly).
     pub template: bool,
     pub startup_timeout: Duration,
+}
+
+impl LaunchSettings {
+    /// The template's arguments after `--template`.
+    fn template_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if !self.preload.is_empty() {
+            args.extend(["--preload".to_owned(), self.preload.join(",")]);
+        }
+        if self.debuggable {
+            args.push("--debuggable".to_owned());
+        }
+        args
+    }
 }
 
 /// Starts worker processes (see the module docs).
@@ -103,6 +119,9 @@ impl Launcher {
         let mut args = transport_args.to_vec();
         if let Some(bytes) = self.settings.memory_limit {
             args.extend(["--memory-limit".to_owned(), bytes.to_string()]);
+        }
+        if self.settings.debuggable {
+            args.push("--debuggable".to_owned());
         }
         // Forked workers have the template's.
         if direct && !self.settings.preload.is_empty() {
@@ -197,9 +216,10 @@ async fn supervise(
     let mut backoff = Backoff::default();
     let mut first = true;
     let mut next_id: u64 = 0;
+    let args = settings.template_args();
     loop {
         let started = tokio::select! {
-            started = Template::start(&settings.python, &settings.preload, settings.startup_timeout) => started,
+            started = Template::start(&settings.python, &args, settings.startup_timeout) => started,
             () = abort.cancelled() => return,
         };
         let mut template = match started {

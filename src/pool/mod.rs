@@ -146,6 +146,7 @@ impl Pool {
                 python: config.python.clone(),
                 memory_limit: config.worker_memory_bytes,
                 preload: config.preload.clone(),
+                debuggable: config.debuggable,
                 template: config.template,
                 startup_timeout: config.startup_timeout,
             },

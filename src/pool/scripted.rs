@@ -1,8 +1,8 @@
 //! A scripted stand-in for a worker process, for the worker actor's unit
 //! tests: it speaks the real pipe protocol (`ready`, then one base64 line per
 //! request and per response) over in-memory pipes, keeps the functions it
-//! was sent by digest as a real worker does (answering a miss for one it
-//! lacks), streams the items of a call sent to stream them (as many chunks
+//! was sent by digest as a real worker does (saying so with its answer, and
+//! answering a miss for one it lacks), streams the items of a call sent to stream them (as many chunks
 //! as its arguments say, each on request, until its end or a close), and
 //! does what its [`Script`] says: serve, forget its functions,
 //! crash mid-call, die while idle, hang, or fail to start. Its exit status is what a real process's would be, and a kill ends
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
-use crate::functions::{MISS_MAGIC, Request};
+use crate::functions::{KEPT_MAGIC, MISS_MAGIC, Request};
 use crate::items;
 use crate::transport::ChildStdio;
 
@@ -36,6 +36,9 @@ pub enum Script {
     Serve { delay: Duration },
     /// Serves, but forgets every function once its call is answered.
     Forgetful,
+    /// Serves, but keeps no function it is sent (as a real worker does with
+    /// one over its bounds), and says so by not saying it kept it.
+    KeepsNone,
     /// Answers every call with a miss, even one that brought its function.
     AlwaysMisses,
     /// Says `ready`, then dies with `status` when the first call arrives.
@@ -269,12 +272,17 @@ async fn run(
         };
         let request = Request::parse(request.into()).expect("the gateway sends calls");
         log.lock().unwrap().attached.push(request.is_attached());
+        let kept = request.is_attached()
+            && !matches!(script, Script::AlwaysMisses | Script::KeepsNone)
+            && functions.insert(*request.digest());
         if matches!(script, Script::AlwaysMisses) {
             functions.clear();
-        } else if request.is_attached() {
-            functions.insert(*request.digest());
         }
-        if !functions.contains(request.digest()) {
+        // The first answer to a call whose function it kept says so.
+        let said = if kept { &KEPT_MAGIC[..] } else { &[] };
+        let misses = matches!(script, Script::AlwaysMisses)
+            || (!request.is_attached() && !functions.contains(request.digest()));
+        if misses {
             let miss = [&MISS_MAGIC[..], request.digest()].concat();
             if !answer(&mut stdout, &miss).await {
                 return;
@@ -293,7 +301,8 @@ async fn run(
                 .expect("a streamed call's arguments are its number of chunks");
             log.lock().unwrap().chunks += 1;
             streaming = Some((request.arguments().to_vec(), count.saturating_sub(1)));
-            if !answer(&mut stdout, &[&items::CHUNK_MAGIC[..], b"chunk"].concat()).await {
+            let chunk = [said, &items::CHUNK_MAGIC[..], b"chunk"].concat();
+            if !answer(&mut stdout, &chunk).await {
                 return;
             }
             continue;
@@ -301,13 +310,19 @@ async fn run(
         match &script {
             Script::Serve { delay } => {
                 tokio::time::sleep(*delay).await;
-                let echo = [&b"echo:"[..], request.arguments()].concat();
+                let echo = [said, b"echo:", request.arguments()].concat();
+                if !answer(&mut stdout, &echo).await {
+                    return;
+                }
+            }
+            Script::KeepsNone => {
+                let echo = [said, b"echo:", request.arguments()].concat();
                 if !answer(&mut stdout, &echo).await {
                     return;
                 }
             }
             Script::Forgetful => {
-                let echo = [&b"echo:"[..], request.arguments()].concat();
+                let echo = [said, b"echo:", request.arguments()].concat();
                 if !answer(&mut stdout, &echo).await {
                     return;
                 }

@@ -98,11 +98,11 @@ struct Control {
 }
 
 impl Template {
-    /// Starts the template with `preload` and waits up to `timeout` for it
-    /// to say `ready`.
+    /// Starts the template with `args` (after `--template`) and waits up
+    /// to `timeout` for it to say `ready`.
     pub async fn start(
         python: &OsString,
-        preload: &[String],
+        args: &[String],
         timeout: Duration,
     ) -> Result<Template, TemplateError> {
         let (ours, theirs) =
@@ -113,10 +113,7 @@ impl Template {
         let (stderr_read, stderr_write) = stderr_pipe().map_err(TemplateError::Control)?;
         let stdout = stderr_write.try_clone().map_err(TemplateError::Control)?;
         let mut command = Command::new(python);
-        command.args(["-m", "worker_shim", "--template"]);
-        if !preload.is_empty() {
-            command.arg("--preload").arg(preload.join(","));
-        }
+        command.args(["-m", "worker_shim", "--template"]).args(args);
         command
             .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
             .env("PYTHONUNBUFFERED", "1")

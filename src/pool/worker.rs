@@ -419,16 +419,20 @@ impl<S: Spawner> WorkerActor<S> {
             let argument = call
                 .segments()
                 .and_then(|segments| segments.argument.as_ref());
-            if let Some(segment) = argument {
-                channel.segments.send(segment).await?;
+            if let Some((handle, segment)) = argument {
+                channel.segments.send(*handle, segment).await?;
             }
             let response = channel.transport.call(request).await?;
-            if segments::wire::is_segment_response(&response) {
+            // Known from now on only if the worker says it kept it (it
+            // keeps none over its own bounds); by digest, it had it.
+            let (kept, response) = functions::strip_kept(response);
+            if kept {
                 known.learned(*call.digest());
+            }
+            if segments::wire::is_segment_response(&response) {
                 return self.result_segment(channel.segments, call, &response).await;
             }
             if !functions::is_miss(&response) {
-                known.learned(*call.digest());
                 return Ok(response);
             }
             if attached {

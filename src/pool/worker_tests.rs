@@ -110,6 +110,21 @@ async fn a_worker_that_no_longer_holds_a_function_is_sent_it_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_function_the_worker_did_not_keep_goes_attached_every_time() {
+    let (pool, tasks, log) = pool([Script::KeepsNone]).await;
+    for arguments in [&b"one"[..], b"two", b"three"] {
+        assert_eq!(
+            call(&pool, arguments).await.unwrap(),
+            [&b"echo:"[..], arguments].concat()
+        );
+    }
+    // Never by digest: no miss, and no round trip wasted on one.
+    assert_eq!(log.lock().unwrap().attached, [true, true, true]);
+    assert_eq!(restarts(&pool), 0);
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_worker_that_misses_a_function_it_was_just_sent_is_replaced() {
     let (pool, tasks, log) = pool([Script::AlwaysMisses]).await;
     let err = call(&pool, b"one").await.unwrap_err();

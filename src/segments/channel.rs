@@ -1,7 +1,8 @@
 //! A worker's channel for segments: a Unix socket pair whose other end is
-//! the worker's fd 3. The gateway sends a call's segment just before the
-//! call; the worker sends a result's segment just before the response that
-//! names it (`MCR2`), so each is there by the time its payload is read.
+//! the worker's fd 3. The gateway sends a call's segment (its record
+//! carrying the handle the call names it by) just before the call; the
+//! worker sends a result's segment just before the response that names it
+//! (`MCR2`), so each is there by the time its payload is read.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -40,14 +41,12 @@ impl WorkerSegments {
         Ok((WorkerSegments { stream }, OwnedFd::from(theirs)))
     }
 
-    /// Sends the segment of the call about to be sent.
-    pub async fn send(&self, segment: &Sealed) -> io::Result<()> {
-        records::send(
-            &self.stream,
-            &Record::new(records::CALL),
-            Some(segment.fd()),
-        )
-        .await
+    /// Sends the segment of the call about to be sent, which names it by
+    /// `handle`.
+    pub async fn send(&self, handle: u64, segment: &Sealed) -> io::Result<()> {
+        let mut record = Record::new(records::CALL);
+        record.handle = handle;
+        records::send(&self.stream, &record, Some(segment.fd())).await
     }
 
     /// Receives the segment of the response just read, checked to be sealed

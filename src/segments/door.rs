@@ -12,9 +12,14 @@
 //! - `GET` + handle: a result segment the session holds, handed over.
 //! - `DROP` + handle: a segment no call will take after all.
 //!
-//! What a session holds counts against the bytes being received
-//! (`--max-receiving-bytes`) until a call takes it, is dropped with the
-//! connection, and is dropped after [`HELD_FOR`] if nobody takes it.
+//! Bounds: at most [`MAX_SESSIONS`] sessions at once (a caller past it is
+//! closed on, and sends inline), at most [`MAX_HELD`] segments held per
+//! session before its `PUT`s are refused as busy, and a record begun must
+//! arrive whole within [`RECORD_TIMEOUT`] or its session is closed. A
+//! segment handed in counts against the bytes being received
+//! (`--max-receiving-bytes`) until a call takes it, at least a page each
+//! ([`Sealed::charge`]); everything a session holds is dropped with its
+//! connection, and after [`HELD_FOR`] if nobody takes it.
 
 use std::collections::HashMap;
 use std::io;
@@ -35,6 +40,13 @@ use crate::server::inflight::Budget;
 /// How long a segment nobody takes is held.
 pub const HELD_FOR: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Sessions open at once, at most: each is a descriptor, and may hold
+/// [`MAX_HELD`] more.
+pub const MAX_SESSIONS: usize = 256;
+/// Segments one session may hold at once before its `PUT`s are refused.
+pub const MAX_HELD: usize = 64;
+/// How long the rest of a record may take once its first byte has come.
+pub const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A reply's status: the segment was refused (not a sealed memfd, empty).
 pub const REFUSED: u32 = 1;
@@ -110,6 +122,13 @@ impl Door {
                     }
                 },
             };
+            if self.sessions.lock().expect("sessions lock").len() >= MAX_SESSIONS {
+                debug!(
+                    max = MAX_SESSIONS,
+                    "the segment socket has as many sessions as it takes; a caller was closed on and sends inline"
+                );
+                continue;
+            }
             match stream.peer_cred() {
                 Ok(peer) if peer.uid() == own_uid => {}
                 Ok(peer) => {
@@ -156,7 +175,11 @@ impl Door {
                     }
                     ready = stream.readable() => if ready.is_err() { break },
                 }
-                let Ok((record, fd)) = records::receive(&stream).await else {
+                // A record cut short must not hold the session (and its
+                // sweep) for ever.
+                let received =
+                    tokio::time::timeout(RECORD_TIMEOUT, records::receive(&stream)).await;
+                let Ok(Ok((record, fd))) = received else {
                     break;
                 };
                 let reply = self.answer(&session, record, fd);
@@ -203,11 +226,13 @@ impl Door {
             SegmentError::TooLarge { .. } => TOO_LARGE,
             _ => REFUSED,
         })?;
-        self.budget
-            .take_alone(segment.len())
-            .map_err(|_full| BUSY)?;
+        if session.holds() >= MAX_HELD {
+            return Err(BUSY);
+        }
+        let charge = segment.charge();
+        self.budget.take_alone(charge).map_err(|_full| BUSY)?;
         let counted = Counted {
-            len: segment.len(),
+            len: charge,
             budget: Arc::clone(&self.budget),
         };
         let entry = Entry {
@@ -289,6 +314,11 @@ impl Session {
         let handle = held.next;
         held.entries.insert(handle, entry);
         Some(handle)
+    }
+
+    /// How many segments it holds.
+    fn holds(&self) -> usize {
+        self.held.lock().expect("session lock").entries.len()
     }
 
     fn take(&self, handle: u64, kind: Kind) -> Option<Sealed> {
@@ -392,6 +422,67 @@ mod tests {
             records::receive(&stream).await.unwrap().0.status,
             BAD_REQUEST
         );
+    }
+
+    #[tokio::test]
+    async fn tiny_segments_cost_a_page_each_and_a_session_holds_a_bounded_number() {
+        let (door, _budget, _stop) = open(1 << 20, 2 * 4096).await;
+        let (stream, _token) = connect(&door).await;
+        for _ in 0..2 {
+            assert_eq!(put(&stream, &memfd(1, ALL_SEALS)).await.status, records::OK);
+        }
+        // Two bytes held, but two pages counted: a third does not fit.
+        assert_eq!(put(&stream, &memfd(1, ALL_SEALS)).await.status, BUSY);
+
+        let (door, _budget, _stop) = open(1 << 20, usize::MAX).await;
+        let (stream, _token) = connect(&door).await;
+        for _ in 0..MAX_HELD {
+            assert_eq!(put(&stream, &memfd(1, ALL_SEALS)).await.status, records::OK);
+        }
+        assert_eq!(put(&stream, &memfd(1, ALL_SEALS)).await.status, BUSY);
+    }
+
+    #[tokio::test]
+    async fn a_caller_past_the_session_cap_is_closed_on() {
+        let (door, _budget, _stop) = open(1 << 20, 1 << 20).await;
+        let mut open_sessions = Vec::new();
+        for _ in 0..MAX_SESSIONS {
+            open_sessions.push(connect(&door).await);
+        }
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(door.name()).unwrap();
+        let stream = std::os::unix::net::UnixStream::connect_addr(&address).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let stream = UnixStream::from_std(stream).unwrap();
+        let refused = records::receive(&stream).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::UnexpectedEof);
+        // One closes: a new caller gets in.
+        let (first, token) = open_sessions.remove(0);
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while door.session(&token).is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        connect(&door).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_cut_short_closes_its_session() {
+        use tokio::io::AsyncWriteExt as _;
+
+        let (door, _budget, _stop) = open(1 << 20, 1 << 20).await;
+        let (mut stream, token) = connect(&door).await;
+        stream
+            .write_all(&Record::new(records::GET).encode()[..10])
+            .await
+            .unwrap();
+        let mut rest = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut stream, &mut rest);
+        let closed = tokio::time::timeout(RECORD_TIMEOUT * 2, read).await;
+        assert_eq!(closed.expect("closed within the timeout").unwrap(), 0);
+        assert!(door.session(&token).is_none());
     }
 
     #[tokio::test]

@@ -33,21 +33,31 @@ pub use door::{Door, Session};
 pub use sealed::{Sealed, SegmentError};
 
 /// What a call brought in shared memory: its caller's session (where its
-/// result goes) and its own segment, if any.
+/// result goes) and its own segment, if any, with the handle the call
+/// names it by (which the worker checks it against).
 #[derive(Debug)]
 pub struct CallSegments {
     pub session: Arc<Session>,
-    pub argument: Option<Sealed>,
+    pub argument: Option<(u64, Sealed)>,
 }
 
 impl CallSegments {
     /// The bytes its segment holds.
     pub fn len(&self) -> usize {
-        self.argument.as_ref().map_or(0, Sealed::len)
+        self.argument
+            .as_ref()
+            .map_or(0, |(_, segment)| segment.len())
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// What its segment counts against byte bounds ([`Sealed::charge`]).
+    pub fn charge(&self) -> usize {
+        self.argument
+            .as_ref()
+            .map_or(0, |(_, segment)| segment.charge())
     }
 }
 
@@ -69,7 +79,10 @@ pub fn claim(
         .and_then(|door| door.session(&names.session))
         .ok_or(GatewayError::SegmentUnknown)?;
     let argument = match names.handle {
-        Some(handle) => Some(session.claim(handle).ok_or(GatewayError::SegmentUnknown)?),
+        Some(handle) => Some((
+            handle,
+            session.claim(handle).ok_or(GatewayError::SegmentUnknown)?,
+        )),
         None => None,
     };
     let segments = CallSegments { session, argument };

@@ -14,6 +14,9 @@ const SEALS: SealFlags = SealFlags::SEAL
     .union(SealFlags::GROW)
     .union(SealFlags::WRITE);
 
+/// The page size segments are charged by.
+const PAGE_BYTES: usize = 4096;
+
 /// Why a segment was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
@@ -64,6 +67,13 @@ impl Sealed {
         self.len
     }
 
+    /// What it counts against the gateway's byte bounds: its size rounded
+    /// up to whole pages (at least one), which is what it occupies; many
+    /// tiny segments cost what they hold, and a descriptor each.
+    pub fn charge(&self) -> usize {
+        self.len.div_ceil(PAGE_BYTES).max(1) * PAGE_BYTES
+    }
+
     /// Never: an empty segment is refused.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -93,6 +103,13 @@ pub(crate) mod tests {
 
     pub fn sealed(len: u64) -> Sealed {
         Sealed::check(memfd(len, SEALS), usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn a_segment_is_charged_whole_pages() {
+        assert_eq!(sealed(1).charge(), 4096);
+        assert_eq!(sealed(4096).charge(), 4096);
+        assert_eq!(sealed(4097).charge(), 8192);
     }
 
     #[test]

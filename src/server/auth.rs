@@ -1,12 +1,13 @@
 //! Who may call: the bearer-token check in front of the gateway service.
 //!
 //! With `--auth-token-file`, every `Execute` and `GetWorkers` call must carry
-//! `authorization: Bearer <token>`; the comparison takes the same time
-//! wherever the presented token first differs (`subtle`). The health service
-//! stays open: it says only whether the gateway is serving.
+//! `authorization: Bearer <token>`. What is compared are the SHA-256 digests
+//! of the presented and the expected token, in constant time (`subtle`): the
+//! comparison takes the same time whatever the presented token's length and
+//! wherever it first differs, so it reveals neither. The health service stays
+//! open: it says only whether the gateway is serving.
 
-use std::sync::Arc;
-
+use ring::digest::{SHA256, SHA256_OUTPUT_LEN, digest};
 use subtle::ConstantTimeEq as _;
 use tonic::{Request, Status};
 
@@ -17,11 +18,23 @@ use crate::error::GatewayError;
 const AUTHORIZATION: &str = "authorization";
 const BEARER: &[u8] = b"Bearer ";
 
+/// A token's SHA-256 digest: what is kept and compared, so that every
+/// comparison is of the same length.
+type TokenDigest = [u8; SHA256_OUTPUT_LEN];
+
+fn token_digest(token: &[u8]) -> TokenDigest {
+    digest(&SHA256, token)
+        .as_ref()
+        .try_into()
+        .expect("a SHA-256 digest")
+}
+
 /// A tonic interceptor that lets a call through only with the right token
 /// (or always, when the gateway runs without one).
 #[derive(Debug, Clone)]
 pub struct TokenCheck {
-    expected: Option<Arc<[u8]>>,
+    /// The expected token's digest; the token itself is not kept.
+    expected: Option<TokenDigest>,
     refusals: Refusals,
 }
 
@@ -29,7 +42,7 @@ impl TokenCheck {
     /// Checks against `expected`; refusals go through `refusals`.
     pub fn new(expected: Option<Vec<u8>>, refusals: Refusals) -> Self {
         TokenCheck {
-            expected: expected.map(Arc::from),
+            expected: expected.as_deref().map(token_digest),
             refusals,
         }
     }
@@ -38,11 +51,14 @@ impl TokenCheck {
         let Some(expected) = &self.expected else {
             return true;
         };
-        request
+        // A missing or malformed header is compared too (as an empty
+        // token): every refusal costs the same.
+        let presented = request
             .metadata()
             .get(AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(BEARER))
-            .is_some_and(|presented| bool::from(presented.ct_eq(expected)))
+            .and_then(|value| value.as_bytes().strip_prefix(BEARER));
+        let matches = token_digest(presented.unwrap_or_default()).ct_eq(expected);
+        presented.is_some() && bool::from(matches)
     }
 }
 
@@ -84,6 +100,8 @@ pub fn read_token(content: &[u8]) -> Result<Vec<u8>, TokenError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use tonic::service::Interceptor as _;
 
     use super::*;
@@ -119,6 +137,17 @@ mod tests {
                 .render(0, 0)
                 .contains(r#"mystic_rejected_calls_total{reason="unauthenticated"} 4"#)
         );
+    }
+
+    #[test]
+    fn only_a_fixed_length_digest_of_the_token_is_kept_and_compared() {
+        let refusals = Refusals::new(Arc::new(Metrics::new(1, "pipe")));
+        for token in [&b"t"[..], b"a-much-longer-token-of-forty-two-characters"] {
+            let check = TokenCheck::new(Some(token.to_vec()), refusals.clone());
+            assert_eq!(check.expected, Some(token_digest(token)));
+        }
+        // A presented token of any length is reduced to the same length.
+        assert_eq!(token_digest(b"").len(), token_digest(&[7; 4096]).len());
     }
 
     #[test]

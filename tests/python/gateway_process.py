@@ -42,14 +42,30 @@ def gateway_binary() -> pathlib.Path | None:
 class GatewayProcess:
     """A running gateway; use :meth:`start`, then :meth:`stop`."""
 
-    def __init__(self, binary: pathlib.Path, transport: str, flags: list[str], workdir) -> None:
+    def __init__(
+        self,
+        binary: pathlib.Path,
+        transport: str,
+        flags: list[str],
+        workdir,
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
         self.transport = transport
         if "--workers" not in flags:
             flags = ["--workers", "2", *flags]
         self.workers = int(flags[flags.index("--workers") + 1])
         if "--listen" not in flags:
             flags = ["--listen", "127.0.0.1:0", *flags]
-        self.command = [str(binary), "--transport", transport, "--python", sys.executable, *flags]
+        # ``wrapper``: a command the gateway runs under (it must exec it).
+        self.command = [
+            *wrapper,
+            str(binary),
+            "--transport",
+            transport,
+            "--python",
+            sys.executable,
+            *flags,
+        ]
         self.workdir = pathlib.Path(workdir)
         self.log_path = self.workdir / "gateway.log"
         self.url = ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import pickle
 import signal
 import socket
 import subprocess
@@ -309,6 +310,23 @@ def test_a_client_that_cannot_reach_the_segment_socket_sends_inline(server, monk
     assert segment_of(back.__array_interface__["data"][0]) != SEGMENT
 
 
+def test_a_segment_socket_held_by_another_user_gets_nothing(start_gateway, monkeypatch):
+    """The client hands segments only to a peer running as its own user: an
+    abstract name can be taken by anyone who binds it first. Seen from a
+    client of another uid, the gateway's socket is such a squatter."""
+    gateway = start_gateway()
+    name = gateway.info().segment_socket
+    other_user = os.geteuid() + 1
+    monkeypatch.setattr(_segment_door.os, "geteuid", lambda: other_user)
+    with pytest.raises(_segment_door.DoorError, match="not this user"):
+        _segment_door.Door.connect(name)
+    monkeypatch.setattr(_segment_door, "_doors", {})
+    remote = compute_this(server=gateway.url)
+    array = np.arange(2 * MIB, dtype=np.float64)
+    assert remote(where)(array).run()[1] != SEGMENT  # inline
+    assert np.array_equal(remote(echo)(array).run(), array)
+
+
 def test_a_call_the_gateway_cannot_place_is_sent_again_inline(start_gateway):
     """A session the gateway does not hold (it restarted, or this is another
     gateway) is refused before anything runs, and the call goes again
@@ -511,3 +529,26 @@ def test_malformed_headers_are_codec_errors():
         _segments.parse_response(memoryview(_segments.response_header() + body))
     with pytest.raises(_segments.CodecError, match="without a segment"):
         _segments.parse_call(memoryview(header + _segments.encode_body(_segments.Layout(5, ()))))
+
+
+@pytest.mark.parametrize("pagemap", [True, False], ids=["pagemap", "compared"])
+def test_an_unwritten_argument_is_found_in_the_call_segment(monkeypatch, pagemap):
+    """With its own pagemap readable (root, or a dumpable process) a worker
+    tells written pages from the segment's; without it (not dumpable, not
+    root) it compares the bytes: either way a result it did not write to is
+    named where it lies, and one it wrote to is not."""
+    monkeypatch.setattr(_segments, "_pagemap_readable", lambda: pagemap)
+    array = np.arange(MIB, dtype=np.int64)
+    fd, layout = _segments.write_segment(_segments.dump((array,), 1024))
+    try:
+        mapping = _segments.map_segment(fd, layout)
+        borrowed = _segments.Borrowed(mapping, fd)
+    finally:
+        os.close(fd)
+    (argument,) = _segments.load(mapping, layout)
+    (offset, length, _source) = layout.buffers[0]
+    assert borrowed.find(pickle.PickleBuffer(argument)) == offset
+    assert borrowed.find(pickle.PickleBuffer(argument[MIB // 2 :])) == offset + length // 2
+    argument[-1] += 1
+    assert borrowed.find(pickle.PickleBuffer(argument)) is None
+    assert borrowed.find(pickle.PickleBuffer(argument[:16])) == offset

@@ -24,6 +24,7 @@ from mystic_wire import (
     decode_chunk,
     decode_response,
     encode_request,
+    strip_kept,
 )
 
 # The workers cannot import this module, so its functions travel by value, as
@@ -54,11 +55,12 @@ class Shim:
         return decode_response(self.exchange(encode_request(function, args, kwargs, ())))
 
     def exchange(self, payload: bytes) -> bytes:
-        """Sends one request payload; returns the response payload."""
+        """Sends one request payload; returns the response payload (without
+        the mark of a kept function, which is the gateway's business)."""
         self.send_line(base64.b64encode(payload) + b"\n")
         line = self.readline()
         assert line.endswith(b"\n"), f"no response line; stderr: {self.stderr()}"
-        return base64.b64decode(line[:-1], validate=True)
+        return bytes(strip_kept(base64.b64decode(line[:-1], validate=True))[1])
 
     def close(self) -> tuple[int, str]:
         """Closes stdin (EOF) and returns the exit status and stderr."""

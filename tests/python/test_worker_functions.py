@@ -3,7 +3,16 @@ the executor answers a call by digest: from the cache, or with a miss."""
 
 from __future__ import annotations
 
-from mystic_wire import MISS_MAGIC, OK, attach, decode_response, encode_call, encode_function
+from mystic_wire import (
+    KEPT_MAGIC,
+    MISS_MAGIC,
+    OK,
+    attach,
+    decode_response,
+    encode_call,
+    encode_function,
+    strip_kept,
+)
 from worker_shim._executor import execute
 from worker_shim._functions import FunctionCache
 
@@ -13,6 +22,11 @@ def triple(x):
 
 
 def run(payload: bytes, functions: FunctionCache) -> bytes:
+    """The response, without the mark of a kept function."""
+    return bytes(strip_kept(answer(payload, functions))[1])
+
+
+def answer(payload: bytes, functions: FunctionCache) -> bytes:
     return b"".join(execute(memoryview(payload), functions))
 
 
@@ -21,9 +35,20 @@ def test_an_attached_function_is_kept_and_later_calls_by_digest_use_it():
     captured = encode_function(triple)
     call = encode_call(captured.digest, (2,), {}, ())
     assert run(call, functions) == MISS_MAGIC + captured.digest
-    assert decode_response(run(attach(captured, call), functions)) == (OK, 6, "", "")
+    kept = answer(attach(captured, call), functions)
+    assert kept.startswith(KEPT_MAGIC), "the gateway is told the function was kept"
+    assert decode_response(strip_kept(kept)[1]) == (OK, 6, "", "")
     assert captured.digest in functions
     assert decode_response(run(encode_call(captured.digest, (5,), {}, ()), functions)).value == 15
+
+
+def test_a_function_over_the_byte_bound_runs_but_is_not_said_to_be_kept():
+    functions = FunctionCache(max_bytes=16)
+    captured = encode_function(triple)
+    response = answer(attach(captured, encode_call(captured.digest, (2,), {}, ())), functions)
+    assert not response.startswith(KEPT_MAGIC)
+    assert decode_response(response) == (OK, 6, "", "")
+    assert captured.digest not in functions
 
 
 def test_a_function_that_cannot_be_unpickled_is_not_kept():
