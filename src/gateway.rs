@@ -12,14 +12,13 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
+use crate::budget::Budget;
 use crate::config::{Config, TlsFiles};
 use crate::functions::FunctionCache;
 use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, StartError, WorkerState};
 use crate::segments::Door;
-use crate::server::{
-    self, Access, BindError, Budget, GatewayService, Refusals, SERVICE_NAME, TokenError,
-};
+use crate::server::{self, Access, BindError, GatewayService, Refusals, SERVICE_NAME, TokenError};
 use crate::transport;
 
 /// Why the gateway could not run.

@@ -2,6 +2,7 @@
 //! persistent Python workers.
 //!
 //! - [`config`]: the command line and the validated settings.
+//! - [`budget`]: byte budgets (bytes arriving, results undelivered).
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
 //! - [`server`]: the tonic services (gateway, health) and graceful shutdown.
 //! - [`functions`]: functions by digest (the gateway's function cache).
@@ -15,6 +16,7 @@
 // `unsafe` is allowed only in the shared-memory mapping and ring modules.
 #![deny(unsafe_code)]
 
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod functions;

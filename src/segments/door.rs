@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 
 use super::records::{self, Record, TOKEN_BYTES};
 use super::sealed::{Sealed, SegmentError};
-use crate::server::inflight::Budget;
+use crate::budget::{Budget, Held as Counted};
 
 /// How long a segment nobody takes is held.
 pub const HELD_FOR: Duration = Duration::from_secs(60);
@@ -229,12 +229,7 @@ impl Door {
         if session.holds() >= MAX_HELD {
             return Err(BUSY);
         }
-        let charge = segment.charge();
-        self.budget.take_alone(charge).map_err(|_full| BUSY)?;
-        let counted = Counted {
-            len: charge,
-            budget: Arc::clone(&self.budget),
-        };
+        let counted = self.budget.hold(segment.charge()).map_err(|_full| BUSY)?;
         let entry = Entry {
             segment,
             kind: Kind::Argument,
@@ -273,19 +268,6 @@ struct Entry {
     since: Instant,
     /// What it counts against, if anything.
     _counted: Option<Counted>,
-}
-
-/// Bytes taken from a budget, given back when dropped.
-#[derive(Debug)]
-struct Counted {
-    len: usize,
-    budget: Arc<Budget>,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.budget.give_back(self.len);
-    }
 }
 
 impl Session {
@@ -394,11 +376,11 @@ mod tests {
         let session = door.session(&token).expect("a live session");
         assert!(door.session(&[0; TOKEN_BYTES]).is_none());
         // Held, it counts against the bytes being received.
-        assert!(budget.take_alone(1).is_err());
+        assert!(budget.try_take(0, 1).is_err());
         let segment = session.claim(reply.handle).expect("held");
         assert_eq!(segment.len(), 4096);
         assert!(session.claim(reply.handle).is_none());
-        budget.take_alone(1).unwrap();
+        budget.try_take(0, 1).unwrap();
     }
 
     #[tokio::test]
@@ -514,8 +496,8 @@ mod tests {
         .unwrap();
         drop(session);
         // What it held went with it.
-        budget.take_alone(8192).unwrap();
+        budget.try_take(0, 8192).unwrap();
         budget.give_back(8192);
-        assert!(budget.take_alone(1).is_ok());
+        assert!(budget.try_take(0, 1).is_ok());
     }
 }

@@ -17,7 +17,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -25,50 +24,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 
 use super::refusals::Refusals;
+use crate::budget::Budget;
 use crate::error::GatewayError;
-
-/// Bytes of requests being received, and their bound.
-#[derive(Debug)]
-pub struct Budget {
-    limit: usize,
-    used: AtomicUsize,
-}
-
-impl Budget {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Budget {
-            limit,
-            used: AtomicUsize::new(0),
-        })
-    }
-
-    /// Takes `len` more bytes for a request that holds `held` already.
-    fn take(&self, held: usize, len: usize) -> Result<(), GatewayError> {
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                let total = used.checked_add(len)?;
-                (used == held || total <= self.limit).then_some(total)
-            })
-            .map(drop)
-            .map_err(|used| GatewayError::ReceivingFull {
-                receiving: used - held,
-                size: held + len,
-                limit: self.limit,
-            })
-    }
-
-    /// Takes `len` bytes for something held apart from any request (a
-    /// caller's shared-memory segment): let in alone, like a request.
-    pub fn take_alone(&self, len: usize) -> Result<(), GatewayError> {
-        self.take(0, len)
-    }
-
-    pub fn give_back(&self, len: usize) {
-        if len > 0 {
-            self.used.fetch_sub(len, Ordering::Relaxed);
-        }
-    }
-}
 
 /// A tower layer that counts every request body against a [`Budget`].
 #[derive(Debug, Clone)]
@@ -232,7 +189,12 @@ impl HttpBody for Counted {
                 this.oversized = true;
                 return Poll::Ready(Some(Ok(frame)));
             }
-            if let Err(err) = this.budget.take(this.held, data.len()) {
+            if let Err(full) = this.budget.try_take(this.held, data.len()) {
+                let err = GatewayError::ReceivingFull {
+                    receiving: full.used - this.held,
+                    size: this.held + data.len(),
+                    limit: full.limit,
+                };
                 return Poll::Ready(Some(Err(this.refusals.refuse(err))));
             }
             this.held += data.len();
@@ -289,27 +251,5 @@ mod tests {
         assert_eq!(framing.advance(&third[2..7], &mut lengths), 0);
         assert_eq!(framing.advance(&third[7..], &mut lengths), 10);
         assert_eq!(lengths, [3, 0, 5]);
-    }
-
-    #[test]
-    fn a_request_alone_always_fits_and_others_must_share_the_bound() {
-        let budget = Budget::new(100);
-        budget.take(0, 80).unwrap();
-        // Alone, a request may grow past the bound ...
-        budget.take(80, 80).unwrap();
-        // ... but a second one cannot join while it passes it.
-        assert_eq!(
-            budget.take(0, 1),
-            Err(GatewayError::ReceivingFull {
-                receiving: 160,
-                size: 1,
-                limit: 100
-            })
-        );
-        budget.give_back(160);
-        budget.take(0, 60).unwrap();
-        budget.take(0, 40).unwrap();
-        assert!(budget.take(40, 1).is_err());
-        assert_eq!(budget.used.load(Ordering::Relaxed), 100);
     }
 }

@@ -24,12 +24,12 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
 pub use auth::{TokenError, read_token};
-pub use inflight::Budget;
 pub use listener::{BindError, Bound, Listener, bind, bind_tcp};
 pub use refusals::Refusals;
 pub use service::{GatewayService, parse_request};
 pub use unix_socket::{SocketFile, UnixSocketError};
 
+use crate::budget::Budget;
 use crate::pb::gateway_server::GatewayServer;
 
 /// What a message may hold besides one payload: protobuf framing (tags,
@@ -56,7 +56,7 @@ pub struct Bounds {
     pub max_streams_per_connection: u32,
     /// Bytes of requests being received at once, before they are decoded
     /// (and of segments handed over, before their calls take them).
-    pub receiving: Arc<inflight::Budget>,
+    pub receiving: Arc<Budget>,
     /// A connection with no call for this long is closed [default: never].
     pub idle_connection_timeout: Option<Duration>,
 }
