@@ -5,7 +5,8 @@ digest in a :class:`FunctionCache`, or found there; a digest it does not
 hold is answered with a *miss* for the gateway, which then attaches the
 function), decode the call (failure → an ``"error"`` response), import and
 bind its depmodules, call the function with ``sys.stdout`` / ``sys.stderr``
-redirected to in-memory text buffers, then pickle the outcome:
+redirected to in-memory text files that keep the head and the tail of what
+it prints (``_output.py``, ``--max-output-bytes``), then pickle the outcome:
 
 - the result → ``"ok"``; a result that cannot be pickled → ``"error"``;
 - any exception, ``SystemExit`` and ``KeyboardInterrupt`` included →
@@ -62,9 +63,10 @@ from mystic_wire import (
     split_request,
 )
 
-from . import _segment_channel
+from . import _output, _segment_channel
 from ._functions import FunctionCache
 from ._items import ItemStream
+from ._output import BoundedText
 from ._tracebacks import picklable
 
 _FUNCTIONS = FunctionCache()
@@ -121,11 +123,11 @@ def execute(
     streamed = magic == STREAM_MAGIC
     if streamed:
         payload = memoryview(payload)[_MAGIC_BYTES:]
-    stdout, stderr = io.StringIO(), io.StringIO()
+    stdout, stderr = _output.capture("stdout"), _output.capture("stderr")
     try:
         kind, value = _run(payload, functions, stdout, stderr, streamed)
         if streamed and kind == OK:
-            stream = ItemStream(value, stdout.getvalue(), stderr.getvalue())
+            stream = ItemStream(value, stdout, stderr)
             response = stream.next(_encode)
             if not stream.over:
                 streams.active = stream
@@ -146,8 +148,8 @@ def execute(
 def _run(
     payload: bytes | memoryview,
     functions: FunctionCache,
-    stdout: io.StringIO,
-    stderr: io.StringIO,
+    stdout: BoundedText,
+    stderr: BoundedText,
     streamed: bool = False,
 ) -> tuple[str, Any]:
     saved = sys.stdout, sys.stderr
