@@ -16,9 +16,9 @@ much in its place (one line, wrapped here)::
 
 Memory stays bounded whatever is written: one enormous ``write`` is cut to
 its head and tail without another copy of it being made, and small writes
-are joined into pieces of :data:`PIECE_BYTES` as they come, so that a
-million one-character writes cost a few strings, not a million. Cuts fall
-between characters, never inside one.
+are joined into pieces of :data:`PIECE_CHARS` characters (or
+:data:`PIECE_WRITES` writes) before they are kept, so that a million one-character writes cost a
+few strings, not a million. Cuts fall between characters, never inside one.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections import deque
 
 #: The gateway's default ``--max-output-bytes``, for a worker started without it.
 DEFAULT_MAX_BYTES = 4 << 20
-#: Small writes are joined into pieces of about this many bytes...
-PIECE_BYTES = 64 << 10
+#: Small writes are joined into pieces of about this many characters...
+PIECE_CHARS = 64 << 10
 #: ... or of this many writes, whichever comes first.
 PIECE_WRITES = 256
 #: A long non-ASCII text is measured this many characters at a time.
@@ -50,8 +50,6 @@ _SETTINGS = _Settings()
 
 def set_max_bytes(max_bytes: int) -> None:
     """Sets the bound of every sink made from now on (at start-up)."""
-    if max_bytes < 0:
-        raise ValueError(f"the output bound must be 0 or more bytes, not {max_bytes}")
     _SETTINGS.max_bytes = max_bytes
 
 
@@ -71,14 +69,16 @@ class BoundedText(io.TextIOBase):
     def __init__(self, stream: str, max_bytes: int) -> None:
         super().__init__()
         self._stream = stream
-        self._head_bytes = max_bytes // 2
-        self._tail_bytes = max_bytes - self._head_bytes
-        self._head = _Pieces()
-        self._tail = _Pieces()
-        # Once a write did not fit the head, everything goes to the tail.
-        self._head_open = True
-        self._written = 0
         self._lock = threading.Lock()
+        # Small writes wait here, to be taken as one piece.
+        self._staged: list[str] = []
+        self._staged_chars = 0
+        self._written = 0
+        self._head: list[str] = []
+        self._head_bytes = max_bytes // 2
+        # None once a piece did not fit: everything goes to the tail then.
+        self._head_room: int | None = self._head_bytes
+        self._tail = _Tail(max_bytes - self._head_bytes)
 
     def writable(self) -> bool:
         return True
@@ -88,9 +88,20 @@ class BoundedText(io.TextIOBase):
             raise TypeError(f"string argument expected, got {type(text).__name__!r}")
         if self.closed:
             raise ValueError("I/O operation on closed file.")
-        if text:
+        if len(text) >= PIECE_CHARS:
             with self._lock:
-                self._add(text)
+                self._take_staged()
+                self._take(text)
+            return len(text)
+        # No lock for a small write: appending to a list is atomic, only
+        # the taker removes from it, and the count is a hint (a write lost
+        # from it only makes a piece a little larger).
+        staged = self._staged
+        staged.append(text)
+        self._staged_chars += len(text)
+        if self._staged_chars >= PIECE_CHARS or len(staged) >= PIECE_WRITES:
+            with self._lock:
+                self._take_staged()
         return len(text)
 
     def getvalue(self) -> str:
@@ -98,41 +109,48 @@ class BoundedText(io.TextIOBase):
         the tail. Never raises, even after :meth:`close`."""
         try:
             with self._lock:
-                head = self._head.text()
-                tail = _suffix(self._tail.text(), self._tail_bytes)
-                dropped = self._written - self._head.nbytes - utf8_len(tail)
+                self._take_staged()
+                head = "".join(self._head)
+                tail = self._tail.text()
+                dropped = self._written - utf8_len(head) - utf8_len(tail)
                 if dropped == 0:
                     return head + tail
                 return head + self._note(dropped) + tail
         except Exception:  # no memory for the text, say: the call still answers
             return _LOST
 
-    def _add(self, text: str) -> None:
+    def _take_staged(self) -> None:
+        """Takes the staged writes as one piece (holding the lock)."""
+        staged = self._staged
+        count = len(staged)
+        if count:
+            text = "".join(staged[:count])
+            # Only what was joined: a write staged meanwhile waits its turn.
+            del staged[:count]
+            self._staged_chars = 0
+            self._take(text)
+
+    def _take(self, text: str) -> None:
+        """Puts a piece in the head while it fits, what of it does not in the
+        tail (the head is then closed)."""
         nbytes = utf8_len(text)
         self._written += nbytes
-        start = 0
-        if self._head_open:
-            room = self._head_bytes - self._head.nbytes
-            if nbytes <= room:
-                self._head.add(text, nbytes)
-                return
-            self._head_open = False
-            first = _prefix(text, room)
-            taken = utf8_len(first)
-            self._head.add(first, taken)
-            start, nbytes = len(first), nbytes - taken
-        if nbytes >= self._tail_bytes:
-            # This write alone fills the tail: what the tail held goes.
-            self._tail = _Pieces()
-            last = _suffix(text, self._tail_bytes, start)
-            self._tail.add(last, utf8_len(last))
-        else:
-            self._tail.add(text[start:] if start else text, nbytes)
-            self._tail.drop_oldest(self._tail_bytes)
+        room = self._head_room
+        if room is None:
+            self._tail.add(text, nbytes)
+            return
+        if nbytes <= room:
+            self._head.append(text)
+            self._head_room = room - nbytes
+            return
+        self._head_room = None
+        first = _prefix(text, room)
+        self._head.append(first)
+        self._tail.add(text, nbytes - utf8_len(first), start=len(first))
 
     def _note(self, dropped: int) -> str:
-        head, tail = _size(self._head_bytes), _size(self._tail_bytes)
-        if not self._tail_bytes:
+        head, tail = _size(self._head_bytes), _size(self._tail.keep)
+        if not self._tail.keep:
             kept = "none"
         elif head == tail:
             kept = f"the first and the last {head}"
@@ -147,45 +165,37 @@ class BoundedText(io.TextIOBase):
         )
 
 
-class _Pieces:
-    """Text in order as few strings: small writes are joined into pieces of
-    about :data:`PIECE_BYTES` (or :data:`PIECE_WRITES` writes); a large one
-    is a piece of its own. :attr:`nbytes` is what it holds, in UTF-8 bytes."""
+class _Tail:
+    """The last :attr:`keep` bytes of the pieces it is given, and up to one
+    piece more: whole pieces go from the front while the rest still holds
+    ``keep`` bytes; :meth:`text` makes the last cut, between characters."""
 
-    __slots__ = ("_done", "_open", "_open_bytes", "nbytes")
+    __slots__ = ("_nbytes", "_pieces", "keep")
 
-    def __init__(self) -> None:
-        self._done: deque[tuple[str, int]] = deque()
-        self._open: list[str] = []
-        self._open_bytes = 0
-        self.nbytes = 0
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._pieces: deque[tuple[str, int]] = deque()
+        self._nbytes = 0
 
-    def add(self, text: str, nbytes: int) -> None:
-        self.nbytes += nbytes
-        if nbytes >= PIECE_BYTES:
-            self._close_open()
-            self._done.append((text, nbytes))
-            return
-        self._open.append(text)
-        self._open_bytes += nbytes
-        if self._open_bytes >= PIECE_BYTES or len(self._open) >= PIECE_WRITES:
-            self._close_open()
-
-    def drop_oldest(self, keep: int) -> None:
-        """Drops whole pieces from the front while the rest still holds
-        ``keep`` bytes (the last cut, inside a piece, is :func:`_suffix`'s)."""
-        done = self._done
-        while done and self.nbytes - done[0][1] >= keep:
-            self.nbytes -= done.popleft()[1]
+    def add(self, text: str, nbytes: int, start: int = 0) -> None:
+        """Adds ``text[start:]``, ``nbytes`` long, without copying more of it
+        than it keeps."""
+        pieces = self._pieces
+        if nbytes >= self.keep:
+            # This piece alone fills the tail: what the tail held goes.
+            pieces.clear()
+            self._nbytes = 0
+            text = _suffix(text, self.keep, start)
+            nbytes = utf8_len(text)
+        elif start:
+            text = text[start:]
+        pieces.append((text, nbytes))
+        self._nbytes += nbytes
+        while len(pieces) > 1 and self._nbytes - pieces[0][1] >= self.keep:
+            self._nbytes -= pieces.popleft()[1]
 
     def text(self) -> str:
-        return "".join([piece for piece, _ in self._done] + self._open)
-
-    def _close_open(self) -> None:
-        if self._open:
-            self._done.append(("".join(self._open), self._open_bytes))
-            self._open = []
-            self._open_bytes = 0
+        return _suffix("".join(piece for piece, _ in self._pieces), self.keep)
 
 
 def utf8_len(text: str) -> int:

@@ -197,7 +197,7 @@ def test_getvalue_never_raises(monkeypatch):
     def fail(self):
         raise MemoryError
 
-    monkeypatch.setattr(_output._Pieces, "text", fail)
+    monkeypatch.setattr(_output._Tail, "text", fail)
     assert "could not gather it" in sink.getvalue()
 
 
