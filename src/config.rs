@@ -18,6 +18,9 @@ pub use listen::{ListenAddr, ListenAddrError, MAX_UNIX_PATH_BYTES};
 /// Default `--max-payload-bytes`: 1 GiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 
+/// Default `--max-output-bytes`: 4 MiB.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 4 << 20;
+
 /// Command-line arguments of the `mysticchallenge` binary.
 #[derive(Debug, Parser)]
 #[command(name = "mysticchallenge", version, about)]
@@ -135,6 +138,14 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_worker_rss_bytes: Option<std::num::NonZeroU64>,
 
+    /// What a call may print, in UTF-8 bytes, to its stdout and again to its
+    /// stderr (per chunk of items for a streamed call): the worker keeps
+    /// the first and the last half of each, and puts a line saying how much
+    /// it dropped between them, so that its memory and the response stay
+    /// bounded whatever a function prints.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_OUTPUT_BYTES)]
+    pub max_output_bytes: u64,
+
     /// Address-space limit of each worker process (RLIMIT_AS), in bytes [default: none].
     #[arg(long, value_name = "N", value_parser = parse_memory_limit)]
     pub worker_memory_bytes: Option<u64>,
@@ -197,6 +208,7 @@ pub struct Config {
     pub auth_token_file: Option<PathBuf>,
     pub tls: Option<TlsFiles>,
     pub worker_memory_bytes: Option<u64>,
+    pub max_output_bytes: u64,
     pub preload: Vec<String>,
     pub template: bool,
     pub debuggable: bool,
@@ -277,6 +289,7 @@ impl TryFrom<Args> for Config {
             auth_token_file: args.auth_token_file,
             tls,
             worker_memory_bytes: args.worker_memory_bytes,
+            max_output_bytes: args.max_output_bytes,
             preload: args.preload,
             template: !args.no_template,
             debuggable: args.debuggable,
@@ -390,6 +403,7 @@ mod tests {
         assert_eq!(config.transport, TransportKind::Shm);
         assert_eq!(config.max_payload_bytes, 1 << 30);
         assert_eq!(config.call_timeout, None);
+        assert_eq!(config.max_output_bytes, 4 << 20);
         assert!(config.workers >= 1);
     }
 

@@ -14,6 +14,7 @@ workers, or ``<python> -m worker_shim --transport pipe|shm ...`` for each. Map:
 - ``_shm.py``: the shared-memory transport's channel (rings and doorbell).
 - ``_executor.py``: run one encoded call and encode its outcome.
 - ``_items.py``: a call that streams its items, chunk by chunk.
+- ``_output.py``: what a call prints, its head and tail kept within a bound.
 - ``_functions.py``: the functions the worker holds, by digest.
 - ``_tracebacks.py``: pickle a raised exception with its traceback and chain.
 

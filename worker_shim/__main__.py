@@ -1,8 +1,8 @@
 """Entry point: ``python -m worker_shim --transport pipe|shm [--memory-limit BYTES]
-[--preload M,...] [--debuggable]`` runs one worker; ``python -m worker_shim
---template [--preload M,...] [--debuggable]`` runs the template that forks
-workers (``_template.py``), each of which then goes on here as if started
-with its own arguments.
+[--max-output-bytes BYTES] [--preload M,...] [--debuggable]`` runs one
+worker; ``python -m worker_shim --template [--preload M,...] [--debuggable]``
+runs the template that forks workers (``_template.py``), each of which then
+goes on here as if started with its own arguments.
 
 With ``pipe``, the protocol runs over stdin and stdout; with ``shm``, stdin
 is the doorbell socket and stdout the shared-memory segment, handed over by
@@ -24,7 +24,7 @@ import os
 import resource
 import sys
 
-from . import _dumpable, _parent, _segment_channel, _stdio
+from . import _dumpable, _output, _parent, _segment_channel, _stdio
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,12 +44,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stay dumpable (core dumps, debuggers); see _dumpable.py",
     )
     parser.add_argument(
+        "--max-output-bytes",
+        type=_bytes,
+        default=_output.DEFAULT_MAX_BYTES,
+        help="what a call may print to stdout, and again to stderr, in UTF-8 bytes: the "
+        "worker keeps the first and the last half of it and says how much it dropped "
+        f"(default: {_output.DEFAULT_MAX_BYTES})",
+    )
+    parser.add_argument(
         "--preload",
         type=lambda text: [name for name in text.split(",") if name],
         default=[],
         help="modules to import before serving, comma-separated",
     )
     return parser.parse_args(argv)
+
+
+def _bytes(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def preload(modules: list[str]) -> bool:
@@ -106,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     # has them already, from the template.)
     from . import _executor, _loop
 
+    _output.set_max_bytes(args.max_output_bytes)
     if args.memory_limit is not None and not limit_memory(args.memory_limit):
         return 2
     if not preload(args.preload):

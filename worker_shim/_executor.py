@@ -8,8 +8,9 @@ digest it does not hold is answered with a *miss* for the gateway, which
 then attaches the function; a response to a call whose attached function
 was kept starts with ``KEPT_MAGIC``), decode the call (failure → an
 ``"error"`` response), import and bind its depmodules, call the function
-with ``sys.stdout`` / ``sys.stderr`` redirected to in-memory text buffers,
-then pickle the outcome:
+with ``sys.stdout`` / ``sys.stderr`` redirected to in-memory text files
+that keep the head and the tail of what it prints (``_output.py``,
+``--max-output-bytes``), then pickle the outcome:
 
 - the result → ``"ok"``; a result that cannot be pickled → ``"error"``;
 - any exception, ``SystemExit`` and ``KeyboardInterrupt`` included →
@@ -67,9 +68,10 @@ from mystic_wire import (
     split_request,
 )
 
-from . import _segment_channel
+from . import _output, _segment_channel
 from ._functions import FunctionCache
 from ._items import ItemStream
+from ._output import BoundedText
 from ._tracebacks import picklable
 
 _FUNCTIONS = FunctionCache()
@@ -127,13 +129,13 @@ def execute(
     streamed = magic == STREAM_MAGIC
     if streamed:
         payload = memoryview(payload)[_MAGIC_BYTES:]
-    stdout, stderr = io.StringIO(), io.StringIO()
+    stdout, stderr = _output.capture("stdout"), _output.capture("stderr")
     segment = _NO_SEGMENT
     try:
         segment = _segment_channel.CallSegment.take(payload)
         kind, value, kept = _run(payload, segment, functions, stdout, stderr, streamed)
         if streamed and kind == OK:
-            stream = ItemStream(value, stdout.getvalue(), stderr.getvalue())
+            stream = ItemStream(value, stdout, stderr)
             response = stream.next(_encode)
             if not stream.over:
                 streams.active = stream
@@ -157,8 +159,8 @@ def _run(
     payload: bytes | memoryview,
     segment: _segment_channel.CallSegment,
     functions: FunctionCache,
-    stdout: io.StringIO,
-    stderr: io.StringIO,
+    stdout: BoundedText,
+    stderr: BoundedText,
     streamed: bool = False,
 ) -> tuple[str, Any, bool]:
     """The call's outcome (a kind and a value), and whether the function

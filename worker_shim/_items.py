@@ -9,6 +9,10 @@ that come quickly: items are taken while the chunk is younger than
 ``MAX_BYTES``, and the last item took under ``SLOW_ITEM_SECONDS`` to come;
 so a fast generator travels in few messages and a slow one item by item.
 
+What the function prints is captured per chunk, each chunk's bounded as a
+call's is (``_output.py``): what it printed before its first item comes
+with the first chunk.
+
 The iterator's end (exhausted, or what it raised) is answered as a response
 on the request after the chunk that holds its last items; closing it
 (``MCX1``: the caller went away) runs the generator's ``finally``.
@@ -16,13 +20,15 @@ on the request after the chunk that holds its last items; closing it
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from mystic_wire import ERROR, OK, RAISED, Buffer, SerializationError, encode_chunk
+
+from . import _output
+from ._output import BoundedText
 
 CHUNK_SECONDS = 0.002
 SLOW_ITEM_SECONDS = 0.0005
@@ -36,12 +42,10 @@ class ItemStream:
     """The iterator of the call being streamed, what it printed that has not
     been sent yet, and how it ended."""
 
-    def __init__(self, iterator: Iterator[Any], stdout: str, stderr: str) -> None:
+    def __init__(self, iterator: Iterator[Any], stdout: BoundedText, stderr: BoundedText) -> None:
         self._iterator = iterator
-        self._stdout = io.StringIO(stdout)
-        self._stderr = io.StringIO(stderr)
-        self._stdout.seek(0, io.SEEK_END)
-        self._stderr.seek(0, io.SEEK_END)
+        # What the call printed until it returned the iterator.
+        self._stdout, self._stderr = stdout, stderr
         self._end: tuple[str, Any] | None = None
         self.over = False
 
@@ -126,7 +130,7 @@ class ItemStream:
         return self._stdout.getvalue(), self._stderr.getvalue()
 
     def _reset_printed(self) -> None:
-        self._stdout, self._stderr = io.StringIO(), io.StringIO()
+        self._stdout, self._stderr = _output.capture("stdout"), _output.capture("stderr")
 
 
 def _size(item: Any) -> int:

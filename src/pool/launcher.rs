@@ -34,6 +34,9 @@ pub struct LaunchSettings {
     pub python: OsString,
     /// RLIMIT_AS for each worker, which sets it on itself at start-up.
     pub memory_limit: Option<u64>,
+    /// What a call may print to each of stdout and stderr; the worker keeps
+    /// the head and the tail of it.
+    pub max_output_bytes: u64,
     /// Modules imported before a worker serves.
     pub preload: Vec<String>,
     /// Leave the template and the workers dumpable (`--debuggable`).
@@ -123,6 +126,10 @@ impl Launcher {
         if self.settings.debuggable {
             args.push("--debuggable".to_owned());
         }
+        args.extend([
+            "--max-output-bytes".to_owned(),
+            self.settings.max_output_bytes.to_string(),
+        ]);
         // Forked workers have the template's.
         if direct && !self.settings.preload.is_empty() {
             args.extend(["--preload".to_owned(), self.settings.preload.join(",")]);

@@ -7,7 +7,8 @@
 //! - `worker`: the per-slot actor; `spawn`: what the actor needs from a
 //!   process (traits); `launcher`: starting real ones, through `template`
 //!   (the process that forks workers) or directly; `process`: the real OS
-//!   process; `adopted`: forked workers and their orphans; `queue`: jobs;
+//!   process; `stderr`: its stderr in the log, rate-limited by `throttle`;
+//!   `adopted`: forked workers and their orphans; `queue`: jobs;
 //!   `restart`: backoff; `startup`: start-up errors; `status`: the status board.
 
 mod adopted;
@@ -21,7 +22,9 @@ mod scripted;
 mod spawn;
 mod startup;
 mod status;
+mod stderr;
 mod template;
+mod throttle;
 mod worker;
 #[cfg(test)]
 mod worker_tests;
@@ -145,6 +148,7 @@ impl Pool {
             LaunchSettings {
                 python: config.python.clone(),
                 memory_limit: config.worker_memory_bytes,
+                max_output_bytes: config.max_output_bytes,
                 preload: config.preload.clone(),
                 debuggable: config.debuggable,
                 template: config.template,

@@ -1,108 +1,31 @@
 //! Workers as operating-system processes: [`OsProcess`] is one, started
 //! directly ([`spawn_direct`]: `<python> -m worker_shim` in its own process
 //! group) or forked by the template and adopted; either way it drains its
-//! stderr into the log, tagged with the slot and pid, and stops it (EOF,
-//! then SIGTERM to its process group, then SIGKILL). [`WorkerStdio`] makes
-//! a worker's stdin, stdout and stderr before it exists.
+//! stderr into the log ([`StderrDrain`]), and stops it (EOF, then SIGTERM
+//! to its process group, then SIGKILL). [`WorkerStdio`] makes a worker's
+//! stdin, stdout and stderr before it exists.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use command_fds::{CommandFdExt as _, FdMapping};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rustix::pipe::PipeFlags;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
 use super::adopted::{Adopted, Reaper};
 use super::spawn::{Stdin, Stdout, WorkerProcess};
+use super::stderr::{StderrDrain, stderr_pipe};
 use crate::transport::ChildStdio;
 
-/// Longest stderr line logged as one line; longer ones are split.
-const STDERR_LINE_LIMIT: u64 = 16 * 1024;
-/// Stderr lines kept to explain a worker that fails.
-const STDERR_TAIL_LINES: usize = 20;
 /// How long a worker gets after stdin EOF, and again after SIGTERM.
 const STOP_STEP: Duration = Duration::from_secs(2);
-
-/// How long to wait for the last stderr lines of a worker that ended.
-const STDERR_SETTLE: Duration = Duration::from_millis(300);
-
-/// The last lines a worker wrote to stderr.
-#[derive(Debug, Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
-
-impl StderrTail {
-    fn push(&self, line: String) {
-        let mut lines = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if lines.len() == STDERR_TAIL_LINES {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-
-    /// The kept lines, oldest first.
-    fn lines(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
-/// A process's stderr, logged line by line as it comes, the last lines kept.
-#[derive(Debug)]
-pub struct StderrDrain {
-    tail: StderrTail,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StderrDrain {
-    /// Logs what `stderr` carries, tagged with worker slot `index` (`None`:
-    /// the template) and `pid`.
-    pub fn start(stderr: OwnedFd, index: Option<usize>, pid: u32) -> io::Result<StderrDrain> {
-        let stderr = pipe::Receiver::from_owned_fd(stderr)?;
-        let tail = StderrTail::default();
-        let task = tokio::spawn(drain_stderr(stderr, index, pid, tail.clone()));
-        Ok(StderrDrain { tail, task })
-    }
-
-    pub fn tail(&self) -> Vec<String> {
-        self.tail.lines()
-    }
-
-    /// Gives the drain a moment to log what an ended process wrote last.
-    pub async fn settle(&mut self) {
-        if !self.task.is_finished() {
-            let _ = tokio::time::timeout(STDERR_SETTLE, &mut self.task).await;
-        }
-    }
-}
-
-impl Drop for StderrDrain {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A pipe for a child's stderr: the read end (close-on-exec) and the write
-/// end for the child.
-pub fn stderr_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?)
-}
 
 /// A worker's stdin, stdout and stderr, made before it starts.
 pub struct WorkerStdio {
@@ -325,32 +248,6 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// Logs every stderr line of one worker (or of the template, `index` None),
-/// tagged with its index and pid.
-async fn drain_stderr(stderr: pipe::Receiver, index: Option<usize>, pid: u32, tail: StderrTail) {
-    let mut reader = BufReader::new(stderr);
-    let mut line = Vec::with_capacity(256);
-    loop {
-        line.clear();
-        match (&mut reader)
-            .take(STDERR_LINE_LIMIT)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches(['\n', '\r']);
-                match index {
-                    Some(index) => tracing::info!(target: "worker", worker = index, pid, "{text}"),
-                    None => tracing::info!(target: "template", pid, "{text}"),
-                }
-                tail.push(text.to_owned());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,18 +263,6 @@ mod tests {
             describe_exit(ExitStatus::from_raw(11)),
             "killed by signal 11 (SIGSEGV)"
         );
-    }
-
-    #[test]
-    fn the_tail_keeps_the_last_lines() {
-        let tail = StderrTail::default();
-        for n in 0..(STDERR_TAIL_LINES + 5) {
-            tail.push(format!("line {n}"));
-        }
-        let lines = tail.lines();
-        assert_eq!(lines.len(), STDERR_TAIL_LINES);
-        assert_eq!(lines.first().map(String::as_str), Some("line 5"));
-        assert_eq!(lines.last().map(String::as_str), Some("line 24"));
     }
 
     #[tokio::test]

@@ -25,8 +25,9 @@ use tokio::process::{Child, Command};
 
 use nix::sys::signal::Signal;
 
-use super::process::{StderrDrain, describe_exit, signal_group, stderr_pipe};
+use super::process::{describe_exit, signal_group};
 use super::startup::last_words;
+use super::stderr::{StderrDrain, stderr_pipe};
 
 /// Longest message the template sends.
 const MAX_REPLY: usize = 4096;

@@ -1,10 +1,11 @@
 """What gateways leave on the machine, read from ``/proc`` and ``/dev/shm``.
 
-Helpers for the fault, shutdown and soak tests: whether a process is alive,
-this test process's descendants and open fds, the shared-memory segments a
-process maps (sealed memfds, named ``memfd:mysticchallenge-rings`` in
-``/proc/<pid>/maps``; see ``src/transport/shm/mapping.rs``), what is in
-``/dev/shm``, and polling until something holds.
+Helpers for the fault, shutdown, soak and memory tests: whether a process
+is alive, this test process's descendants and open fds, the shared-memory
+segments a process maps (sealed memfds, named ``memfd:mysticchallenge-rings``
+in ``/proc/<pid>/maps``; see ``src/transport/shm/mapping.rs``), a process's
+memory (``/proc/<pid>/status``), what is in ``/dev/shm``, and polling until
+something holds.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ def ring_segments(pid: int) -> set[int]:
 def shm_entries() -> set[str]:
     """What is in ``/dev/shm`` now."""
     return {path.name for path in SHM_DIR.iterdir()}
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``...)."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
