@@ -87,9 +87,9 @@ fn round_trips(c: &mut Criterion) {
             group.measurement_time(Duration::from_secs(if *size >= 16 << 20 { 20 } else { 3 }));
             group.bench_with_input(BenchmarkId::new(transport, size), request, |b, request| {
                 b.to_async(&runtime).iter(|| async {
-                    let pending = pool.submit(request.clone(), None).unwrap();
+                    let pending = pool.submit(request.clone(), None, None).unwrap();
                     let response = pending.outcome().await.unwrap();
-                    assert!(response.len() > *size);
+                    assert!(response.payload.len() > *size);
                 });
             });
         }

@@ -168,6 +168,15 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_receiving_bytes: Option<NonZeroUsize>,
 
+    /// Bytes of results finished but not yet delivered (responses waiting
+    /// for callers that read slowly or not at all, chunks of streamed
+    /// items, result segments held until taken); past it, workers wait with
+    /// their results. A caller (a stream of calls) holding an eighth of it
+    /// undelivered has its calls that no worker has started held back until
+    /// it reads [default: --queue-max-bytes].
+    #[arg(long, value_name = "N")]
+    pub max_undelivered_bytes: Option<NonZeroUsize>,
+
     /// Longest a call may wait for a free worker, in seconds; past it the call
     /// is refused (nothing ran) so that a client with several gateways sends
     /// it to another one [default: no limit].
@@ -216,6 +225,7 @@ pub struct Config {
     pub queue_max_bytes: usize,
     pub function_cache_bytes: usize,
     pub max_receiving_bytes: usize,
+    pub max_undelivered_bytes: usize,
     pub max_queue_wait: Option<Duration>,
     pub idle_connection_timeout: Option<Duration>,
     pub max_connections: usize,
@@ -301,6 +311,9 @@ impl TryFrom<Args> for Config {
             function_cache_bytes: args.function_cache_bytes,
             max_receiving_bytes: args
                 .max_receiving_bytes
+                .map_or(queue_max_bytes, NonZeroUsize::get),
+            max_undelivered_bytes: args
+                .max_undelivered_bytes
                 .map_or(queue_max_bytes, NonZeroUsize::get),
             max_queue_wait: args.max_queue_wait,
             idle_connection_timeout: args.idle_connection_timeout,
@@ -518,6 +531,9 @@ mod tests {
         assert_eq!(config.max_receiving_bytes, 10);
         let config = parse(&["--max-receiving-bytes", "7"]).unwrap();
         assert_eq!(config.max_receiving_bytes, 7);
+        assert_eq!(config.max_undelivered_bytes, config.queue_max_bytes);
+        let config = parse(&["--max-undelivered-bytes", "9"]).unwrap();
+        assert_eq!(config.max_undelivered_bytes, 9);
     }
 
     #[test]

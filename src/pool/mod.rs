@@ -3,6 +3,8 @@
 //! - [`Pool`]: the cheap, cloneable handle the gRPC service submits calls to.
 //! - [`PendingCall`]: a submitted call, awaited for its outcome (forgotten
 //!   if dropped first); [`PendingItems`]: one that streams its items.
+//! - [`Delivery`]: a result and what it holds of the results budget until
+//!   it is delivered; [`Share`]: one caller's share of it (`results`).
 //! - [`PoolTasks`]: the running actors; waits for start-up and shuts down.
 //! - `worker`: the per-slot actor; `spawn`: what the actor needs from a
 //!   process (traits); `launcher`: starting real ones, through `template`
@@ -17,6 +19,7 @@ mod process;
 mod queue;
 mod recycle;
 mod restart;
+mod results;
 #[cfg(test)]
 mod scripted;
 mod spawn;
@@ -32,7 +35,6 @@ mod worker_tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,9 +42,11 @@ use tokio_util::sync::CancellationToken;
 pub use process::describe_exit;
 pub use queue::{Deadline, expiry};
 pub use recycle::Recycle;
+pub use results::{Delivery, Share, Undelivered};
 pub use startup::StartError;
 pub use status::{WorkerSnapshot, WorkerState};
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::functions::WorkerCall;
@@ -61,6 +65,8 @@ pub struct Pool {
     board: StatusBoard,
     metrics: Arc<Metrics>,
     max_queue_wait: Option<Duration>,
+    /// Results finished, not yet delivered (`--max-undelivered-bytes`).
+    results: Arc<Budget>,
 }
 
 /// The actors behind a [`Pool`].
@@ -84,6 +90,8 @@ pub struct PoolSettings {
     /// Longest a call waits for a worker before it is refused.
     pub max_queue_wait: Option<Duration>,
     pub recycle: Recycle,
+    /// Bytes of results finished but not yet delivered.
+    pub max_undelivered_bytes: usize,
 }
 
 impl From<&Config> for PoolSettings {
@@ -95,6 +103,7 @@ impl From<&Config> for PoolSettings {
             startup_timeout: config.startup_timeout,
             max_queue_wait: config.max_queue_wait,
             recycle: config.recycle,
+            max_undelivered_bytes: config.max_undelivered_bytes,
         }
     }
 }
@@ -116,7 +125,7 @@ pub struct PendingCall {
 #[derive(Debug)]
 pub struct PendingItems {
     /// Chunks of items as the worker sends them; ends before the outcome.
-    pub items: mpsc::Receiver<Bytes>,
+    pub items: mpsc::Receiver<Delivery>,
     pub call: PendingCall,
 }
 
@@ -180,6 +189,7 @@ impl Pool {
     ) -> (Pool, PoolTasks) {
         let (queue, jobs) = JobQueue::bounded(settings.queue_capacity, settings.queue_max_bytes);
         let board = StatusBoard::new(settings.workers);
+        let results = Budget::new(settings.max_undelivered_bytes);
         let spawner = Arc::new(spawner);
         let transport = Arc::new(transport);
         let mut actors = JoinSet::new();
@@ -196,6 +206,7 @@ impl Pool {
                 startup_timeout: settings.startup_timeout,
                 recycle: settings.recycle,
                 metrics: Arc::clone(&metrics),
+                results: Arc::clone(&results),
             };
             actors.spawn(actor.run(report));
             first_starts.push(first_start);
@@ -205,6 +216,7 @@ impl Pool {
             board,
             metrics,
             max_queue_wait: settings.max_queue_wait,
+            results,
         };
         let tasks = PoolTasks {
             queue,
@@ -216,14 +228,16 @@ impl Pool {
         (pool, tasks)
     }
 
-    /// Queues one call for the next free worker. A refusal (queue full,
-    /// shutting down) is returned at once; the caller counts it.
+    /// Queues one call for the next free worker, counted against its
+    /// caller's `share` if it has one. A refusal (queue full, shutting
+    /// down) is returned at once; the caller counts it.
     pub fn submit(
         &self,
         call: WorkerCall,
         deadline: Option<Deadline>,
+        share: Option<&Arc<Share>>,
     ) -> Result<PendingCall, GatewayError> {
-        self.queue_job(call, deadline, None)
+        self.queue_job(call, deadline, None, share)
     }
 
     /// Queues a call whose function returns an iterator, to stream its items:
@@ -233,9 +247,10 @@ impl Pool {
         &self,
         call: WorkerCall,
         deadline: Option<Deadline>,
+        share: Option<&Arc<Share>>,
     ) -> Result<PendingItems, GatewayError> {
         let (sender, items) = mpsc::channel(ITEMS_BUFFERED);
-        let call = self.queue_job(call, deadline, Some(sender))?;
+        let call = self.queue_job(call, deadline, Some(sender), share)?;
         Ok(PendingItems { items, call })
     }
 
@@ -243,7 +258,8 @@ impl Pool {
         &self,
         call: WorkerCall,
         deadline: Option<Deadline>,
-        items: Option<mpsc::Sender<Bytes>>,
+        items: Option<mpsc::Sender<Delivery>>,
+        share: Option<&Arc<Share>>,
     ) -> Result<PendingCall, GatewayError> {
         let (reply, response) = oneshot::channel();
         let queued = self.queue.reserve(call.len())?;
@@ -254,6 +270,7 @@ impl Pool {
             reply,
             items,
             queued_at: tokio::time::Instant::now(),
+            share: share.cloned(),
         })?;
         Ok(PendingCall {
             response,
@@ -261,6 +278,26 @@ impl Pool {
             claim: AbandonOnDrop(claim),
             max_queue_wait: self.max_queue_wait,
         })
+    }
+
+    /// A new caller's share of the results budget (see [`Share`]).
+    pub fn share(&self) -> Arc<Share> {
+        Share::of(&self.results)
+    }
+
+    /// Queues again the calls `share` held back, now that its caller has
+    /// read enough; those the queue has no room for stay held back. Whether
+    /// any still are.
+    pub fn requeue(&self, share: &Share) -> bool {
+        let mut parked = share.unpark();
+        while let Some(job) = parked.pop_front() {
+            if let Err(job) = self.queue.resubmit(job) {
+                parked.push_front(job);
+                share.repark(parked);
+                return true;
+            }
+        }
+        false
     }
 
     /// Every worker slot, in index order.
@@ -278,7 +315,7 @@ impl PendingCall {
     /// Waits for the call's response, or its deadline. With
     /// `--max-queue-wait`, a call no worker took in time is refused with
     /// [`GatewayError::QueueWait`] (a refusal: the caller counts it).
-    pub async fn outcome(self) -> Result<Bytes, GatewayError> {
+    pub async fn outcome(self) -> Result<Delivery, GatewayError> {
         let PendingCall {
             mut response,
             deadline,

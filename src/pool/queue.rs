@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::results::{Delivery, Share};
 use crate::error::GatewayError;
 use crate::functions::WorkerCall;
 
@@ -46,7 +46,7 @@ pub async fn expiry(deadline: Option<Deadline>) -> Duration {
 }
 
 /// What a worker sends back for one job.
-pub type JobResult = Result<Bytes, GatewayError>;
+pub type JobResult = Result<Delivery, GatewayError>;
 
 /// One call waiting for a worker.
 #[derive(Debug)]
@@ -57,8 +57,11 @@ pub struct Job {
     pub reply: oneshot::Sender<JobResult>,
     /// For a call that streams its items: where they go, chunk by chunk,
     /// before the call's last response goes to `reply`.
-    pub items: Option<mpsc::Sender<Bytes>>,
+    pub items: Option<mpsc::Sender<Delivery>>,
     pub queued_at: Instant,
+    /// Its caller's share of the results budget: past it, the job is held
+    /// back for the caller instead of run.
+    pub share: Option<Arc<Share>>,
 }
 
 /// A queued job's payload and its share of the queue's byte bound (given
@@ -201,6 +204,12 @@ impl JobQueue {
         })
     }
 
+    /// Enqueues again a job a worker handed back (it keeps its share of the
+    /// byte bound); the job, if the queue has no room for it now.
+    pub fn resubmit(&self, job: Job) -> Result<(), Job> {
+        self.sender.try_send(job).map_err(|err| err.into_inner())
+    }
+
     /// Jobs waiting for a worker.
     pub fn waiting(&self) -> usize {
         self.sender.len()
@@ -230,6 +239,7 @@ mod tests {
                 reply,
                 items: None,
                 queued_at: Instant::now(),
+                share: None,
             },
             rx,
         )

@@ -6,6 +6,11 @@
 //! caller), notices when the process dies (while idle or mid-call), answers
 //! the call it was running with a crash error, and starts a new process with
 //! backoff; a process due for recycling is replaced at once, between calls.
+//!
+//! Results: each one takes its bytes of the results budget before it is
+//! handed on, waiting (busy) while there is no room; a call whose caller
+//! holds its share of results undelivered is handed back to it, not run
+//! (see `results.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +25,11 @@ use super::process::describe_exit;
 use super::queue::{Job, JobReceiver, JobResult, Popped, expiry};
 use super::recycle::Recycle;
 use super::restart::Backoff;
+use super::results::{Delivery, Share, Undelivered};
 use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
+use crate::budget::Budget;
 use crate::error::{Direction, GatewayError};
 use crate::functions::{self, KnownFunctions, WorkerCall};
 use crate::items;
@@ -74,6 +81,8 @@ pub struct WorkerActor<S> {
     pub startup_timeout: Duration,
     pub recycle: Recycle,
     pub metrics: Arc<Metrics>,
+    /// Results finished, not yet delivered.
+    pub results: Arc<Budget>,
 }
 
 impl<S: Spawner> WorkerActor<S> {
@@ -252,12 +261,22 @@ impl<S: Spawner> WorkerActor<S> {
                     Err(_closed) => return Ended::Shutdown,
                 },
             };
+            // Its caller holds its share of results undelivered: held back
+            // for it, not run, until it reads (a caller gone gets it back).
+            let job = match job.share.clone() {
+                Some(share) if share.is_full() => match share.park(job) {
+                    Ok(()) => continue,
+                    Err(job) => job,
+                },
+                _ => job,
+            };
             let Job {
                 claim,
                 deadline,
-                reply,
+                mut reply,
                 items,
                 queued_at,
+                share,
             } = job;
             let started = Instant::now();
             let expired = deadline.filter(|deadline| deadline.at <= started);
@@ -294,37 +313,55 @@ impl<S: Spawner> WorkerActor<S> {
             self.set_state(WorkerState::Busy);
             // `ran_for` is the call's own time, not including waiting for a
             // dead worker's exit status.
-            let answer = |result: JobResult, ran_for: Duration| {
+            let answer = |reply: oneshot::Sender<JobResult>, result: JobResult, ran_for| {
                 self.metrics
                     .call_finished(self.index, Outcome::of(&result), ran_for);
                 // A caller that left mid-call gets nothing; that is fine.
                 let _ = reply.send(result);
             };
+            let share = share.as_deref();
             let outcome = tokio::select! {
-                outcome = self.converse(&mut channel, &call, items, &mut known) => outcome.map_err(Failure::Transport),
+                outcome = self.converse(&mut channel, &call, items, share, &mut known) => outcome.map_err(Failure::Transport),
                 // Watched during the call too: children the function forked
                 // may hold the channel open long after the worker died.
                 exit = process.wait() => Err(Failure::Exited(exit)),
                 budget = expiry(deadline) => {
                     process.kill();
                     warn!(worker = self.index, pid, "call ran past its deadline; replacing the worker");
-                    answer(Err(GatewayError::Timeout(budget)), started.elapsed());
+                    answer(reply, Err(GatewayError::Timeout(budget)), started.elapsed());
                     return Ended::TimedOut;
                 }
                 () = self.abort.cancelled() => {
                     process.kill();
-                    answer(Err(GatewayError::ShuttingDown), started.elapsed());
+                    answer(reply, Err(GatewayError::ShuttingDown), started.elapsed());
                     return Ended::Shutdown;
                 }
             };
             *served += 1;
             match outcome {
-                Ok(response) => {
+                Ok(payload) => {
+                    let ran_for = started.elapsed();
+                    self.metrics.moved(Direction::Response, payload.len());
+                    // Room for it among the results not yet delivered,
+                    // unless its caller has gone meanwhile.
+                    let undelivered = tokio::select! {
+                        undelivered = self.undelivered(payload.len(), share) => Some(undelivered),
+                        () = reply.closed() => None,
+                        () = self.abort.cancelled() => {
+                            answer(reply, Err(GatewayError::ShuttingDown), ran_for);
+                            return Ended::Shutdown;
+                        }
+                    };
                     // Idle before the caller hears back, so that what it asks
                     // next (GetWorkers) sees the worker free.
                     self.finish_call();
-                    self.metrics.moved(Direction::Response, response.len());
-                    answer(Ok(response), started.elapsed());
+                    if let Some(undelivered) = undelivered {
+                        let delivery = Delivery {
+                            payload,
+                            undelivered,
+                        };
+                        answer(reply, Ok(delivery), ran_for);
+                    }
                 }
                 Err(Failure::Transport(TransportError::ResponseTooLarge { size, limit })) => {
                     // The oversized response was read and discarded: the worker is fine.
@@ -334,7 +371,7 @@ impl<S: Spawner> WorkerActor<S> {
                         size,
                         limit,
                     };
-                    answer(Err(too_large), started.elapsed());
+                    answer(reply, Err(too_large), started.elapsed());
                 }
                 Err(failure) => {
                     let ran_for = started.elapsed();
@@ -359,7 +396,7 @@ impl<S: Spawner> WorkerActor<S> {
                         pid,
                         cause,
                     };
-                    answer(Err(crashed), ran_for);
+                    answer(reply, Err(crashed), ran_for);
                     return Ended::Died;
                 }
             }
@@ -374,7 +411,8 @@ impl<S: Spawner> WorkerActor<S> {
         &self,
         channel: &mut Channel<'_>,
         call: &WorkerCall,
-        items: Option<mpsc::Sender<Bytes>>,
+        items: Option<mpsc::Sender<Delivery>>,
+        share: Option<&Share>,
         known: &mut KnownFunctions,
     ) -> Result<Bytes, TransportError> {
         let Some(items) = items else {
@@ -382,10 +420,18 @@ impl<S: Spawner> WorkerActor<S> {
         };
         let mut response = self.exchange(channel, call, known, true).await?;
         while items::is_chunk(&response) {
-            let request = match items.send(response).await {
-                Ok(()) => Bytes::from_static(items::NEXT),
+            let sent = tokio::select! {
+                undelivered = self.undelivered(response.len(), share) => {
+                    let chunk = Delivery { payload: response, undelivered };
+                    items.send(chunk).await.is_ok()
+                }
+                () = items.closed() => false,
+            };
+            let request = if sent {
+                Bytes::from_static(items::NEXT)
+            } else {
                 // The caller has gone: close the iterator (its `finally` runs).
-                Err(_) => Bytes::from_static(items::CLOSE),
+                Bytes::from_static(items::CLOSE)
             };
             self.metrics.moved(Direction::Request, request.len());
             response = channel.transport.call(request).await?;
@@ -461,9 +507,18 @@ impl<S: Spawner> WorkerActor<S> {
         let Some(caller) = call.segments() else {
             return Err(TransportError::UnexpectedSegment);
         };
-        // A caller that has gone gets nothing; its segment goes at once.
-        let handle = caller.session.offer(result).unwrap_or(0);
+        // Held for the caller until it takes it, as a result not yet
+        // delivered; a caller that has gone gets nothing, and it goes at once.
+        let undelivered = self.results.take(result.charge()).await;
+        let handle = caller.session.offer(result, undelivered).unwrap_or(0);
         Ok(segments::wire::with_handle(response, handle))
+    }
+
+    /// Takes `len` bytes of the results budget (waiting for room) and
+    /// counts them in the caller's `share`.
+    async fn undelivered(&self, len: usize, share: Option<&Share>) -> Undelivered {
+        let total = self.results.take(len).await;
+        Undelivered::new(total, share.map(|share| share.count(len)))
     }
 
     fn set_state(&self, state: WorkerState) {

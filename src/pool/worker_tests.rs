@@ -25,16 +25,26 @@ async fn recycling_pool(
     scripts: impl IntoIterator<Item = Script>,
     recycle: Recycle,
 ) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
+    pool_with(scripts, |settings| settings.recycle = recycle).await
+}
+
+/// As [`pool`], with settings `adjust`ed.
+async fn pool_with(
+    scripts: impl IntoIterator<Item = Script>,
+    adjust: impl FnOnce(&mut PoolSettings),
+) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
     let spawner = ScriptedSpawner::new(scripts);
     let log = spawner.log();
-    let settings = PoolSettings {
+    let mut settings = PoolSettings {
         workers: 1,
         queue_capacity: 16,
         queue_max_bytes: 1 << 20,
         startup_timeout: Duration::from_secs(10),
         max_queue_wait: Some(Duration::from_secs(30)),
-        recycle,
+        recycle: Recycle::default(),
+        max_undelivered_bytes: 1 << 20,
     };
+    adjust(&mut settings);
     let transport = transport::Spec::Pipe {
         max_payload_bytes: 1 << 20,
     };
@@ -59,7 +69,10 @@ async fn call_within(
     payload: &'static [u8],
     deadline: Option<Deadline>,
 ) -> Result<Bytes, GatewayError> {
-    pool.submit(job(payload), deadline)?.outcome().await
+    pool.submit(job(payload), deadline, None)?
+        .outcome()
+        .await
+        .map(|delivery| delivery.payload)
 }
 
 /// A call of the one function these tests use, with `arguments`.
@@ -97,7 +110,12 @@ async fn a_worker_serves_calls_one_after_another() {
 async fn a_worker_that_no_longer_holds_a_function_is_sent_it_again() {
     let (pool, tasks, log) = pool([Script::Forgetful]).await;
     for arguments in [&b"one"[..], b"two", b"three"] {
-        let answer = pool.submit(job(arguments), None).unwrap().outcome().await;
+        let answer = pool
+            .submit(job(arguments), None, None)
+            .unwrap()
+            .outcome()
+            .await
+            .map(|delivery| delivery.payload);
         assert_eq!(answer.unwrap(), [&b"echo:"[..], arguments].concat());
     }
     // Each later call went by digest, met a miss, and went again attached;
@@ -251,13 +269,20 @@ async fn a_call_that_expired_in_the_queue_is_not_run() {
         delay: Duration::from_secs(10),
     }])
     .await;
-    let busy = pool.submit(job(b"long"), None).unwrap();
+    let busy = pool.submit(job(b"long"), None, None).unwrap();
     let deadline = Deadline::after(Duration::from_secs(1));
     let err = call_within(&pool, b"expires", Some(deadline))
         .await
         .unwrap_err();
     assert_eq!(err, GatewayError::Timeout(Duration::from_secs(1)));
-    assert_eq!(&busy.outcome().await.unwrap()[..], b"echo:long");
+    assert_eq!(
+        &busy
+            .outcome()
+            .await
+            .map(|delivery| delivery.payload)
+            .unwrap()[..],
+        b"echo:long"
+    );
     assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
     let requests = log.lock().unwrap().requests.clone();
     assert_eq!(requests, [b"long".to_vec(), b"then".to_vec()]);
@@ -272,10 +297,17 @@ async fn a_call_whose_caller_left_while_queued_is_not_run() {
         delay: Duration::from_secs(10),
     }])
     .await;
-    let busy = pool.submit(job(b"long"), None).unwrap();
-    let left = pool.submit(job(b"left"), None).unwrap();
+    let busy = pool.submit(job(b"long"), None, None).unwrap();
+    let left = pool.submit(job(b"left"), None, None).unwrap();
     drop(left);
-    assert_eq!(&busy.outcome().await.unwrap()[..], b"echo:long");
+    assert_eq!(
+        &busy
+            .outcome()
+            .await
+            .map(|delivery| delivery.payload)
+            .unwrap()[..],
+        b"echo:long"
+    );
     assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
     let requests = log.lock().unwrap().requests.clone();
     assert_eq!(requests, [b"long".to_vec(), b"then".to_vec()]);
@@ -286,17 +318,21 @@ async fn a_call_whose_caller_left_while_queued_is_not_run() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_mid_call_answers_unavailable_and_kills_the_worker() {
     let (pool, tasks, log) = pool([Script::Hang]).await;
-    let running = pool.submit(job(b"stuck"), None).unwrap();
+    let running = pool.submit(job(b"stuck"), None, None).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(pool.workers()[0].state, WorkerState::Busy);
     tasks.shutdown().await;
     assert_eq!(
-        running.outcome().await.unwrap_err(),
+        running
+            .outcome()
+            .await
+            .map(|delivery| delivery.payload)
+            .unwrap_err(),
         GatewayError::ShuttingDown
     );
     assert_eq!(log.lock().unwrap().kills, 1);
     assert!(matches!(
-        pool.submit(job(b"late"), None),
+        pool.submit(job(b"late"), None, None),
         Err(GatewayError::ShuttingDown)
     ));
 }
@@ -307,12 +343,19 @@ async fn a_call_no_worker_took_within_the_queue_wait_is_refused_and_never_runs()
         delay: Duration::from_secs(60),
     }])
     .await;
-    let busy = pool.submit(job(b"long"), None).unwrap();
+    let busy = pool.submit(job(b"long"), None, None).unwrap();
     let started = tokio::time::Instant::now();
     let err = call(&pool, b"waits").await.unwrap_err();
     assert_eq!(err, GatewayError::QueueWait(Duration::from_secs(30)));
     assert_eq!(started.elapsed(), Duration::from_secs(30));
-    assert_eq!(&busy.outcome().await.unwrap()[..], b"echo:long");
+    assert_eq!(
+        &busy
+            .outcome()
+            .await
+            .map(|delivery| delivery.payload)
+            .unwrap()[..],
+        b"echo:long"
+    );
     assert_eq!(&call(&pool, b"then").await.unwrap()[..], b"echo:then");
     let requests = log.lock().unwrap().requests.clone();
     assert_eq!(requests, [b"long".to_vec(), b"then".to_vec()]);
@@ -328,7 +371,12 @@ async fn a_worker_is_recycled_between_calls_once_it_has_served_its_bound() {
     let (pool, tasks, log) = recycling_pool([], recycle).await;
     let started = tokio::time::Instant::now();
     for arguments in [&b"1"[..], b"2", b"3", b"4", b"5"] {
-        let answer = pool.submit(job(arguments), None).unwrap().outcome().await;
+        let answer = pool
+            .submit(job(arguments), None, None)
+            .unwrap()
+            .outcome()
+            .await
+            .map(|delivery| delivery.payload);
         assert_eq!(answer.unwrap(), [&b"echo:"[..], arguments].concat());
     }
     // Two calls per process, then a new one at once: no restart backoff.
@@ -352,14 +400,21 @@ async fn a_streamed_call_sends_its_chunks_then_its_end() {
     let super::PendingItems {
         mut items,
         call: last,
-    } = pool.submit_items(job(b"3"), None).unwrap();
+    } = pool.submit_items(job(b"3"), None, None).unwrap();
     let mut chunks = 0;
     while let Some(chunk) = items.recv().await {
-        assert_eq!(&chunk[..], b"MCI1chunk");
+        assert_eq!(&chunk.payload[..], b"MCI1chunk");
         chunks += 1;
     }
     assert_eq!(chunks, 3);
-    assert_eq!(&last.outcome().await.unwrap()[..], b"echo:3");
+    assert_eq!(
+        &last
+            .outcome()
+            .await
+            .map(|delivery| delivery.payload)
+            .unwrap()[..],
+        b"echo:3"
+    );
     assert_eq!(log.lock().unwrap().closes, 0);
     // The worker takes the next call as usual.
     assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
@@ -370,7 +425,7 @@ async fn a_streamed_call_sends_its_chunks_then_its_end() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_caller_pauses_a_streamed_call_and_one_that_leaves_closes_it() {
     let (pool, tasks, log) = pool([]).await;
-    let mut pending = pool.submit_items(job(b"1000"), None).unwrap();
+    let mut pending = pool.submit_items(job(b"1000"), None, None).unwrap();
     assert!(pending.items.recv().await.is_some());
     tokio::time::sleep(Duration::from_secs(10)).await;
     // One chunk taken, one waiting in the gateway, one in the actor's hands.
@@ -381,5 +436,78 @@ async fn a_slow_caller_pauses_a_streamed_call_and_one_that_leaves_closes_it() {
     let log = log.lock().unwrap().clone();
     assert_eq!((log.closes, log.chunks <= 4), (1, true), "{log:?}");
     assert_eq!(restarts(&pool), 0);
+    tasks.shutdown().await;
+}
+
+/// A pool whose results budget holds `bytes` undelivered.
+async fn pool_holding(bytes: usize) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
+    pool_with([], |settings| {
+        settings.max_undelivered_bytes = bytes;
+        settings.max_queue_wait = None;
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_waits_with_its_result_while_undelivered_results_fill_the_budget() {
+    let (pool, tasks, _log) = pool_holding(16).await;
+    // Alone, a result of any size fits; held (its caller has not read it) ...
+    let first = pool
+        .submit(job(b"twenty bytes of args"), None, None)
+        .unwrap();
+    let first = first.outcome().await.unwrap();
+    // ... it leaves no room for the next: that one's worker waits with it.
+    let second = pool.submit(job(b"second"), None, None).unwrap();
+    let second = tokio::spawn(second.outcome());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!second.is_finished());
+    assert_eq!(pool.workers()[0].state, WorkerState::Busy);
+    drop(first);
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(&second.payload[..], b"echo:second");
+    assert_eq!(pool.workers()[0].state, WorkerState::Idle);
+    // A caller that leaves while its worker waits frees the worker.
+    let third = pool.submit(job(b"third"), None, None).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(third);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pool.workers()[0].state, WorkerState::Idle);
+    drop(second);
+    tasks.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_past_its_share_has_its_calls_held_back_and_others_go_on() {
+    // An eighth of 160 bytes: one result of this caller's fills its share.
+    let (pool, tasks, log) = pool_holding(160).await;
+    let share = pool.share();
+    let first = pool.submit(job(b"a result of twenty"), None, Some(&share));
+    let first = first.unwrap().outcome().await.unwrap();
+    assert!(share.is_full());
+    let held_back = pool.submit(job(b"held back"), None, Some(&share)).unwrap();
+    let held_back = tokio::spawn(held_back.outcome());
+    // Another caller's call runs meanwhile: the worker is not taken.
+    let other = call(&pool, b"another caller").await.unwrap();
+    assert_eq!(&other[..], b"echo:another caller");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!held_back.is_finished());
+    assert!(share.has_parked());
+    assert!(
+        !log.lock()
+            .unwrap()
+            .requests
+            .contains(&b"held back".to_vec())
+    );
+    // Its caller reads: queued again, it runs.
+    drop(first);
+    assert!(!share.is_full());
+    assert!(!pool.requeue(&share));
+    let held_back = held_back.await.unwrap().unwrap();
+    assert_eq!(&held_back.payload[..], b"echo:held back");
+    // A caller that has gone leaves nothing held back behind.
+    let gone = pool.submit(job(b"gone"), None, Some(&share)).unwrap();
+    share.close();
+    drop(gone);
+    assert!(!share.has_parked());
     tasks.shutdown().await;
 }

@@ -234,7 +234,7 @@ impl Door {
             segment,
             kind: Kind::Argument,
             since: Instant::now(),
-            _counted: Some(counted),
+            _counted: counted,
         };
         session.put(entry).ok_or(BUSY)
     }
@@ -266,8 +266,8 @@ struct Entry {
     segment: Sealed,
     kind: Kind,
     since: Instant,
-    /// What it counts against, if anything.
-    _counted: Option<Counted>,
+    /// What it holds of a budget until it goes.
+    _counted: Counted,
 }
 
 impl Session {
@@ -276,14 +276,15 @@ impl Session {
         self.take(handle, Kind::Argument)
     }
 
-    /// Holds a call's result for the caller; its handle, or None if the
-    /// caller has gone.
-    pub fn offer(&self, segment: Sealed) -> Option<u64> {
+    /// Holds a call's result for the caller (`counted`: what it holds of
+    /// the results not yet delivered, until taken); its handle, or None if
+    /// the caller has gone.
+    pub fn offer(&self, segment: Sealed, counted: Counted) -> Option<u64> {
         self.put(Entry {
             segment,
             kind: Kind::Result,
             since: Instant::now(),
-            _counted: None,
+            _counted: counted,
         })
     }
 
@@ -472,14 +473,20 @@ mod tests {
         let (door, budget, _stop) = open(1 << 20, 8192).await;
         let (stream, token) = connect(&door).await;
         let session = door.session(&token).unwrap();
+        let results = Budget::new(1 << 20);
+        let counted = results.hold(4096).unwrap();
         let handle = session
-            .offer(crate::segments::sealed::tests::sealed(4096))
+            .offer(crate::segments::sealed::tests::sealed(4096), counted)
             .unwrap();
+        // Held for its caller, it counts as a result not yet delivered ...
+        assert_eq!(results.used(), 4096);
         let mut get = Record::new(records::GET);
         get.handle = handle;
         records::send(&stream, &get, None).await.unwrap();
         let (reply, fd) = records::receive(&stream).await.unwrap();
         assert_eq!((reply.status, fd.is_some()), (records::OK, true));
+        // ... until it is taken.
+        assert_eq!(results.used(), 0);
         // A result is not an argument: no call can take it, nor a second GET.
         assert!(session.claim(handle).is_none());
         let held = put(&stream, &memfd(8192, ALL_SEALS)).await;

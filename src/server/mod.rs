@@ -5,7 +5,8 @@
 mod auth;
 mod connections;
 mod deadline;
-pub(crate) mod inflight;
+mod delivery;
+mod inflight;
 mod limits;
 mod listener;
 mod refusals;
@@ -93,6 +94,9 @@ pub async fn serve(
     let router = server
         .layer(tower::util::MapResponseLayer::new(
             limits::rewrite_oversized_request(limit, refusals.clone()),
+        ))
+        .layer(tower::util::MapResponseLayer::new(
+            delivery::hold_until_sent,
         ))
         .layer(connections::OpenCallsLayer)
         .layer(inflight::InflightLayer::new(

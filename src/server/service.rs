@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::deadline::{Arrival, call_deadline, client_deadline, timeout_header};
+use super::delivery::{Delivering, UnaryResult};
 use super::refusals::Refusals;
 use super::stream::{self, StreamContext};
 use crate::error::{Direction, GatewayError};
 use crate::functions::{self, FunctionCache};
 use crate::pb;
-use crate::pool::{Pool, WorkerSnapshot, WorkerState};
+use crate::pool::{Delivery, Pool, WorkerSnapshot, WorkerState};
 use crate::segments::{self, CallSegments, Door};
 use crate::transport::TransportKind;
 
@@ -91,22 +91,30 @@ impl pb::gateway_server::Gateway for GatewayService {
                 let call = call.with_segments(segments);
                 // Kept only once queued: a refused call leaves nothing behind.
                 let kept = call.clone();
-                let pending = self.pool.submit(call, deadline)?;
+                let pending = self.pool.submit(call, deadline, None)?;
                 self.functions.keep(&kept);
                 Ok(pending)
             }),
             Err(err) => Err(err),
         };
         let pending = submitted.map_err(|err| self.refusals.refuse(err))?;
-        let payload = pending.outcome().await.map_err(|err| match err {
+        let Delivery {
+            payload,
+            undelivered,
+        } = pending.outcome().await.map_err(|err| match err {
             // The one refusal decided after the call was queued.
             GatewayError::QueueWait(_) => self.refusals.refuse(err),
             other => other.into(),
         })?;
-        Ok(Response::new(pb::ExecuteResponse { payload }))
+        let mut response = Response::new(pb::ExecuteResponse { payload });
+        // Counted until HTTP/2 has taken it (`delivery.rs`).
+        response
+            .extensions_mut()
+            .insert(UnaryResult(Arc::new(undelivered)));
+        Ok(response)
     }
 
-    type ExecuteStreamStream = ReceiverStream<Result<pb::StreamResponse, Status>>;
+    type ExecuteStreamStream = Delivering<Result<pb::StreamResponse, Status>>;
 
     async fn execute_stream(
         &self,
@@ -133,7 +141,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         };
         let (out, responses) = tokio::sync::mpsc::channel(STREAM_RESPONSES_BUFFERED);
         tokio::spawn(stream::serve_stream(context, request.into_inner(), out));
-        let mut response = Response::new(ReceiverStream::new(responses));
+        let mut response = Response::new(Delivering::new(responses));
         let window = stream::suggested_window(self.pool.workers().len());
         response
             .metadata_mut()

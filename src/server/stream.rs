@@ -15,7 +15,11 @@
 //! (past that the task stops reading, and HTTP/2 flow control holds the
 //! client back); results wait for a slow client up to one message's worth
 //! before the task stops taking them (and the items of a streamed call stop
-//! being produced). A call the queue has no room for (full, or its byte
+//! being produced). Every result counts as undelivered until HTTP/2 has
+//! taken it (`delivery.rs`): a stream whose undelivered results reach its
+//! share of `--max-undelivered-bytes` ([`Share`]) reads no more calls, and
+//! those of its calls that no worker has started are held back (a worker
+//! hands them back) until the client reads; then they are queued again. A call the queue has no room for (full, or its byte
 //! bound reached) waits in the task, which reads nothing more meanwhile,
 //! and is queued again with backoff: a long map waits for room instead of
 //! failing.
@@ -53,7 +57,7 @@ use super::service::parse_call;
 use crate::error::GatewayError;
 use crate::functions::{Digest, FunctionCache};
 use crate::pb;
-use crate::pool::{Deadline, PendingCall, PendingItems, Pool};
+use crate::pool::{Deadline, Delivery, PendingCall, PendingItems, Pool, Share, Undelivered};
 use crate::segments::Door;
 
 /// Calls of one stream pending at once, at most.
@@ -73,6 +77,9 @@ pub const HELD_FUNCTIONS: usize = 4;
 /// How long a call waits before it is queued again while the queue is full.
 const FIRST_REQUEUE: Duration = Duration::from_millis(2);
 const MAX_REQUEUE: Duration = Duration::from_millis(100);
+/// How often a stream with calls held back looks whether its results have
+/// been delivered, besides being woken when they are.
+const HELD_BACK_CHECK: Duration = Duration::from_millis(10);
 
 /// Calls in flight the gateway suggests to a stream's client (the
 /// `mystic-window` header): a few per worker, so that every worker has its
@@ -99,8 +106,13 @@ pub struct StreamContext {
     pub door: Option<Arc<Door>>,
 }
 
-type Outcomes = BoxStream<'static, pb::StreamResult>;
-type Responses = mpsc::Sender<Result<pb::StreamResponse, Status>>;
+/// A result, and what it holds of the results budget until delivered.
+type Outcome = (pb::StreamResult, Undelivered);
+type Outcomes = BoxStream<'static, Outcome>;
+/// The stream's messages, each with what its results hold (see
+/// `delivery::Delivering`).
+pub type Message = (Result<pb::StreamResponse, Status>, Undelivered);
+type Responses = mpsc::Sender<Message>;
 
 /// Serves one stream until it ends (see the module doc), sending its
 /// responses to `out`.
@@ -111,8 +123,10 @@ pub async fn serve_stream(
 ) {
     let expired = crate::pool::expiry(context.deadline);
     tokio::pin!(expired);
+    let share = context.pool.share();
     let mut stream = Stream {
         context,
+        share,
         held: VecDeque::new(),
         incoming: VecDeque::new(),
         waiting: None,
@@ -126,9 +140,15 @@ pub async fn serve_stream(
         .checked_sub(MESSAGE_INTERVAL)
         .unwrap_or_else(Instant::now);
     while !stream.is_over() {
+        let held_back = stream.share.has_parked();
+        if held_back && !stream.share.is_full() {
+            stream.context.pool.requeue(&stream.share);
+        }
         let taking = stream.ready.len() < BATCH_RESULTS && stream.ready_bytes < BATCH_BYTES;
-        let reading =
-            stream.reading && stream.waiting.is_none() && stream.pending.len() < MAX_IN_FLIGHT;
+        let reading = stream.reading
+            && stream.waiting.is_none()
+            && stream.pending.len() < MAX_IN_FLIGHT
+            && !stream.share.is_full();
         let retry_at = stream.waiting.as_ref().map(|waiting| waiting.at);
         // Results go out at once, unless a message went less than
         // MESSAGE_INTERVAL ago: then they wait for it to pass, or for a
@@ -145,7 +165,8 @@ pub async fn serve_stream(
             biased;
             () = out.closed() => return,
             budget = &mut expired => {
-                let _ = out.send(Err(GatewayError::Timeout(budget).into())).await;
+                let ended = Err(GatewayError::Timeout(budget).into());
+                let _ = out.send((ended, Undelivered::none())).await;
                 return;
             }
             () = stream.context.stopping.cancelled(), if stream.reading => stream.stop(),
@@ -161,12 +182,16 @@ pub async fn serve_stream(
             }
             permit = out.reserve(), if send_now => match permit {
                 Ok(permit) => {
-                    permit.send(Ok(stream.take_batch()));
+                    let (batch, undelivered) = stream.take_batch();
+                    permit.send((Ok(batch), undelivered));
                     last_sent = Instant::now();
                 }
                 Err(_closed) => return,
             },
             () = sleep_until(send_at), if !send_now && send_at.is_some() => {}
+            // Held-back calls go back to the queue once results are delivered.
+            () = stream.share.delivered(), if held_back => {}
+            () = tokio::time::sleep(HELD_BACK_CHECK), if held_back => {}
             () = sleep_until(retry_at), if retry_at.is_some() => {
                 let waiting = stream.waiting.take().expect("a waiting call");
                 stream.incoming.push_front(waiting.call);
@@ -183,8 +208,8 @@ pub async fn serve_stream(
             },
         }
     }
-    if let Some(status) = stream.ending {
-        let _ = out.send(Err(status)).await;
+    if let Some(status) = stream.ending.take() {
+        let _ = out.send((Err(status), Undelivered::none())).await;
     }
 }
 
@@ -205,6 +230,8 @@ struct Waiting {
 /// One stream's state.
 struct Stream {
     context: StreamContext,
+    /// Its share of the results budget, and its calls held back.
+    share: Arc<Share>,
     /// The functions its calls brought, most recent last.
     held: VecDeque<(Digest, Bytes)>,
     /// Calls read, not yet queued.
@@ -218,8 +245,15 @@ struct Stream {
     /// Each pending call's outcomes (one, or a streamed call's items and then one).
     pending: SelectAll<Outcomes>,
     /// Outcomes not yet sent.
-    ready: VecDeque<pb::StreamResult>,
+    ready: VecDeque<Outcome>,
     ready_bytes: usize,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Its held-back calls (which refer to the share) go with it.
+        self.share.close();
+    }
 }
 
 impl Stream {
@@ -286,11 +320,13 @@ impl Stream {
         let deadline = earliest(context.deadline, context.per_call.map(Deadline::after));
         let kept = resolved.clone();
         let (id, refusals) = (call.id, context.refusals.clone());
+        let share = Some(&self.share);
         let outcomes: Outcomes = if call.items {
-            let PendingItems { items, call } = context.pool.submit_items(resolved, deadline)?;
+            let PendingItems { items, call } =
+                context.pool.submit_items(resolved, deadline, share)?;
             items_then_outcome(id, items, call, refusals)
         } else {
-            let pending = context.pool.submit(resolved, deadline)?;
+            let pending = context.pool.submit(resolved, deadline, share)?;
             pending
                 .outcome()
                 .map(move |outcome| finished(id, outcome, &refusals))
@@ -326,32 +362,39 @@ impl Stream {
         }
     }
 
-    fn push(&mut self, result: pb::StreamResult) {
-        self.ready_bytes += result_size(&result);
-        self.ready.push_back(result);
+    fn push(&mut self, outcome: Outcome) {
+        self.ready_bytes += result_size(&outcome.0);
+        self.ready.push_back(outcome);
     }
 
-    /// The next message: ready results up to [`BATCH_BYTES`] (at least one).
-    fn take_batch(&mut self) -> pb::StreamResponse {
+    /// The next message: ready results up to [`BATCH_BYTES`] (at least
+    /// one), and what they hold of the results budget.
+    fn take_batch(&mut self) -> (pb::StreamResponse, Undelivered) {
         take_batch(&mut self.ready, &mut self.ready_bytes)
     }
 }
 
-/// The first results of `ready` that fit one message (at least one), and
-/// their bytes taken off `bytes`.
-fn take_batch(ready: &mut VecDeque<pb::StreamResult>, bytes: &mut usize) -> pb::StreamResponse {
+/// The first results of `ready` that fit one message (at least one), what
+/// they hold, and their bytes taken off `bytes`.
+fn take_batch(
+    ready: &mut VecDeque<Outcome>,
+    bytes: &mut usize,
+) -> (pb::StreamResponse, Undelivered) {
     let mut results = Vec::new();
+    let mut held = Undelivered::none();
     let mut taken = 0;
-    while let Some(next) = ready.front() {
+    while let Some((next, _)) = ready.front() {
         let size = result_size(next);
         if !results.is_empty() && (taken + size > BATCH_BYTES || results.len() >= BATCH_RESULTS) {
             break;
         }
         taken += size;
-        results.extend(ready.pop_front());
+        let (result, undelivered) = ready.pop_front().expect("a front");
+        results.push(result);
+        held.join(undelivered);
     }
     *bytes -= taken;
-    pb::StreamResponse { results }
+    (pb::StreamResponse { results }, held)
 }
 
 /// A streamed call's results: each chunk of items as the worker sends it,
@@ -359,7 +402,7 @@ fn take_batch(ready: &mut VecDeque<pb::StreamResult>, bytes: &mut usize) -> pb::
 /// that passed while it was queued).
 fn items_then_outcome(
     id: u64,
-    items: mpsc::Receiver<Bytes>,
+    items: mpsc::Receiver<Delivery>,
     call: PendingCall,
     refusals: Refusals,
 ) -> Outcomes {
@@ -374,9 +417,9 @@ fn items_then_outcome(
                 Some(chunk) = items.recv() => {
                     let result = pb::StreamResult {
                         id,
-                        outcome: Some(pb::stream_result::Outcome::Items(chunk)),
+                        outcome: Some(pb::stream_result::Outcome::Items(chunk.payload)),
                     };
-                    Some((result, Some((items, outcome))))
+                    Some(((result, chunk.undelivered), Some((items, outcome))))
                 }
                 last = &mut outcome => Some((finished(id, last, &refusals), None)),
             }
@@ -397,16 +440,18 @@ fn result_size(result: &pb::StreamResult) -> usize {
 
 /// A finished call's last result; a refusal decided after it was queued
 /// (`--max-queue-wait`) is counted as one.
-fn finished(
-    id: u64,
-    outcome: Result<Bytes, GatewayError>,
-    refusals: &Refusals,
-) -> pb::StreamResult {
+fn finished(id: u64, outcome: Result<Delivery, GatewayError>, refusals: &Refusals) -> Outcome {
     match outcome {
-        Ok(payload) => pb::StreamResult {
-            id,
-            outcome: Some(pb::stream_result::Outcome::Payload(payload)),
-        },
+        Ok(Delivery {
+            payload,
+            undelivered,
+        }) => {
+            let result = pb::StreamResult {
+                id,
+                outcome: Some(pb::stream_result::Outcome::Payload(payload)),
+            };
+            (result, undelivered)
+        }
         Err(err) => {
             if matches!(err, GatewayError::QueueWait(_)) {
                 refusals.count(&err);
@@ -416,31 +461,33 @@ fn finished(
     }
 }
 
-/// The result of a call that failed in the gateway.
-fn failed(id: u64, err: &GatewayError) -> pb::StreamResult {
+/// The result of a call that failed in the gateway (it holds nothing).
+fn failed(id: u64, err: &GatewayError) -> Outcome {
     let kind = err.kind();
-    pb::StreamResult {
+    let result = pb::StreamResult {
         id,
         outcome: Some(pb::stream_result::Outcome::Error(pb::CallError {
             code: kind.code() as i32,
             kind: kind.as_str().to_owned(),
             message: err.to_string(),
         })),
-    }
+    };
+    (result, Undelivered::none())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn payload(id: u64, len: usize) -> pb::StreamResult {
-        pb::StreamResult {
+    fn payload(id: u64, len: usize) -> Outcome {
+        let result = pb::StreamResult {
             id,
             outcome: Some(pb::stream_result::Outcome::Payload(Bytes::from(vec![
                 0;
                 len
             ]))),
-        }
+        };
+        (result, Undelivered::none())
     }
 
     #[test]
@@ -450,36 +497,57 @@ mod tests {
         assert_eq!(suggested_window(1_000_000), MAX_IN_FLIGHT);
     }
 
+    fn sizes(ready: &VecDeque<Outcome>) -> usize {
+        ready.iter().map(|(result, _)| result_size(result)).sum()
+    }
+
+    fn ids(batch: &(pb::StreamResponse, Undelivered)) -> Vec<u64> {
+        batch.0.results.iter().map(|result| result.id).collect()
+    }
+
     #[test]
     fn a_batch_holds_what_fits_and_at_least_one_result() {
-        let mut ready: VecDeque<pb::StreamResult> = VecDeque::new();
-        ready.push_back(payload(0, 10));
-        ready.push_back(payload(1, BATCH_BYTES));
-        ready.push_back(payload(2, 10));
-        let sizes: usize = ready.iter().map(result_size).sum();
-        let mut bytes = sizes;
+        let budget = crate::budget::Budget::new(usize::MAX);
+        let counted = |(result, _): Outcome| {
+            let held = budget.count(result_size(&result));
+            (result, Undelivered::new(held, None))
+        };
+        let mut ready: VecDeque<Outcome> = VecDeque::new();
+        ready.push_back(counted(payload(0, 10)));
+        ready.push_back(counted(payload(1, BATCH_BYTES)));
+        ready.push_back(counted(payload(2, 10)));
+        let mut bytes = sizes(&ready);
         let first = take_batch(&mut ready, &mut bytes);
-        assert_eq!(first.results.iter().map(|r| r.id).collect::<Vec<_>>(), [0]);
+        assert_eq!(ids(&first), [0]);
         // A result larger than a batch goes alone; the next batch takes the rest.
         let second = take_batch(&mut ready, &mut bytes);
-        assert_eq!(second.results.iter().map(|r| r.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(ids(&second), [1]);
         let third = take_batch(&mut ready, &mut bytes);
-        assert_eq!(third.results.iter().map(|r| r.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(ids(&third), [2]);
         assert!(ready.is_empty());
         assert_eq!(bytes, 0);
+        // Each message holds its own results' bytes until it goes.
+        let held = budget.used();
+        drop(second);
+        assert_eq!(
+            budget.used(),
+            held - result_size(&payload(1, BATCH_BYTES).0)
+        );
+        drop((first, third));
+        assert_eq!(budget.used(), 0);
         // Many small ones: at most BATCH_RESULTS a message.
         ready.extend((0..BATCH_RESULTS as u64 + 5).map(|id| payload(id, 1)));
-        bytes = ready.iter().map(result_size).sum();
+        bytes = sizes(&ready);
         assert_eq!(
-            take_batch(&mut ready, &mut bytes).results.len(),
+            take_batch(&mut ready, &mut bytes).0.results.len(),
             BATCH_RESULTS
         );
-        assert_eq!(take_batch(&mut ready, &mut bytes).results.len(), 5);
+        assert_eq!(take_batch(&mut ready, &mut bytes).0.results.len(), 5);
     }
 
     #[test]
     fn a_failure_carries_the_code_and_kind_of_a_unary_status() {
-        let result = failed(7, &GatewayError::Timeout(Duration::from_secs(1)));
+        let (result, _) = failed(7, &GatewayError::Timeout(Duration::from_secs(1)));
         let Some(pb::stream_result::Outcome::Error(error)) = result.outcome else {
             panic!("not an error: {result:?}");
         };
