@@ -73,7 +73,8 @@ def test_a_malformed_call_leaves_no_segment_for_the_next_caller(start_gateway):
     takes that segment: the next caller's call gets its own."""
     gateway = start_gateway("--workers", "1")
     door = _segment_door.Door.connect(gateway.info().segment_socket)
-    secret = np.frombuffer(b"first caller's!!" * 4096, dtype=np.uint8)
+    # Both large enough to travel in a segment.
+    secret = np.frombuffer(b"first caller's!!" * (MIB // 8), dtype=np.uint8)
     pickled = _segments.dump(((secret,), {}, ()), 1)
     fd, _layout = _segments.write_segment(pickled)
     try:
@@ -89,7 +90,7 @@ def test_a_malformed_call_leaves_no_segment_for_the_next_caller(start_gateway):
     assert answer.kind == ERROR and "could not decode" in answer.value
     assert segments_open(only_worker(gateway)) == 0
 
-    mine = np.frombuffer(b"second caller..." * 4096, dtype=np.uint8)
+    mine = np.frombuffer(b"second caller..." * (MIB // 8), dtype=np.uint8)
     remote = compute_this(server=gateway.url)(first_bytes)
     assert remote(mine).run() == b"second caller..."
     assert segments_open(only_worker(gateway)) == 0
