@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: the command line and the validated settings.
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
-//! - [`server`]: the tonic services (gateway, health) and graceful shutdown.
+//! - [`server`]: the accept loop, the tonic services (gateway, health) and
+//!   graceful shutdown.
 //! - [`functions`]: functions by digest (the gateway's function cache).
 //! - [`items`]: streaming a generator's items from a worker.
 //! - [`pool`]: the bounded job queue and one supervising actor per worker.
