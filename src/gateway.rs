@@ -13,6 +13,7 @@ use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use crate::config::{Config, TlsFiles};
+use crate::descriptors;
 use crate::functions::FunctionCache;
 use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, StartError, WorkerState};
@@ -70,6 +71,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let access = read_access(&config)?;
     let tls = access.tls.is_some();
+    let max_connections = descriptors::fit_connections(config.max_connections, config.workers);
     // Held to the end of `run`: dropping it removes a Unix socket's file.
     let (listener, bound) = server::bind(&config.listen).await?;
     let metrics_listener = match config.metrics_listen {
@@ -113,7 +115,7 @@ pub async fn run(
         });
     }
     let bounds = server::Bounds {
-        max_connections: config.max_connections,
+        max_connections,
         max_connections_per_peer: config.max_connections_per_peer,
         deadlines: Deadlines {
             handshake: config.handshake_timeout,
