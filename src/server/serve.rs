@@ -242,15 +242,16 @@ async fn connection<IO, S, B>(
     );
     let check = tokio::time::sleep_until(activity.accepted() + deadlines.handshake);
     let mut check = pin!(check);
-    // When the GOAWAY was sent.
-    let mut closing: Option<Instant> = None;
+    // Whether the GOAWAY has been sent.
+    let mut closing = false;
     let mut first_call = true;
     loop {
-        tokio::select! {
-            () = activity.first_call(), if first_call => {
+        let goaway = tokio::select! {
+            () = activity.first_call(), if first_call && !closing => {
                 // Idle from the end of this call on: ask again now.
                 first_call = false;
                 check.as_mut().reset(Instant::now());
+                false
             }
             served = http.as_mut() => {
                 if let Err(err) = served {
@@ -258,31 +259,33 @@ async fn connection<IO, S, B>(
                 }
                 break;
             }
-            () = stop.cancelled(), if closing.is_none() => {
-                http.as_mut().graceful_shutdown();
-                closing = Some(Instant::now());
-                check.as_mut().reset(Instant::now() + CLOSING_GRACE);
-            }
+            () = stop.cancelled(), if !closing => true,
             () = check.as_mut() => {
-                let now = Instant::now();
-                if closing.is_some() {
+                if closing {
                     if activity.open_calls() == 0 {
                         debug!("a connection did not close after its GOAWAY; cut off");
                         break;
                     }
-                    check.as_mut().reset(now + CLOSING_GRACE);
-                    continue;
-                }
-                match activity.verdict(deadlines) {
-                    Verdict::Keep { until } => check.as_mut().reset(until),
-                    Verdict::Close(overdue) => {
-                        debug!(?overdue, "closing a connection with a GOAWAY");
-                        http.as_mut().graceful_shutdown();
-                        closing = Some(now);
-                        check.as_mut().reset(now + CLOSING_GRACE);
+                    check.as_mut().reset(Instant::now() + CLOSING_GRACE);
+                    false
+                } else {
+                    match activity.verdict(deadlines) {
+                        Verdict::Keep { until } => {
+                            check.as_mut().reset(until);
+                            false
+                        }
+                        Verdict::Close(overdue) => {
+                            debug!(?overdue, "closing a connection with a GOAWAY");
+                            true
+                        }
                     }
                 }
             }
+        };
+        if goaway {
+            http.as_mut().graceful_shutdown();
+            closing = true;
+            check.as_mut().reset(Instant::now() + CLOSING_GRACE);
         }
     }
 }
