@@ -183,15 +183,30 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub max_queue_wait: Option<Duration>,
 
-    /// Seconds a client connection may stay open with no call on it before
-    /// the gateway closes it (abruptly: a call sent in that same instant
-    /// fails as unavailable) [default: never].
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-    pub idle_connection_timeout: Option<Duration>,
+    /// Seconds a new client connection has to finish its TLS and HTTP/2
+    /// handshakes and send an admitted call (one with the right token; any
+    /// call without --auth-token-file); if it does not, it is closed and
+    /// its place under --max-connections freed.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub handshake_timeout: Duration,
 
-    /// Client connections open at once; more wait until one closes.
+    /// Seconds a client connection may stay open with no admitted call on
+    /// it before the gateway closes it with a GOAWAY (a call sent in that
+    /// instant still runs, and the client reconnects for its next call).
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    pub idle_connection_timeout: Duration,
+
+    /// Client connections open at once; more wait until one closes (lowered
+    /// at start-up, with a warning, if the open-files limit cannot hold
+    /// them beside what the workers need).
     #[arg(long, value_name = "N", default_value = "1024")]
     pub max_connections: NonZeroUsize,
+
+    /// Client connections open at once from one IP address (every client
+    /// on a unix:PATH socket counts as one); past it, a new connection is
+    /// closed at once [default: no bound but --max-connections].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_peer: Option<NonZeroUsize>,
 
     /// Calls (HTTP/2 streams) open at once on one connection; a client
     /// queues the rest.
@@ -227,8 +242,10 @@ pub struct Config {
     pub max_receiving_bytes: usize,
     pub max_undelivered_bytes: usize,
     pub max_queue_wait: Option<Duration>,
-    pub idle_connection_timeout: Option<Duration>,
+    pub handshake_timeout: Duration,
+    pub idle_connection_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_peer: Option<NonZeroUsize>,
     pub max_streams_per_connection: u32,
 }
 
@@ -316,8 +333,10 @@ impl TryFrom<Args> for Config {
                 .max_undelivered_bytes
                 .map_or(queue_max_bytes, NonZeroUsize::get),
             max_queue_wait: args.max_queue_wait,
+            handshake_timeout: args.handshake_timeout,
             idle_connection_timeout: args.idle_connection_timeout,
             max_connections: args.max_connections.get(),
+            max_connections_per_peer: args.max_connections_per_peer,
             max_streams_per_connection: args.max_streams_per_connection.get(),
         })
     }
@@ -541,8 +560,26 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.max_streams_per_connection, 1024);
-        assert_eq!(config.idle_connection_timeout, None);
+        assert_eq!(config.max_connections_per_peer, None);
         assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-connections-per-peer", "0"]).is_err());
         assert!(parse(&["--max-streams-per-connection", "0"]).is_err());
+    }
+
+    #[test]
+    fn connections_must_earn_their_place_within_seconds_by_default() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.idle_connection_timeout, Duration::from_secs(300));
+        let config = parse(&[
+            "--handshake-timeout",
+            "0.5",
+            "--idle-connection-timeout",
+            "2",
+        ]);
+        let config = config.unwrap();
+        assert_eq!(config.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(config.idle_connection_timeout, Duration::from_secs(2));
+        assert!(parse(&["--handshake-timeout", "0"]).is_err());
     }
 }

@@ -14,11 +14,15 @@ use tracing::{info, warn};
 
 use crate::budget::Budget;
 use crate::config::{Config, TlsFiles};
+use crate::descriptors;
 use crate::functions::FunctionCache;
 use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, StartError, WorkerState};
 use crate::segments::Door;
-use crate::server::{self, Access, BindError, GatewayService, Refusals, SERVICE_NAME, TokenError};
+use crate::server::{
+    self, Access, BindError, Deadlines, GatewayService, Refusals, SERVICE_NAME, ServeError, Tls,
+    TlsError, TokenError,
+};
 use crate::transport;
 
 /// Why the gateway could not run.
@@ -43,10 +47,10 @@ pub enum RunError {
     #[error(
         "the TLS certificate or key cannot be used: {0}; pass a PEM certificate chain to --tls-cert and its PEM private key to --tls-key"
     )]
-    Tls(String),
+    Tls(#[from] TlsError),
 
     #[error("the gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    Serve(#[from] ServeError),
 
     #[error("stopped at once on a second {signal}: {busy} running calls were cut off")]
     Interrupted { signal: &'static str, busy: usize },
@@ -68,6 +72,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let access = read_access(&config)?;
     let tls = access.tls.is_some();
+    let max_connections = descriptors::fit_connections(config.max_connections, config.workers);
     // Held to the end of `run`: dropping it removes a Unix socket's file.
     let (listener, bound) = server::bind(&config.listen).await?;
     let metrics_listener = match config.metrics_listen {
@@ -114,10 +119,14 @@ pub async fn run(
         });
     }
     let bounds = server::Bounds {
-        max_connections: config.max_connections,
+        max_connections,
+        max_connections_per_peer: config.max_connections_per_peer,
+        deadlines: Deadlines {
+            handshake: config.handshake_timeout,
+            idle: config.idle_connection_timeout,
+        },
         max_streams_per_connection: config.max_streams_per_connection,
         receiving,
-        idle_connection_timeout: config.idle_connection_timeout,
     };
     let mut server = tokio::spawn(server::serve(
         listener,
@@ -125,7 +134,7 @@ pub async fn run(
         health.clone(),
         access,
         bounds,
-        stopping.clone().cancelled_owned(),
+        stopping.clone(),
     ));
     let started = tokio::select! {
         started = tasks.ready() => Some(started),
@@ -223,35 +232,16 @@ fn read_access(config: &Config) -> Result<Access, RunError> {
         }
         None => None,
     };
+    // Checked now, so that a bad file stops the gateway before it starts
+    // workers or says it is serving.
     let tls = match &config.tls {
-        Some(TlsFiles { cert, key }) => {
-            let identity = tonic::transport::Identity::from_pem(
-                read("the TLS certificate", cert)?,
-                read("the TLS key", key)?,
-            );
-            let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-            // Checked now, so that a bad file stops the gateway before it
-            // starts workers or says it is serving.
-            if let Err(err) = tonic::transport::Server::builder().tls_config(tls.clone()) {
-                return Err(RunError::Tls(error_chain(&err)));
-            }
-            Some(tls)
-        }
+        Some(TlsFiles { cert, key }) => Some(Tls::from_pem(
+            &read("the TLS certificate", cert)?,
+            &read("the TLS key", key)?,
+        )?),
         None => None,
     };
     Ok(Access { token, tls })
-}
-
-/// An error and its causes, as one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, RunError> {

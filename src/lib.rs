@@ -4,7 +4,9 @@
 //! - [`config`]: the command line and the validated settings.
 //! - [`budget`]: byte budgets (bytes arriving, results undelivered).
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
-//! - [`server`]: the tonic services (gateway, health) and graceful shutdown.
+//! - [`server`]: the accept loop, the tonic services (gateway, health) and
+//!   graceful shutdown; [`descriptors`]: the open-files limit and the
+//!   connections that fit in it.
 //! - [`functions`]: functions by digest (the gateway's function cache).
 //! - [`items`]: streaming a generator's items from a worker.
 //! - [`pool`]: the bounded job queue and one supervising actor per worker.
@@ -18,6 +20,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod descriptors;
 pub mod error;
 pub mod functions;
 pub mod gateway;

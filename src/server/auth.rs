@@ -6,11 +6,17 @@
 //! comparison takes the same time whatever the presented token's length and
 //! wherever it first differs, so it reveals neither. The health service stays
 //! open: it says only whether the gateway is serving.
+//!
+//! A call let through is admitted on its connection (see `connections.rs`):
+//! it keeps the connection in use. A refused call is not, and neither is a
+//! health check of a gateway with a token: neither earns a connection its
+//! place.
 
 use ring::digest::{SHA256, SHA256_OUTPUT_LEN, digest};
 use subtle::ConstantTimeEq as _;
 use tonic::{Request, Status};
 
+use super::connections::Call;
 use super::refusals::Refusals;
 use crate::error::GatewayError;
 
@@ -47,6 +53,13 @@ impl TokenCheck {
         }
     }
 
+    /// The interceptor in front of the health service.
+    pub fn health(&self) -> HealthCheck {
+        HealthCheck {
+            admits: self.expected.is_none(),
+        }
+    }
+
     fn allows(&self, request: &Request<()>) -> bool {
         let Some(expected) = &self.expected else {
             return true;
@@ -65,9 +78,34 @@ impl TokenCheck {
 impl tonic::service::Interceptor for TokenCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         if self.allows(&request) {
+            admit(&request);
             return Ok(request);
         }
         Err(self.refusals.refuse(GatewayError::Unauthenticated))
+    }
+}
+
+/// A tonic interceptor that lets every health check through, and admits
+/// it only when the gateway has no token (with one, anyone may check
+/// health, but doing so does not hold a connection open).
+#[derive(Debug, Clone, Copy)]
+pub struct HealthCheck {
+    admits: bool,
+}
+
+impl tonic::service::Interceptor for HealthCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.admits {
+            admit(&request);
+        }
+        Ok(request)
+    }
+}
+
+/// Admits `request`'s call on its connection.
+fn admit(request: &Request<()>) {
+    if let Some(call) = request.extensions().get::<Call>() {
+        call.admit();
     }
 }
 
@@ -106,6 +144,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::Metrics;
+    use crate::server::connections::Activity;
 
     fn request(authorization: Option<&'static str>) -> Request<()> {
         let mut request = Request::new(());
@@ -137,6 +176,41 @@ mod tests {
                 .render(0, 0)
                 .contains(r#"mystic_rejected_calls_total{reason="unauthenticated"} 4"#)
         );
+    }
+
+    /// `authorization` on a call of a connection doing `activity`; returns
+    /// the request and the call, held apart from it.
+    fn call_on(
+        activity: &Arc<Activity>,
+        authorization: Option<&'static str>,
+    ) -> (Request<()>, Call) {
+        let mut request = request(authorization);
+        let call = Call::new(Arc::clone(activity));
+        request.extensions_mut().insert(call.clone());
+        (request, call)
+    }
+
+    #[test]
+    fn only_calls_let_through_keep_their_connection_in_use() {
+        let refusals = Refusals::new(Arc::new(Metrics::new(1, "pipe")));
+        let activity = Arc::new(Activity::new());
+        let mut check = TokenCheck::new(Some(b"s3cret".to_vec()), refusals.clone());
+        let (refused, _held) = call_on(&activity, Some("Bearer wrong"));
+        assert!(check.call(refused).is_err());
+        let (health, _held) = call_on(&activity, None);
+        assert!(check.health().call(health).is_ok());
+        assert_eq!(activity.open_calls(), 0, "refused calls and health checks");
+        let (passed, held) = call_on(&activity, Some("Bearer s3cret"));
+        assert!(check.call(passed).is_ok());
+        assert_eq!(activity.open_calls(), 1);
+        drop(held);
+        assert_eq!(activity.open_calls(), 0);
+
+        // Without a token, health checks count too.
+        let open = TokenCheck::new(None, refusals);
+        let (health, _held) = call_on(&activity, None);
+        assert!(open.health().call(health).is_ok());
+        assert_eq!(activity.open_calls(), 1);
     }
 
     #[test]

@@ -1,223 +1,199 @@
-//! Bounds on connections, TCP or Unix socket alike: at most
-//! `--max-connections` open at once (one more is accepted and waits for a
-//! place, the rest wait in the listen backlog), a connection with no call
-//! for `--idle-connection-timeout` is closed, Nagle's algorithm is off (on
-//! TCP), and HTTP/2 keepalive pings notice a peer that vanished without
-//! closing its connection.
+//! What a connection must do to keep its place (`places.rs`), TCP or Unix
+//! socket alike, as `serve.rs` applies it ([`Deadlines`]): finish its TLS
+//! and HTTP/2 handshakes and send an admitted call within
+//! `--handshake-timeout`; once it has had no admitted call open for
+//! `--idle-connection-timeout`, it is closed with a GOAWAY (a call that
+//! crossed the GOAWAY still runs).
 //!
-//! Idleness is about calls, not bytes (keepalive pings are bytes too):
-//! [`OpenCallsLayer`] counts the calls open on each connection, through the
-//! [`Activity`] it finds in the request's connection info, and [`Limited`]
-//! ends the connection (EOF to the server) once none has been open for the
-//! timeout. That close is abrupt, not a GOAWAY: a call the client sends in
-//! that same instant fails as unavailable, which is why the timeout is off
-//! unless asked for.
+//! Idleness is about admitted calls, not bytes: keepalive pings, health
+//! checks of a gateway with a token and calls the token check refused earn
+//! a connection nothing. [`OpenCallsLayer`] puts a [`Call`] in every
+//! request, the token check (`auth.rs`) admits it, and from then until its
+//! response has ended it counts in its connection's [`Activity`].
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
-use tokio_stream::wrappers::UnixListenerStream;
-use tokio_stream::{Stream, StreamExt as _};
-use tonic::transport::server::{Connected, TcpIncoming};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::deadline::Arrival;
 
-/// How often an HTTP/2 connection with no traffic is pinged, and how long
-/// the peer has to answer before the connection is dropped.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// After its GOAWAY, how long a connection with no admitted call open is
+/// kept: time for a call the client sent as the GOAWAY left to arrive (a
+/// round trip). A peer that answers the GOAWAY's ping is closed on sooner
+/// by HTTP/2 itself; one that never answers it is cut off then.
+pub const CLOSING_GRACE: Duration = Duration::from_secs(1);
 
-/// Accepted TCP connections on `listener`, Nagle's algorithm off, bounded
-/// as [`limited`] says.
-pub fn limited_tcp(
-    listener: TcpListener,
-    max: usize,
-    idle: Option<Duration>,
-) -> impl Stream<Item = io::Result<Limited<TcpStream>>> {
-    limited(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        max,
-        idle,
-    )
+/// How long a connection may go without an admitted call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// From its accept to its first admitted call (TLS and HTTP/2
+    /// handshakes included).
+    pub handshake: Duration,
+    /// From the end of its last admitted call.
+    pub idle: Duration,
 }
 
-/// Accepted connections on a Unix socket `listener`, bounded as
-/// [`limited`] says.
-pub fn limited_unix(
-    listener: UnixListener,
-    max: usize,
-    idle: Option<Duration>,
-) -> impl Stream<Item = io::Result<Limited<UnixStream>>> {
-    limited(UnixListenerStream::new(listener), max, idle)
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overdue {
+    /// No admitted call within the handshake deadline.
+    Handshake,
+    /// No admitted call open for the idle timeout.
+    Idle,
 }
 
-/// The connections `accepted` yields, at most `max` open at once, each
-/// closed once it had no call for `idle`.
-pub fn limited<T>(
-    accepted: impl Stream<Item = io::Result<T>>,
-    max: usize,
-    idle: Option<Duration>,
-) -> impl Stream<Item = io::Result<Limited<T>>> {
-    let permits = Arc::new(Semaphore::new(max));
-    accepted.then(move |accepted| {
-        let permits = Arc::clone(&permits);
-        async move {
-            let io = accepted?;
-            let permit = permits
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            Ok(Limited::new(io, permit, idle))
-        }
-    })
+/// What to do with a connection, as of now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep it; ask again at `until`.
+    Keep {
+        until: Instant,
+    },
+    Close(Overdue),
 }
 
-/// What a connection is doing: calls open on it, and when the last one
-/// closed.
+/// What a connection is doing: its admitted calls open, and when the last
+/// one opened or closed.
 #[derive(Debug)]
 pub struct Activity {
-    open_calls: AtomicUsize,
-    last: Mutex<Instant>,
+    accepted: Instant,
+    calls: Mutex<Calls>,
+    /// Told of the first admitted call (which may make the connection
+    /// idle before its handshake deadline).
+    first_call: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Calls {
+    open: usize,
+    /// None until the first admitted call.
+    last: Option<Instant>,
 }
 
 impl Activity {
-    fn touch(&self) {
-        *self
-            .last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+    /// A connection accepted now.
+    pub fn new() -> Self {
+        Activity {
+            accepted: Instant::now(),
+            calls: Mutex::default(),
+            first_call: Notify::new(),
+        }
     }
 
-    fn last(&self) -> Instant {
-        *self
-            .last
+    pub fn accepted(&self) -> Instant {
+        self.accepted
+    }
+
+    pub fn open_calls(&self) -> usize {
+        self.calls().open
+    }
+
+    /// Waits for the first admitted call (at once if there was one).
+    pub async fn first_call(&self) {
+        self.first_call.notified().await;
+    }
+
+    /// Whether the connection has earned its place, as of now.
+    pub fn verdict(&self, deadlines: Deadlines) -> Verdict {
+        let now = Instant::now();
+        let calls = self.calls();
+        let (until, overdue) = match calls.last {
+            // A call is open: it cannot be idle before one more period.
+            _ if calls.open > 0 => (now + deadlines.idle, None),
+            None => (
+                self.accepted + deadlines.handshake,
+                Some(Overdue::Handshake),
+            ),
+            Some(last) => (last + deadlines.idle, Some(Overdue::Idle)),
+        };
+        match overdue {
+            Some(overdue) if now >= until => Verdict::Close(overdue),
+            _ => Verdict::Keep { until },
+        }
+    }
+
+    fn opened(&self) {
+        let mut calls = self.calls();
+        calls.open += 1;
+        if calls.last.replace(Instant::now()).is_none() {
+            self.first_call.notify_one();
+        }
+    }
+
+    fn closed(&self) {
+        let mut calls = self.calls();
+        calls.open -= 1;
+        calls.last = Some(Instant::now());
+    }
+
+    fn calls(&self) -> MutexGuard<'_, Calls> {
+        self.calls
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// The connection info every request carries (tonic puts it in the
-/// request's extensions).
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+/// The connection info every request carries (the accept loop puts it in
+/// the request's extensions).
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub activity: Arc<Activity>,
 }
 
-/// A connection that holds one of the permits while it is open, and ends
-/// itself (EOF to the server) once idle, if `idle` is set.
+/// One call on a connection, in its request's extensions. Once admitted,
+/// it is open until every clone of it is gone (the request, and the
+/// response's body once it has ended).
+#[derive(Debug, Clone)]
+pub struct Call(Arc<CallState>);
+
 #[derive(Debug)]
-pub struct Limited<T> {
-    io: T,
-    _permit: OwnedSemaphorePermit,
+struct CallState {
     activity: Arc<Activity>,
-    /// The idle timeout, and the timer that checks for it.
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    admitted: AtomicBool,
 }
 
-impl<T> Limited<T> {
-    fn new(io: T, permit: OwnedSemaphorePermit, idle: Option<Duration>) -> Self {
-        let activity = Arc::new(Activity {
-            open_calls: AtomicUsize::new(0),
-            last: Mutex::new(Instant::now()),
-        });
-        Limited {
-            io,
-            _permit: permit,
+impl Call {
+    /// A call on the connection doing `activity`, not admitted yet.
+    pub fn new(activity: Arc<Activity>) -> Self {
+        Call(Arc::new(CallState {
             activity,
-            idle: idle.map(|idle| (idle, Box::pin(tokio::time::sleep(idle)))),
-        }
+            admitted: AtomicBool::new(false),
+        }))
     }
 
-    /// Whether the connection has been idle for `idle`; if not, arms the
-    /// check for when it could be.
-    fn idle_now(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some((idle, check)) = self.idle.as_mut() else {
-            return false;
-        };
-        let idle = *idle;
-        loop {
-            if check.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            let busy = self.activity.open_calls.load(Ordering::Acquire) > 0;
-            let since = self.activity.last();
-            if !busy && since.elapsed() >= idle {
-                return true;
-            }
-            // Checked again an idle period after the last call closed (or
-            // from now, while a call is open).
-            let next = if busy { Instant::now() } else { since } + idle;
-            check.as_mut().reset(next);
+    /// Counts the call as activity on its connection (once, however often
+    /// it is admitted).
+    pub fn admit(&self) {
+        if !self.0.admitted.swap(true, Ordering::AcqRel) {
+            self.0.activity.opened();
         }
     }
 }
 
-impl<T> Connected for Limited<T> {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> ConnectionInfo {
-        ConnectionInfo {
-            activity: Arc::clone(&self.activity),
+impl Drop for CallState {
+    fn drop(&mut self) {
+        if *self.admitted.get_mut() {
+            self.activity.closed();
         }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.io).poll_read(cx, buf) {
-            // EOF: the server closes the connection.
-            Poll::Pending if self.idle_now(cx) => Poll::Ready(Ok(())),
-            other => other,
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 /// A tower layer that stamps each request's [`Arrival`] (for its deadline)
-/// and counts, on its connection, the calls open on it, from the request's
-/// arrival until its response is ready.
+/// and gives it a [`Call`] on its connection, kept open until its response
+/// has ended.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenCallsLayer;
 
@@ -235,31 +211,14 @@ pub struct OpenCalls<S> {
     inner: S,
 }
 
-/// One open call on a connection; closing it counts as activity.
-struct OpenCall(Arc<Activity>);
-
-impl OpenCall {
-    fn new(activity: Arc<Activity>) -> Self {
-        activity.open_calls.fetch_add(1, Ordering::AcqRel);
-        OpenCall(activity)
-    }
-}
-
-impl Drop for OpenCall {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.open_calls.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl<S, B> tower::Service<http::Request<B>> for OpenCalls<S>
+impl<S, B, R> tower::Service<http::Request<B>> for OpenCalls<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<CallBody<R>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -267,16 +226,45 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(Arrival(Instant::now()));
-        let open = request
+        let call = request
             .extensions()
             .get::<ConnectionInfo>()
-            .map(|info| OpenCall::new(Arc::clone(&info.activity)));
+            .map(|info| Call::new(Arc::clone(&info.activity)));
+        if let Some(call) = &call {
+            request.extensions_mut().insert(call.clone());
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await;
-            drop(open);
-            response
+            let response = response.await?;
+            Ok(response.map(|body| CallBody { body, _call: call }))
         })
+    }
+}
+
+/// A response body that keeps its call open until it is dropped.
+#[derive(Debug)]
+pub struct CallBody<B> {
+    body: B,
+    _call: Option<Call>,
+}
+
+impl<B: HttpBody + Unpin> HttpBody for CallBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -284,63 +272,51 @@ where
 mod tests {
     use super::*;
 
-    /// Checks that a second connection waits while the first holds the
-    /// only place; `connect` opens one.
-    async fn the_cap_holds<T, C>(
-        accepted: impl Stream<Item = io::Result<Limited<T>>>,
-        connect: impl Fn() -> C,
-    ) where
-        C: Future<Output = io::Result<T>>,
-    {
-        let mut accepted = Box::pin(accepted);
-        let _first_client = connect().await.unwrap();
-        let first = accepted.next().await.unwrap().unwrap();
-        let _second_client = connect().await.unwrap();
-        let waiting = tokio::time::timeout(Duration::from_millis(200), accepted.next()).await;
-        assert!(waiting.is_err(), "a second connection got in past the cap");
-        drop(first);
-        let second = tokio::time::timeout(Duration::from_secs(5), accepted.next()).await;
-        assert!(matches!(second, Ok(Some(Ok(_)))));
-    }
+    const DEADLINES: Deadlines = Deadlines {
+        handshake: Duration::from_secs(10),
+        idle: Duration::from_secs(300),
+    };
 
-    #[tokio::test]
-    async fn a_connection_past_the_cap_waits_until_one_closes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        the_cap_holds(limited_tcp(listener, 1, None), || TcpStream::connect(addr)).await;
-    }
-
-    #[tokio::test]
-    async fn the_cap_holds_on_a_unix_socket_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        the_cap_holds(limited_unix(listener, 1, None), || {
-            UnixStream::connect(&path)
-        })
-        .await;
+    fn keep_for(after: Duration) -> Verdict {
+        Verdict::Keep {
+            until: Instant::now() + after,
+        }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_is_ended_once_idle_but_not_while_a_call_is_open() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn a_connection_without_an_admitted_call_is_overdue_at_the_handshake_deadline() {
+        let activity = Arc::new(Activity::new());
+        assert_eq!(activity.verdict(DEADLINES), keep_for(DEADLINES.handshake));
+        // A call the token check refused is never admitted.
+        let refused = Call::new(Arc::clone(&activity));
+        tokio::time::advance(DEADLINES.handshake).await;
+        assert_eq!(
+            activity.verdict(DEADLINES),
+            Verdict::Close(Overdue::Handshake)
+        );
+        drop(refused);
+        assert_eq!(activity.open_calls(), 0);
+    }
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(limited_tcp(listener, 4, Some(Duration::from_secs(10))));
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let mut server = accepted.next().await.unwrap().unwrap();
-        let call = OpenCall::new(Arc::clone(&server.activity));
-        let mut byte = [0u8; 1];
-        // A call is open: a minute of silence does not end the connection.
-        let read = tokio::time::timeout(Duration::from_secs(60), server.read(&mut byte)).await;
-        assert!(read.is_err(), "ended while a call was open");
-        // Bytes alone (a keepalive ping, say) are not a call.
-        client.write_all(b"x").await.unwrap();
-        assert_eq!(server.read(&mut byte).await.unwrap(), 1);
+    #[tokio::test(start_paused = true)]
+    async fn an_admitted_call_keeps_its_connection_until_an_idle_period_after_it_ends() {
+        let activity = Arc::new(Activity::new());
+        let call = Call::new(Arc::clone(&activity));
+        call.admit();
+        call.admit();
+        let request_side = call.clone();
+        assert_eq!(activity.open_calls(), 1);
+        // Open for an hour: never idle meanwhile.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(activity.verdict(DEADLINES), keep_for(DEADLINES.idle));
         drop(call);
-        let closed = Instant::now();
-        assert_eq!(server.read(&mut byte).await.unwrap(), 0, "EOF once idle");
-        assert!(closed.elapsed() >= Duration::from_secs(10));
+        assert_eq!(activity.open_calls(), 1, "the request still holds it");
+        drop(request_side);
+        assert_eq!(activity.open_calls(), 0);
+        assert_eq!(activity.verdict(DEADLINES), keep_for(DEADLINES.idle));
+        tokio::time::advance(DEADLINES.idle - Duration::from_millis(1)).await;
+        assert!(matches!(activity.verdict(DEADLINES), Verdict::Keep { .. }));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(activity.verdict(DEADLINES), Verdict::Close(Overdue::Idle));
     }
 }

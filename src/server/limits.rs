@@ -3,9 +3,9 @@
 //! tonic refuses a request over its decoding limit with `OUT_OF_RANGE` before
 //! our handler sees it; the contract says `RESOURCE_EXHAUSTED` with the
 //! `payload-too-large` kind. This response hook rewrites exactly that status.
-//! (tonic's other answer of its own, `CANCELLED` for a passed `grpc-timeout`,
-//! comes from a layer outside ours: `deadline.rs` makes the pool answer
-//! first instead.)
+//! (The other answer the gateway does not write itself, `CANCELLED` for a
+//! passed `grpc-timeout`, comes from `deadline.rs`'s layer, which makes the
+//! pool answer first.)
 
 use super::refusals::Refusals;
 use crate::error::{Direction, GatewayError};

@@ -1,6 +1,6 @@
 //! The socket the gRPC server accepts connections on, bound from
 //! `--listen`: TCP, or a Unix socket at a path ([`super::unix_socket`]).
-//! Both are served the same way (`connections::limited`).
+//! Both are served the same way (`serve.rs`).
 
 use std::net::SocketAddr;
 
