@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use process::describe_exit;
 pub use queue::{Deadline, expiry};
 pub use recycle::Recycle;
-pub use results::{Delivery, Share, Undelivered};
+pub use results::{Delivery, OwnedShare, Share, Undelivered};
 pub use startup::StartError;
 pub use status::{WorkerSnapshot, WorkerState};
 
@@ -280,24 +280,20 @@ impl Pool {
         })
     }
 
-    /// A new caller's share of the results budget (see [`Share`]).
-    pub fn share(&self) -> Arc<Share> {
-        Share::of(&self.results)
-    }
-
-    /// Queues again the calls `share` held back, now that its caller has
-    /// read enough; those the queue has no room for stay held back. Whether
-    /// any still are.
-    pub fn requeue(&self, share: &Share) -> bool {
-        let mut parked = share.unpark();
-        while let Some(job) = parked.pop_front() {
-            if let Err(job) = self.queue.resubmit(job) {
-                parked.push_front(job);
-                share.repark(parked);
-                return true;
-            }
-        }
-        false
+    /// A new caller's share of the results budget (see [`Share`]), with a
+    /// task that queues its calls held back again as its caller reads.
+    /// Dropped (the caller has gone), it is closed: that ends the task, and
+    /// drops the calls still held back.
+    pub fn share(&self) -> OwnedShare {
+        let share = Share::of(&self.results);
+        let queue = self.queue.clone();
+        let watched = Arc::clone(&share);
+        tokio::spawn(async move {
+            watched
+                .requeue_while_open(|share| requeue(&queue, share))
+                .await;
+        });
+        OwnedShare(share)
     }
 
     /// Every worker slot, in index order.
@@ -308,6 +304,19 @@ impl Pool {
     /// How many workers can take a call now, updated as it changes.
     pub fn serving(&self) -> tokio::sync::watch::Receiver<usize> {
         self.board.serving()
+    }
+}
+
+/// Queues again the calls `share` held back; those the queue has no room
+/// for stay held back.
+fn requeue(queue: &JobQueue, share: &Share) {
+    let mut parked = share.unpark();
+    while let Some(job) = parked.pop_front() {
+        if let Err(job) = queue.resubmit(job) {
+            parked.push_front(job);
+            share.repark(parked);
+            return;
+        }
     }
 }
 

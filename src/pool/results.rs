@@ -9,17 +9,20 @@
 //! up in no process but the worker that made them.
 //!
 //! So that one caller who stops reading cannot take the whole budget and
-//! with it every worker, each caller (a stream of calls) has a [`Share`]: an
-//! eighth of the budget. Past its share, a caller's calls that no worker has
-//! started are held back: a worker that takes one from the queue hands it
-//! back to its caller ([`Share::park`]), and the caller queues it again
-//! once it has read enough ([`Share::unpark`]). They wait as they came,
-//! once in memory.
+//! with it every worker, each caller (a stream of calls, or the unary calls
+//! of one connection) has a [`Share`]: an eighth of the budget. Past its
+//! share, a caller's calls that no worker has started are held back: a
+//! worker that takes one from the queue hands it back to its caller
+//! ([`Share::park`]), and a task of the share's queues it again once the
+//! caller has read enough (`Pool::share`). They wait as they came, once in
+//! memory.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use super::queue::Job;
 use crate::budget::{Budget, Held};
@@ -60,6 +63,9 @@ impl Undelivered {
 /// The fraction of the budget one caller may hold undelivered before its
 /// waiting calls are held back.
 const SHARE_DIVISOR: usize = 8;
+/// How often a share with calls held back looks whether its caller has
+/// read, besides being woken when it does.
+const HELD_BACK_CHECK: Duration = Duration::from_millis(10);
 
 /// One caller's share of the results budget, and its calls held back.
 #[derive(Debug)]
@@ -67,6 +73,8 @@ pub struct Share {
     undelivered: Arc<Budget>,
     /// Calls a worker handed back; None once the caller has gone.
     parked: Mutex<Option<VecDeque<Job>>>,
+    /// A call was held back, or the caller has gone.
+    changed: Notify,
 }
 
 impl Share {
@@ -75,6 +83,7 @@ impl Share {
         Arc::new(Share {
             undelivered: Budget::new((total.limit() / SHARE_DIVISOR).max(1)),
             parked: Mutex::new(Some(VecDeque::new())),
+            changed: Notify::new(),
         })
     }
 
@@ -94,6 +103,7 @@ impl Share {
         match self.lock().as_mut() {
             Some(parked) => {
                 parked.push_back(job);
+                self.changed.notify_one();
                 Ok(())
             }
             None => Err(job),
@@ -120,20 +130,72 @@ impl Share {
         }
     }
 
-    /// Waits until some of the caller's results are delivered.
-    pub async fn delivered(&self) {
-        self.undelivered.freed().await;
+    /// Whether the caller has gone.
+    fn is_closed(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    /// Waits until a call is held back, some of the caller's results are
+    /// delivered, or the caller goes (or a little while, when calls are
+    /// held back: a delivery may come between a look and the wait).
+    async fn changed(&self) {
+        let tick = async {
+            if self.has_parked() {
+                tokio::time::sleep(HELD_BACK_CHECK).await;
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            () = self.changed.notified() => {}
+            () = self.undelivered.freed() => {}
+            () = tick => {}
+        }
     }
 
     /// The caller has gone: what was held back goes, and nothing more is.
     /// (Held-back calls refer to their share: closing is what frees both.)
     pub fn close(&self) {
         self.lock().take();
+        self.changed.notify_one();
+    }
+
+    /// Queues the calls held back again (through `requeue`) whenever the
+    /// caller has read enough, until it goes.
+    pub(super) async fn requeue_while_open(&self, requeue: impl Fn(&Share)) {
+        while !self.is_closed() {
+            if self.has_parked() && !self.is_full() {
+                requeue(self);
+            }
+            self.changed().await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<VecDeque<Job>>> {
         self.parked
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A caller's share, closed when the caller (a stream, a connection)
+/// drops it.
+#[derive(Debug)]
+pub struct OwnedShare(pub(super) Arc<Share>);
+
+impl OwnedShare {
+    pub fn share(&self) -> &Arc<Share> {
+        &self.0
+    }
+
+    /// Closes it now, before it is dropped.
+    pub fn close(&self) {
+        self.0.close();
+    }
+}
+
+impl Drop for OwnedShare {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }

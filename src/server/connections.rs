@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::deadline::Arrival;
+use crate::pool::OwnedShare;
 
 /// After its GOAWAY, how long a connection with no admitted call open is
 /// kept: time for a call the client sent as the GOAWAY left to arrive (a
@@ -151,6 +152,9 @@ impl Default for Activity {
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub activity: Arc<Activity>,
+    /// The share of the results budget of its unary calls, made at the
+    /// first one and closed with the connection.
+    pub unary_share: Arc<OnceLock<OwnedShare>>,
 }
 
 /// One call on a connection, in its request's extensions. Once admitted,

@@ -1,15 +1,19 @@
 //! When a result counts as delivered: once HTTP/2 has taken it, not when
 //! the handler has it. A result holds its bytes of the results budget
-//! ([`Undelivered`]) until then:
+//! ([`Undelivered`]) until then.
+//!
+//! hyper hands a response body's data to HTTP/2 a frame at a time, each
+//! once the peer's flow-control window has room for some of it, and HTTP/2
+//! buffers the whole frame: so every response body here is [`Paced`], its
+//! data cut into pieces of [`PIECE_BYTES`] (no copy), and a peer that does
+//! not read leaves the rest of its results in the body, counted. Then:
 //!
 //! - a unary response's result rides in the response's extensions, and
-//!   [`hold_until_sent`] moves it into the response body, which lets it go
-//!   once its last frame (the trailers) has been taken: hyper asks a body
-//!   for more only when the peer's flow-control window has room, so by
-//!   then the caller has taken the message;
+//!   [`pace`] moves it into the body, which lets it go once its last piece
+//!   has been taken;
 //! - a stream's messages each carry theirs through the stream task's
-//!   channel, and [`Delivering`] lets a message's go when the next message
-//!   is asked for (for the same reason).
+//!   channel, and [`Delivering`] lets a message's go when tonic asks for the
+//!   next one, which it does once the last piece of the one before is taken.
 //!
 //! A caller that stops reading therefore keeps its results counted, and
 //! the gateway makes no more for it past its share (`pool::Share`).
@@ -18,6 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,53 +30,80 @@ use tonic::body::Body;
 
 use crate::pool::Undelivered;
 
+/// The most of a response body handed to HTTP/2 at once.
+pub const PIECE_BYTES: usize = 64 << 10;
+
 /// What a unary response's result holds, in the response's extensions
 /// (which want `Clone`).
 #[derive(Debug, Clone)]
 pub struct UnaryResult(pub Arc<Undelivered>);
 
-/// Moves a unary response's [`UnaryResult`] into its body (see the module
-/// doc); other responses pass untouched.
-pub fn hold_until_sent(mut response: http::Response<Body>) -> http::Response<Body> {
-    match response.extensions_mut().remove::<UnaryResult>() {
-        Some(UnaryResult(held)) => response.map(|inner| {
-            Body::new(HoldingBody {
-                inner,
-                held: Some(held),
-            })
-        }),
-        None => response,
-    }
+/// Paces every response body (see the module doc), moving a unary
+/// response's [`UnaryResult`] into it.
+pub fn pace(mut response: http::Response<Body>) -> http::Response<Body> {
+    let held = response
+        .extensions_mut()
+        .remove::<UnaryResult>()
+        .map(|UnaryResult(held)| held);
+    response.map(|inner| {
+        Body::new(Paced {
+            inner,
+            piece: Bytes::new(),
+            held,
+        })
+    })
 }
 
-/// A body that holds its result's bytes until its last frame is taken.
-struct HoldingBody {
+/// A body handed on in pieces, holding its result's bytes (if any) until
+/// its last piece is taken.
+struct Paced {
     inner: Body,
+    /// What is left of the data frame being handed on.
+    piece: Bytes,
     held: Option<Arc<Undelivered>>,
 }
 
-impl HttpBody for HoldingBody {
-    type Data = bytes::Bytes;
+impl HttpBody for Paced {
+    type Data = Bytes;
     type Error = tonic::Status;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if !matches!(&frame, Some(Ok(frame)) if frame.is_data()) {
-            // The trailers, the end or a failure: nothing more of it to send.
-            self.held = None;
+        let this = &mut *self;
+        if this.piece.is_empty() {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.piece = data,
+                    Err(frame) => {
+                        // The trailers: nothing more of it to send.
+                        this.held = None;
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                },
+                other => {
+                    this.held = None;
+                    return Poll::Ready(other);
+                }
+            }
         }
-        Poll::Ready(frame)
+        let piece = this.piece.split_to(this.piece.len().min(PIECE_BYTES));
+        Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.piece.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        let piece = self.piece.len() as u64;
+        hint.set_lower(hint.lower() + piece);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + piece);
+        }
+        hint
     }
 }
 

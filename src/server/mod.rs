@@ -109,7 +109,7 @@ pub async fn serve(
             refusals,
             message_limit,
         ))
-        .map_response(delivery::hold_until_sent)
+        .map_response(delivery::pace)
         .service(routes);
     let settings = Arc::new(serve::ConnectionSettings {
         http2: serve::http2_settings(bounds.max_streams_per_connection),

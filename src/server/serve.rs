@@ -228,8 +228,10 @@ async fn connection<IO, S, B>(
             }
         }
     };
+    let unary_share = Arc::default();
     let info = ConnectionInfo {
         activity: Arc::clone(&activity),
+        unary_share: Arc::clone(&unary_share),
     };
     let service = service.map_request(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(info.clone());
@@ -287,6 +289,10 @@ async fn connection<IO, S, B>(
             closing = true;
             check.as_mut().reset(Instant::now() + CLOSING_GRACE);
         }
+    }
+    // Its unary calls held back never run: nobody is left to answer.
+    if let Some(share) = unary_share.get() {
+        share.close();
     }
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::connections::ConnectionInfo;
 use super::deadline::{Arrival, call_deadline, client_deadline, timeout_header};
 use super::delivery::{Delivering, UnaryResult};
 use super::refusals::Refusals;
@@ -85,13 +86,19 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let arrival = request.extensions().get::<Arrival>().copied();
         let deadline = call_deadline(request.metadata(), arrival, self.call_timeout);
+        // The unary calls of one connection share one part of the results
+        // budget: past it, those not started wait until it reads.
+        let share = request.extensions().get::<ConnectionInfo>().map(|info| {
+            let owned = info.unary_share.get_or_init(|| self.pool.share());
+            Arc::clone(owned.share())
+        });
         let payload = request.into_inner().payload;
         let submitted = match parse_call(payload, self.max_payload_bytes, self.door.as_deref()) {
             Ok((request, segments)) => self.functions.resolve(request).await.and_then(|call| {
                 let call = call.with_segments(segments);
                 // Kept only once queued: a refused call leaves nothing behind.
                 let kept = call.clone();
-                let pending = self.pool.submit(call, deadline, None)?;
+                let pending = self.pool.submit(call, deadline, share.as_ref())?;
                 self.functions.keep(&kept);
                 Ok(pending)
             }),

@@ -19,7 +19,8 @@
 //! taken it (`delivery.rs`): a stream whose undelivered results reach its
 //! share of `--max-undelivered-bytes` ([`Share`]) reads no more calls, and
 //! those of its calls that no worker has started are held back (a worker
-//! hands them back) until the client reads; then they are queued again. A call the queue has no room for (full, or its byte
+//! hands them back) until the client reads; then they are queued again
+//! (by the share's own task). A call the queue has no room for (full, or its byte
 //! bound reached) waits in the task, which reads nothing more meanwhile,
 //! and is queued again with backoff: a long map waits for room instead of
 //! failing.
@@ -57,7 +58,7 @@ use super::service::parse_call;
 use crate::error::GatewayError;
 use crate::functions::{Digest, FunctionCache};
 use crate::pb;
-use crate::pool::{Deadline, Delivery, PendingCall, PendingItems, Pool, Share, Undelivered};
+use crate::pool::{Deadline, Delivery, OwnedShare, PendingCall, PendingItems, Pool, Undelivered};
 use crate::segments::Door;
 
 /// Calls of one stream pending at once, at most.
@@ -77,9 +78,6 @@ pub const HELD_FUNCTIONS: usize = 4;
 /// How long a call waits before it is queued again while the queue is full.
 const FIRST_REQUEUE: Duration = Duration::from_millis(2);
 const MAX_REQUEUE: Duration = Duration::from_millis(100);
-/// How often a stream with calls held back looks whether its results have
-/// been delivered, besides being woken when they are.
-const HELD_BACK_CHECK: Duration = Duration::from_millis(10);
 
 /// Calls in flight the gateway suggests to a stream's client (the
 /// `mystic-window` header): a few per worker, so that every worker has its
@@ -140,15 +138,11 @@ pub async fn serve_stream(
         .checked_sub(MESSAGE_INTERVAL)
         .unwrap_or_else(Instant::now);
     while !stream.is_over() {
-        let held_back = stream.share.has_parked();
-        if held_back && !stream.share.is_full() {
-            stream.context.pool.requeue(&stream.share);
-        }
         let taking = stream.ready.len() < BATCH_RESULTS && stream.ready_bytes < BATCH_BYTES;
         let reading = stream.reading
             && stream.waiting.is_none()
             && stream.pending.len() < MAX_IN_FLIGHT
-            && !stream.share.is_full();
+            && !stream.share.share().is_full();
         let retry_at = stream.waiting.as_ref().map(|waiting| waiting.at);
         // Results go out at once, unless a message went less than
         // MESSAGE_INTERVAL ago: then they wait for it to pass, or for a
@@ -189,9 +183,6 @@ pub async fn serve_stream(
                 Err(_closed) => return,
             },
             () = sleep_until(send_at), if !send_now && send_at.is_some() => {}
-            // Held-back calls go back to the queue once results are delivered.
-            () = stream.share.delivered(), if held_back => {}
-            () = tokio::time::sleep(HELD_BACK_CHECK), if held_back => {}
             () = sleep_until(retry_at), if retry_at.is_some() => {
                 let waiting = stream.waiting.take().expect("a waiting call");
                 stream.incoming.push_front(waiting.call);
@@ -231,7 +222,7 @@ struct Waiting {
 struct Stream {
     context: StreamContext,
     /// Its share of the results budget, and its calls held back.
-    share: Arc<Share>,
+    share: OwnedShare,
     /// The functions its calls brought, most recent last.
     held: VecDeque<(Digest, Bytes)>,
     /// Calls read, not yet queued.
@@ -247,13 +238,6 @@ struct Stream {
     /// Outcomes not yet sent.
     ready: VecDeque<Outcome>,
     ready_bytes: usize,
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        // Its held-back calls (which refer to the share) go with it.
-        self.share.close();
-    }
 }
 
 impl Stream {
@@ -320,7 +304,7 @@ impl Stream {
         let deadline = earliest(context.deadline, context.per_call.map(Deadline::after));
         let kept = resolved.clone();
         let (id, refusals) = (call.id, context.refusals.clone());
-        let share = Some(&self.share);
+        let share = Some(self.share.share());
         let outcomes: Outcomes = if call.items {
             let PendingItems { items, call } =
                 context.pool.submit_items(resolved, deadline, share)?;

@@ -54,13 +54,17 @@ def result_20k():
     return b"x" * 20_000
 
 
+def result_4m():
+    return b"r" * (4 << 20)
+
+
 def echo_1m(_ballast=b""):
     data = bytes(range(256)) * 4096
     return data + data[::-1]
 
 
 CALLS = [marker, pid_after_sleep, sleep_1s, sleep_10s, exit_3, segfault, sigkill, fd_writes]
-CALLS += [result_20k, echo_1m]
+CALLS += [result_20k, result_4m, echo_1m]
 
 if __name__ == "__main__":
     for function in CALLS:
