@@ -87,7 +87,9 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
     pub startup_timeout: Duration,
 
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics [default: off].
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, without
+    /// authentication: keep it on loopback (any other address is warned
+    /// about at start-up) [default: off].
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<SocketAddr>,
 

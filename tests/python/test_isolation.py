@@ -103,3 +103,30 @@ def test_debuggable_leaves_them_open(ordinary_gateway):
     remote = compute_this(server=gateway.url)(open_their_descriptors)
     opened = remote(everyone(gateway)).run()
     assert opened["gateway"] > 0 and opened["template"] > 0, opened
+
+
+def tamper():
+    """Leaves state behind in the worker for whoever calls next."""
+    import json
+
+    json.dumps = lambda *args, **kwargs: "tampered"
+    return "done"
+
+
+def encode(value):
+    import json
+
+    return json.dumps(value)
+
+
+def test_a_function_shares_its_worker_with_later_calls_unless_each_gets_its_own(start_gateway):
+    """What the design cannot prevent, and the remedy SECURITY.md names: a
+    function can change what later calls on its worker run; with
+    ``--max-calls-per-worker 1`` every call gets a fresh worker."""
+    shared = start_gateway("--workers", "1")
+    assert compute_this(server=shared.url)(tamper)().run() == "done"
+    assert compute_this(server=shared.url)(encode)([1]).run() == "tampered"
+
+    fresh = start_gateway("--workers", "1", "--max-calls-per-worker", "1")
+    assert compute_this(server=fresh.url)(tamper)().run() == "done"
+    assert compute_this(server=fresh.url)(encode)([1]).run() == "[1]"
