@@ -1,14 +1,15 @@
 # Build, run and test mysticchallenge. Needs only Rust, Python 3 and pip;
 # everything goes into a virtualenv at $(VENV): `pip install -e` builds the
-# gateway once (maturin, release profile, into target/release) and puts it on
-# the venv's PATH next to the editable Python packages.
+# gateway and the extension once (setuptools-rust, release profile, into
+# target/release), puts the gateway on the venv's PATH and the extension in
+# place beside the editable Python packages.
 
 VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 GATEWAY := target/release/mysticchallenge
 ARGS    ?=
-SOURCES := pyproject.toml Cargo.toml Cargo.lock build.rs \
-           $(shell find distribute_challenge mystic_wire worker_shim src proto -type f -not -path '*/__pycache__/*' 2>/dev/null)
+SOURCES := pyproject.toml Cargo.toml Cargo.lock build.rs native/Cargo.toml \
+           $(shell find distribute_challenge mystic_native mystic_wire worker_shim src native/src proto -type f -not -path '*/__pycache__/*' -not -name '*.so' 2>/dev/null)
 
 .PHONY: run test build venv lint fmt clean
 
@@ -34,15 +35,15 @@ $(VENV)/.installed: $(SOURCES)
 	touch $@
 
 lint: venv
-	cargo fmt --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 fmt: venv
-	cargo fmt
+	cargo fmt --all
 	$(VENV)/bin/ruff format .
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) build mystic_native/_native*.so

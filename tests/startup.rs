@@ -51,6 +51,44 @@ fn an_interpreter_without_worker_shim_says_how_to_install_it() {
 }
 
 #[test]
+fn an_interpreter_without_the_native_extension_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A `mystic_native` that cannot be imported, ahead of the real one.
+    let shadow = dir.path().join("mystic_native");
+    std::fs::create_dir(&shadow).unwrap();
+    std::fs::write(
+        shadow.join("__init__.py"),
+        "raise ImportError('no extension built here')\n",
+    )
+    .unwrap();
+    let wrapper = dir.path().join("python");
+    // PYTHONSAFEPATH: `-m` must not put the current directory (the
+    // repository, with the real package) ahead of it.
+    let script = format!(
+        "#!/bin/sh\nPYTHONSAFEPATH=1 PYTHONPATH={} exec {} \"$@\"\n",
+        dir.path().display(),
+        common_python()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = wrapper.to_string_lossy().into_owned();
+    let (code, last) = run_gateway(&wrapper, &[]);
+    assert_eq!(code, 1);
+    assert!(last.contains("cannot import `mystic_native`"), "{last}");
+    assert!(last.contains("no extension built here"), "{last}");
+    assert!(
+        last.contains(&format!("{wrapper} -m pip install .")),
+        "{last}"
+    );
+}
+
+/// The interpreter with the packages: `$MYSTIC_PYTHON`, else the repo's venv.
+fn common_python() -> String {
+    std::env::var("MYSTIC_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")))
+}
+
+#[test]
 fn bad_flags_are_refused_before_anything_starts() {
     let output = Command::new(env!("CARGO_BIN_EXE_mysticchallenge"))
         .args(["--transport", "carrier-pigeon"])

@@ -10,8 +10,10 @@ the gateway. Either way fd 3 is the segment channel
 (``_segment_channel.py``).
 
 Start-up order: parse arguments, close the process to its siblings (not
-dumpable, unless ``--debuggable``: ``_dumpable.py``), tie the worker's life
-to the gateway's,
+dumpable, unless ``--debuggable``: ``_dumpable.py``), make sure the native
+core (``mystic_native``) imports (else exit ``NATIVE_MISSING`` with one line
+saying so, which the gateway turns into what to install), tie the worker's
+life to the gateway's,
 move the protocol off fds 0/1, cap the address space, open the transport's
 channel, then serve calls until EOF (``_loop.py``, which owns the exit
 statuses of a running worker).
@@ -67,6 +69,25 @@ def _bytes(text: str) -> int:
     return value
 
 
+#: The exit status of a worker (or template) whose interpreter cannot import
+#: the native core.
+NATIVE_MISSING = 4
+
+
+def native_core() -> bool:
+    """Imports ``mystic_native``; says why not on stderr and returns False."""
+    try:
+        import mystic_native  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"worker_shim: cannot import mystic_native, the native extension of "
+            f"mysticchallenge: {exc}",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def preload(modules: list[str]) -> bool:
     """Imports ``modules``; says which one failed on stderr and returns False."""
     import importlib
@@ -103,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.debuggable:
         _dumpable.make_undumpable()
+    if not native_core():
+        return NATIVE_MISSING
     if args.template:
         from . import _template
 

@@ -33,6 +33,11 @@ pub enum StartError {
     )]
     ShimMissing { python: String },
 
+    #[error(
+        "the workers cannot import `mystic_native`, mysticchallenge's native extension, with `{python}` ({reason}); install mysticchallenge into that interpreter (`{python} -m pip install .` at the repository root, or its wheel) or pass --python with the python of a virtualenv that has it (`make run` does this)"
+    )]
+    NativeMissing { python: String, reason: String },
+
     #[error("worker {index} exited during start-up ({status}){detail}")]
     Exited {
         index: usize,
@@ -87,6 +92,15 @@ impl StartError {
         {
             return StartError::ShimMissing { python };
         }
+        if let Some(reason) = stderr
+            .iter()
+            .find_map(|line| line.split_once(NATIVE_MISSING).map(|(_, reason)| reason))
+        {
+            return StartError::NativeMissing {
+                python,
+                reason: reason.trim().to_owned(),
+            };
+        }
         match exit {
             Some(status) => StartError::Exited {
                 index,
@@ -100,6 +114,11 @@ impl StartError {
         }
     }
 }
+
+/// What a worker says when its interpreter cannot import the native core
+/// (`worker_shim/__main__.py`), before why.
+const NATIVE_MISSING: &str =
+    "cannot import mystic_native, the native extension of mysticchallenge:";
 
 /// `: <the last line that is not blank>` of a process's stderr, or nothing.
 pub fn last_words(stderr: &[String]) -> String {
@@ -130,6 +149,30 @@ mod tests {
         assert!(matches!(err, StartError::ShimMissing { .. }));
         assert!(
             message.contains("/usr/bin/python3 -m pip install ."),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_missing_native_core_says_how_to_install_it() {
+        let stderr = vec![
+            "worker_shim: cannot import mystic_native, the native extension of mysticchallenge: No module named 'mystic_native._native'".to_owned(),
+        ];
+        let err = StartError::from_failed_handshake(
+            0,
+            "/venv/bin/python".into(),
+            Some(ExitStatus::from_raw(4 << 8)),
+            &stderr,
+            TransportError::Closed,
+        );
+        let message = err.to_string();
+        assert!(matches!(err, StartError::NativeMissing { .. }), "{message}");
+        assert!(
+            message.contains("/venv/bin/python -m pip install ."),
+            "{message}"
+        );
+        assert!(
+            message.contains("No module named 'mystic_native._native'"),
             "{message}"
         );
     }

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 
 import pytest
 import yaml
@@ -146,12 +147,14 @@ def test_the_image_build_copies_every_python_package_and_the_crate():
     dockerfile = DOCKERFILE.read_text()
     copied = set(re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.MULTILINE))
     sources = {source for line in copied for source in line.split()}
-    pyproject = (REPO / "pyproject.toml").read_text()
-    packages = re.findall(r'^module-name = "(\w+)"', pyproject, re.MULTILINE)
-    packages += re.findall(
-        r'"(\w+)"', re.search(r"^python-packages = \[(.*)\]", pyproject, re.M)[1]
-    )
-    needed = {"Cargo.toml", "Cargo.lock", "build.rs", "pyproject.toml", "src", "proto", *packages}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {name.split(".")[0] for name in pyproject["tool"]["setuptools"]["packages"]}
+    crates = {
+        str(pathlib.Path(extension["path"]).parent)
+        for extension in pyproject["tool"]["setuptools-rust"]["ext-modules"]
+    }
+    needed = {"Cargo.toml", "Cargo.lock", "build.rs", "pyproject.toml", "src", "proto"}
+    needed |= packages | crates
     assert needed <= sources, needed - sources
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     kept = {line[1:] for line in ignore if line.startswith("!")}

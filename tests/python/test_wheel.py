@@ -1,11 +1,12 @@
-"""The wheel: built from this tree by maturin, installed into a fresh
-virtualenv, it brings the gateway binary on that venv's PATH along with the
-Python packages, and ``mysticchallenge`` from it serves calls from that venv.
+"""The wheel: built from this tree by pip (setuptools-rust), installed into
+a fresh virtualenv, it brings the gateway binary on that venv's PATH along
+with the Python packages and their native core (``mystic_native``), and
+``mysticchallenge`` from it serves calls from that venv.
 
 The wheel reuses the cargo build in ``target/release`` (``make build`` made
-it; maturin builds the same release profile), so it takes seconds, not a
-compilation; without that build the test is skipped. Installing the wheel's
-dependencies takes them from pip's cache or PyPI.
+it, in the same release profile), so it takes seconds, not a compilation;
+without that build the test is skipped. Installing the wheel's dependencies
+takes them from pip's cache or PyPI.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 CLIENT = """
 from distribute_challenge import compute_this
-import distribute_challenge, worker_shim
+import distribute_challenge, mystic_native, worker_shim
 
 @compute_this()
 def where(x):
-    import sys, worker_shim
-    return x * x, sys.executable, worker_shim.__file__
+    import sys, mystic_native, worker_shim
+    return x * x, sys.executable, worker_shim.__file__, mystic_native.__file__
 
 print(distribute_challenge.__file__)
 print(worker_shim.__file__)
+print(mystic_native.__file__)
 print(*where(7).run(), sep="\\n")
 print(where.get_workers())
 """
@@ -50,7 +52,17 @@ def installed(tmp_path_factory) -> pathlib.Path:
     wheels = tmp_path_factory.mktemp("wheels")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     built = subprocess.run(
-        [BIN / "maturin", "build", "--release", "--out", wheels],
+        [
+            BIN / "python",
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            wheels,
+            ".",
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -137,11 +149,18 @@ def test_the_installed_gateway_serves_the_installed_client(installed, tmp_path):
     finally:
         status = stop(gateway)
     assert client.returncode == 0, client.stderr
-    client_module, client_shim, square, worker_python, worker_shim, workers = (
-        client.stdout.splitlines()
-    )
+    (
+        client_module,
+        client_shim,
+        client_native,
+        square,
+        worker_python,
+        worker_shim,
+        worker_native,
+        workers,
+    ) = client.stdout.splitlines()
     venv_root = installed.parent
-    for path in (client_module, client_shim, worker_shim):
+    for path in (client_module, client_shim, client_native, worker_shim, worker_native):
         assert pathlib.Path(path).is_relative_to(venv_root), path
     assert square == "49"
     assert pathlib.Path(worker_python).parent == installed

@@ -1,0 +1,3 @@
+"""Stubs of the extension module ``mystic_native._native`` (native/src/)."""
+
+__version__: str
