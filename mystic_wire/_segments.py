@@ -299,14 +299,20 @@ class Borrowed:
     and must travel; a page it only read is still the segment's. Where this
     process cannot read its own pagemap (a worker that is not dumpable, run
     by a user other than root), the bytes are compared with the segment's
-    instead, through a second mapping of it that is never written."""
+    instead, read back through a descriptor of it kept for the call (no
+    second mapping: it would count twice against the address-space limit)."""
 
     def __init__(self, mapping: mmap.mmap, fd: int) -> None:
         # Held, so that nothing else is mapped where it lies meanwhile.
         self._mapping = mapping
         self._start = _address(memoryview(mapping))
         self._size = len(mapping)
-        self._pristine = None if _pagemap_readable() else map_segment(fd)
+        self._fd = None if _pagemap_readable() else os.dup(fd)
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def find(self, buffer: pickle.PickleBuffer) -> int | None:
         """``buffer``'s offset in the call's segment, if it lies there unchanged."""
@@ -317,8 +323,8 @@ class Borrowed:
         if not self._start <= address <= self._start + self._size - raw.nbytes:
             return None
         offset = address - self._start
-        if self._pristine is not None:
-            unchanged = _same_bytes(address, self._pristine, offset, raw.nbytes)
+        if self._fd is not None:
+            unchanged = _same_bytes(address, self._fd, offset, raw.nbytes)
         else:
             unchanged = not _written(address, raw.nbytes)
         return offset if unchanged else None
@@ -352,17 +358,29 @@ def _pagemap_readable() -> bool:
         return False
 
 
-def _same_bytes(address: int, segment: mmap.mmap, offset: int, length: int) -> bool:
-    """Whether ``length`` bytes at ``address`` equal ``segment``'s at ``offset``."""
+_COMPARE_CHUNK = 1 << 20
+
+
+def _same_bytes(address: int, fd: int, offset: int, length: int) -> bool:
+    """Whether ``length`` bytes at ``address`` equal those of the file
+    ``fd`` at ``offset`` (read back a chunk at a time)."""
     import ctypes
 
-    pristine = ctypes.addressof(ctypes.c_char.from_buffer(segment)) + offset
-    libc = ctypes.CDLL(None)
-    libc.memcmp.restype = ctypes.c_int
-    compared = libc.memcmp(
-        ctypes.c_void_p(address), ctypes.c_void_p(pristine), ctypes.c_size_t(length)
-    )
-    return compared == 0
+    memcmp = ctypes.CDLL(None).memcmp
+    memcmp.restype = ctypes.c_int
+    chunk = bytearray(min(length, _COMPARE_CHUNK))
+    chunk_address = ctypes.addressof(ctypes.c_char.from_buffer(chunk))
+    done = 0
+    while done < length:
+        want = min(len(chunk), length - done)
+        if os.preadv(fd, [memoryview(chunk)[:want]], offset + done) != want:
+            return False
+        if memcmp(
+            ctypes.c_void_p(address + done), ctypes.c_void_p(chunk_address), ctypes.c_size_t(want)
+        ):
+            return False
+        done += want
+    return True
 
 
 def _written(address: int, length: int) -> bool:

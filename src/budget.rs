@@ -7,13 +7,15 @@
 //! refused (or kept waiting) for ever; others fit while the total stays
 //! within the bound. Bytes are taken either for a moment's check
 //! ([`Budget::try_take`], given back by hand) or as a [`Held`], given back
-//! when it is dropped; waiters ([`Budget::take`]) are woken as bytes are
-//! given back.
+//! when it is dropped; waiters ([`Budget::take`]) take their turn in the
+//! order they came, so that a large holder is not passed for ever by small
+//! ones, and are woken as bytes are given back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+use tokio::sync::{Mutex, Notify};
 
 /// A bound on bytes, and what is taken of it.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct Budget {
     limit: usize,
     used: AtomicUsize,
     freed: Notify,
+    /// Held by the waiter whose turn it is (tokio's mutex is fair).
+    turn: Mutex<()>,
 }
 
 /// The budget had no room: `used` bytes were taken of `limit`.
@@ -36,6 +40,7 @@ impl Budget {
             limit,
             used: AtomicUsize::new(0),
             freed: Notify::new(),
+            turn: Mutex::new(()),
         })
     }
 
@@ -83,17 +88,33 @@ impl Budget {
         self.held(len)
     }
 
-    /// Takes `len` bytes for a new holder, waiting until they fit.
-    /// Cancel-safe: nothing is taken until it returns.
+    /// Takes `len` bytes for a new holder, waiting until they fit, after
+    /// those that waited before it. Cancel-safe: nothing is taken until it
+    /// returns.
     pub async fn take(self: &Arc<Self>, len: usize) -> Held {
+        if let Ok(held) = self.hold_if_first(len) {
+            return held;
+        }
+        let _turn = self.turn.lock().await;
         loop {
-            let freed = self.freed.notified();
+            let freed = self.freed();
             tokio::pin!(freed);
             freed.as_mut().enable();
             if let Ok(held) = self.hold(len) {
                 return held;
             }
             freed.await;
+        }
+    }
+
+    /// [`Budget::hold`], unless others are waiting their turn.
+    fn hold_if_first(self: &Arc<Self>, len: usize) -> Result<Held, Full> {
+        match self.turn.try_lock() {
+            Ok(_nobody_waits) => self.hold(len),
+            Err(_) => Err(Full {
+                used: self.used(),
+                limit: self.limit,
+            }),
         }
     }
 
@@ -105,9 +126,10 @@ impl Budget {
         }
     }
 
-    /// Waits until some bytes are given back.
-    pub async fn freed(&self) {
-        self.freed.notified().await;
+    /// Resolves once some bytes are given back after this call (even if it
+    /// is first polled later).
+    pub fn freed(&self) -> Notified<'_> {
+        self.freed.notified()
     }
 
     fn held(self: &Arc<Self>, len: usize) -> Held {
@@ -188,5 +210,32 @@ mod tests {
         assert_eq!((held.len(), budget.used()), (50, 60));
         drop((held, counted));
         assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_take_their_turn_so_a_large_one_is_not_passed_for_ever() {
+        let budget = Budget::new(100);
+        let small = budget.hold(30).unwrap();
+        let large = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.take(90).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A small one that would fit now waits behind the large one ...
+        let later = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.take(10).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!later.is_finished());
+        // ... which gets its bytes once there is room for it.
+        drop(small);
+        let large = large.await.unwrap();
+        assert_eq!(large.len(), 90);
+        let later = later.await.unwrap();
+        assert_eq!(budget.used(), 100);
+        drop((large, later));
+        // One larger than the whole bound gets in alone.
+        assert_eq!(budget.take(500).await.len(), 500);
     }
 }

@@ -173,9 +173,10 @@ pub struct Args {
     /// Bytes of results finished but not yet delivered (responses waiting
     /// for callers that read slowly or not at all, chunks of streamed
     /// items, result segments held until taken); past it, workers wait with
-    /// their results. A caller (a stream of calls) holding an eighth of it
-    /// undelivered has its calls that no worker has started held back until
-    /// it reads [default: --queue-max-bytes].
+    /// their results. A caller (a stream of calls, or the unary calls of
+    /// one connection) holding an eighth of it undelivered has its calls
+    /// that no worker has started held back until it reads [default:
+    /// --queue-max-bytes].
     #[arg(long, value_name = "N")]
     pub max_undelivered_bytes: Option<NonZeroUsize>,
 

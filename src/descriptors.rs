@@ -8,10 +8,13 @@
 //! seal and doorbell), its stderr pipe, its segment socket, the ends it is
 //! given while it (re)starts and the segments of the call it runs; besides
 //! the workers, the standard streams, the runtime's, the listeners, the
-//! template and its pipes, the segment socket and its callers' sessions,
-//! and the metrics endpoint.
+//! template and its pipes, the segment socket, the metrics endpoint, and
+//! what the segment socket holds for its callers (at most
+//! [`door::DESCRIPTORS`]).
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+use crate::segments::door;
 use tracing::{debug, warn};
 
 /// Descriptors one worker slot may hold at once, a (re)start included.
@@ -21,7 +24,7 @@ const BESIDES_WORKERS: u64 = 128;
 
 /// Descriptors kept for `workers` workers and the rest of the gateway.
 pub fn reserve(workers: usize) -> u64 {
-    BESIDES_WORKERS + PER_WORKER * workers as u64
+    BESIDES_WORKERS + door::DESCRIPTORS as u64 + PER_WORKER * workers as u64
 }
 
 /// Raises the soft limit of open files to the hard one; returns the limit
@@ -83,11 +86,11 @@ mod tests {
     #[test]
     fn connections_fit_beside_the_workers_reserve() {
         let reserve = reserve(4);
-        assert_eq!(reserve, 128 + 4 * 16);
+        assert_eq!(reserve, 128 + 256 + 4 * 16);
         assert_eq!(connection_cap(1024, Some(1_048_576), 4), 1024);
         assert_eq!(connection_cap(1024, None, 4), 1024);
-        assert_eq!(connection_cap(1024, Some(1024), 4), 1024 - 192);
-        assert_eq!(connection_cap(1024, Some(1024 + 192), 4), 1024);
+        assert_eq!(connection_cap(1024, Some(1024), 4), 1024 - 448);
+        assert_eq!(connection_cap(1024, Some(1024 + 448), 4), 1024);
         // However small the limit, one connection may come in.
         assert_eq!(connection_cap(1024, Some(100), 4), 1);
     }

@@ -296,7 +296,11 @@ fn open_door(
     receiving: &Arc<Budget>,
     stopping: &CancellationToken,
 ) -> Option<Arc<Door>> {
-    match Door::bind(max_payload_bytes, Arc::clone(receiving)) {
+    match Door::bind(
+        max_payload_bytes,
+        Arc::clone(receiving),
+        crate::segments::door::DESCRIPTORS,
+    ) {
         Ok((door, listener)) => {
             tokio::spawn(Arc::clone(&door).serve(listener, stopping.clone()));
             Some(door)

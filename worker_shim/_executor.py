@@ -227,11 +227,14 @@ def _encode_result(value: Any, stdout: str, stderr: str) -> list[Buffer]:
             return [RESPONSE_MAGIC, *pickled.pieces]
         fd, layout = _segments.write_segment(pickled, _RESULTS.borrowed)
         del pickled
+        # The response is whole before its segment goes: nothing can fail
+        # between the two, so no segment is left for another response.
+        response = [_segments.response_header(), _segments.encode_body(layout)]
         try:
             channel.send(fd)
         finally:
             os.close(fd)
-        return [_segments.response_header(), _segments.encode_body(layout)]
+        return response
     except Exception:
         # No memory or descriptors for a segment: inline, then; a result
         # that cannot be pickled: _encode says so.

@@ -12,14 +12,18 @@
 //! - `GET` + handle: a result segment the session holds, handed over.
 //! - `DROP` + handle: a segment no call will take after all.
 //!
-//! Bounds: at most [`MAX_SESSIONS`] sessions at once (a caller past it is
-//! closed on, and sends inline), at most [`MAX_HELD`] segments held per
-//! session before its `PUT`s are refused as busy, and a record begun must
+//! Bounds: the door holds at most [`DESCRIPTORS`] descriptors for its
+//! callers, a session's socket and each segment handed in taking one until
+//! it is closed (a caller past it is closed on and sends inline; a segment
+//! past it is refused as busy); at most [`MAX_HELD`] segments are held per
+//! session before its `PUT`s are refused as busy; a record begun must
 //! arrive whole within [`RECORD_TIMEOUT`] or its session is closed. A
 //! segment handed in counts against the bytes being received
 //! (`--max-receiving-bytes`) until a call takes it, at least a page each
-//! ([`Sealed::charge`]); everything a session holds is dropped with its
-//! connection, and after [`HELD_FOR`] if nobody takes it.
+//! ([`Sealed::charge`]); result segments waiting for their caller take a
+//! descriptor too (they are never refused: their calls ran) and count as
+//! results not yet delivered. Everything a session holds is dropped with
+//! its connection, and after [`HELD_FOR`] if nobody takes it.
 
 use std::collections::HashMap;
 use std::io;
@@ -31,7 +35,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::records::{self, Record, TOKEN_BYTES};
 use super::sealed::{Sealed, SegmentError};
@@ -40,9 +44,9 @@ use crate::budget::{Budget, Held as Counted};
 /// How long a segment nobody takes is held.
 pub const HELD_FOR: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// Sessions open at once, at most: each is a descriptor, and may hold
-/// [`MAX_HELD`] more.
-pub const MAX_SESSIONS: usize = 256;
+/// Descriptors the door holds for its callers at once, at most: sessions'
+/// sockets and the segments they handed in (until their calls are over).
+pub const DESCRIPTORS: usize = 256;
 /// Segments one session may hold at once before its `PUT`s are refused.
 pub const MAX_HELD: usize = 64;
 /// How long the rest of a record may take once its first byte has come.
@@ -68,13 +72,20 @@ pub struct Door {
     sessions: Mutex<HashMap<Token, Weak<Session>>>,
     limit: usize,
     budget: Arc<Budget>,
+    /// The descriptors held for callers (see the module doc).
+    descriptors: Arc<Budget>,
     random: SystemRandom,
 }
 
 impl Door {
-    /// Binds a new door; segments over `limit` bytes are refused, and held
-    /// ones count against `budget`. Call from within the tokio runtime.
-    pub fn bind(limit: usize, budget: Arc<Budget>) -> io::Result<(Arc<Door>, UnixListener)> {
+    /// Binds a new door; segments over `limit` bytes are refused, held ones
+    /// count against `budget`, and at most `descriptors` are held for
+    /// callers. Call from within the tokio runtime.
+    pub fn bind(
+        limit: usize,
+        budget: Arc<Budget>,
+        descriptors: usize,
+    ) -> io::Result<(Arc<Door>, UnixListener)> {
         let random = SystemRandom::new();
         let mut nonce = [0u8; TOKEN_BYTES];
         random
@@ -89,6 +100,7 @@ impl Door {
             sessions: Mutex::default(),
             limit,
             budget,
+            descriptors: Budget::new(descriptors),
             random,
         };
         Ok((Arc::new(door), UnixListener::from_std(listener)?))
@@ -110,25 +122,32 @@ impl Door {
     /// their callers close them or the gateway exits.
     pub async fn serve(self: Arc<Self>, listener: UnixListener, stop: CancellationToken) {
         let own_uid = rustix::process::geteuid().as_raw();
+        // Whether accepting fails now (logged when it starts and ends).
+        let mut failing = false;
         loop {
             let stream = tokio::select! {
                 () = stop.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _address)) => stream,
                     Err(err) => {
-                        warn!(cause = %err, "the segment socket failed to accept; retrying");
+                        if !std::mem::replace(&mut failing, true) {
+                            warn!(cause = %err, "the segment socket fails to accept; retrying (logged once)");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
             };
-            if self.sessions.lock().expect("sessions lock").len() >= MAX_SESSIONS {
+            if std::mem::replace(&mut failing, false) {
+                info!("the segment socket accepts again");
+            }
+            let Ok(slot) = self.descriptors.hold(1) else {
                 debug!(
-                    max = MAX_SESSIONS,
-                    "the segment socket has as many sessions as it takes; a caller was closed on and sends inline"
+                    max = self.descriptors.limit(),
+                    "the segment socket holds as many descriptors as it takes; a caller was closed on and sends inline"
                 );
                 continue;
-            }
+            };
             match stream.peer_cred() {
                 Ok(peer) if peer.uid() == own_uid => {}
                 Ok(peer) => {
@@ -144,18 +163,20 @@ impl Door {
                 }
             }
             let door = Arc::clone(&self);
-            tokio::spawn(door.converse(stream));
+            tokio::spawn(door.converse(stream, slot));
         }
     }
 
-    /// Serves one caller's session until it closes.
-    async fn converse(self: Arc<Self>, stream: UnixStream) {
+    /// Serves one caller's session until it closes (`_slot`: its socket's
+    /// place among the descriptors held for callers).
+    async fn converse(self: Arc<Self>, stream: UnixStream, _slot: Counted) {
         let mut token = [0u8; TOKEN_BYTES];
         if self.random.fill(&mut token).is_err() {
             return;
         }
         let session = Arc::new(Session {
             held: Mutex::new(Held::default()),
+            descriptors: Arc::clone(&self.descriptors),
         });
         self.sessions
             .lock()
@@ -229,6 +250,8 @@ impl Door {
         if session.holds() >= MAX_HELD {
             return Err(BUSY);
         }
+        let slot = self.descriptors.hold(1).map_err(|_full| BUSY)?;
+        let segment = segment.with_slot(slot);
         let counted = self.budget.hold(segment.charge()).map_err(|_full| BUSY)?;
         let entry = Entry {
             segment,
@@ -244,6 +267,8 @@ impl Door {
 #[derive(Debug)]
 pub struct Session {
     held: Mutex<Held>,
+    /// The door's descriptors held for callers.
+    descriptors: Arc<Budget>,
 }
 
 #[derive(Debug, Default)]
@@ -281,7 +306,7 @@ impl Session {
     /// the caller has gone.
     pub fn offer(&self, segment: Sealed, counted: Counted) -> Option<u64> {
         self.put(Entry {
-            segment,
+            segment: segment.with_slot(self.descriptors.count(1)),
             kind: Kind::Result,
             since: Instant::now(),
             _counted: counted,
@@ -344,8 +369,17 @@ mod tests {
         .union(SealFlags::WRITE);
 
     async fn open(limit: usize, budget: usize) -> (Arc<Door>, Arc<Budget>, CancellationToken) {
+        open_holding(limit, budget, DESCRIPTORS).await
+    }
+
+    /// A door that holds at most `descriptors` for its callers.
+    async fn open_holding(
+        limit: usize,
+        budget: usize,
+        descriptors: usize,
+    ) -> (Arc<Door>, Arc<Budget>, CancellationToken) {
         let budget = Budget::new(budget);
-        let (door, listener) = Door::bind(limit, Arc::clone(&budget)).unwrap();
+        let (door, listener) = Door::bind(limit, Arc::clone(&budget), descriptors).unwrap();
         let stop = CancellationToken::new();
         tokio::spawn(Arc::clone(&door).serve(listener, stop.clone()));
         (door, budget, stop)
@@ -425,19 +459,33 @@ mod tests {
         assert_eq!(put(&stream, &memfd(1, ALL_SEALS)).await.status, BUSY);
     }
 
-    #[tokio::test]
-    async fn a_caller_past_the_session_cap_is_closed_on() {
-        let (door, _budget, _stop) = open(1 << 20, 1 << 20).await;
-        let mut open_sessions = Vec::new();
-        for _ in 0..MAX_SESSIONS {
-            open_sessions.push(connect(&door).await);
-        }
+    /// Connects to `door` as a caller past its bounds: closed on at once.
+    async fn refused(door: &Door) {
         let address = std::os::unix::net::SocketAddr::from_abstract_name(door.name()).unwrap();
         let stream = std::os::unix::net::UnixStream::connect_addr(&address).unwrap();
         stream.set_nonblocking(true).unwrap();
         let stream = UnixStream::from_std(stream).unwrap();
         let refused = records::receive(&stream).await.unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn sessions_and_segments_share_a_bounded_number_of_descriptors() {
+        let (door, _budget, _stop) = open_holding(1 << 20, 1 << 20, 3).await;
+        let mut open_sessions = Vec::new();
+        for _ in 0..2 {
+            open_sessions.push(connect(&door).await);
+        }
+        // Two sessions and one segment held: the third descriptor.
+        let held = put(&open_sessions[0].0, &memfd(1, ALL_SEALS)).await;
+        assert_eq!(held.status, records::OK);
+        assert_eq!(put(&open_sessions[1].0, &memfd(1, ALL_SEALS)).await.status, BUSY);
+        refused(&door).await;
+        // The segment taken by its call holds its descriptor until the
+        // call is over.
+        let segment = door.session(&open_sessions[0].1).unwrap().claim(held.handle);
+        refused(&door).await;
+        drop(segment);
         // One closes: a new caller gets in.
         let (first, token) = open_sessions.remove(0);
         drop(first);

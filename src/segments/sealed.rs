@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::SealFlags;
 
+use crate::budget::Held;
+
 /// The seals a segment must carry.
 const SEALS: SealFlags = SealFlags::SEAL
     .union(SealFlags::SHRINK)
@@ -41,6 +43,9 @@ pub enum SegmentError {
 pub struct Sealed {
     fd: OwnedFd,
     len: usize,
+    /// Its place among the descriptors the gateway holds for callers, if
+    /// it takes one; given back with the descriptor.
+    _slot: Option<Held>,
 }
 
 impl Sealed {
@@ -59,7 +64,19 @@ impl Sealed {
         if len > limit {
             return Err(SegmentError::TooLarge { size: len, limit });
         }
-        Ok(Sealed { fd, len })
+        Ok(Sealed {
+            fd,
+            len,
+            _slot: None,
+        })
+    }
+
+    /// The segment, holding `slot` for as long as its descriptor lives.
+    pub fn with_slot(self, slot: Held) -> Sealed {
+        Sealed {
+            _slot: Some(slot),
+            ..self
+        }
     }
 
     /// Its size in bytes.

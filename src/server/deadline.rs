@@ -4,9 +4,9 @@
 //!
 //! The server enforces the client's `grpc-timeout` too, as tonic's own
 //! server does ([`ClientDeadlineLayer`]): from when the request's headers
-//! arrived, it answers `CANCELLED` once the deadline passes, whatever held
-//! the call (a request still arriving, say), even if the client never
-//! cancels. So the client's budget counts from the request's [`Arrival`]
+//! arrived, it answers `DEADLINE_EXCEEDED` (`call-timeout`) once the
+//! deadline passes, whatever held the call (a request still arriving, say),
+//! even if the client never cancels. So the client's budget counts from the request's [`Arrival`]
 //! (stamped as the headers come in) and, for the pool, ends
 //! [`AHEAD_OF_CUTOFF`] early: the pool answers first, with
 //! `DEADLINE_EXCEEDED` and `call-timeout`, and replaces the worker.
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 
+use crate::error::GatewayError;
 use crate::pool::Deadline;
 
 /// How much sooner than [`ClientDeadlineLayer`] the pool gives up on a
@@ -75,9 +76,9 @@ pub fn earliest(one: Option<Deadline>, other: Option<Deadline>) -> Option<Deadli
     }
 }
 
-/// A tower layer that answers `CANCELLED` for a call whose response is not
-/// ready at its client's deadline (counted from its [`Arrival`]), as
-/// tonic's server does.
+/// A tower layer that answers `DEADLINE_EXCEEDED` for a call whose
+/// response is not ready at its client's deadline (counted from its
+/// [`Arrival`]), as tonic's server answers `CANCELLED`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClientDeadlineLayer;
 
@@ -114,15 +115,18 @@ where
             .get(GRPC_TIMEOUT)
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let cutoff = budget.map(|budget| arrived(request.extensions().get().copied()) + budget);
+        let arrival = arrived(request.extensions().get().copied());
         let response = self.inner.call(request);
-        let Some(cutoff) = cutoff else {
+        let Some(budget) = budget else {
             return Box::pin(response);
         };
         Box::pin(async move {
-            match tokio::time::timeout_at(cutoff, response).await {
+            match tokio::time::timeout_at(arrival + budget, response).await {
                 Ok(response) => response,
-                Err(_elapsed) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
+                Err(_elapsed) => {
+                    let status: tonic::Status = GatewayError::Timeout(budget).into();
+                    Ok(status.into_http())
+                }
             }
         })
     }
@@ -226,7 +230,11 @@ mod tests {
         let response = service.clone().oneshot(request(Some("2S"))).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_millis(1500));
         let status = tonic::Status::from_header_map(response.headers()).unwrap();
-        assert_eq!(status.code(), tonic::Code::Cancelled);
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            response.headers().get("mystic-error").unwrap(),
+            "call-timeout"
+        );
         // Without a deadline, it waits as long as the call does.
         let waiting =
             tokio::time::timeout(Duration::from_secs(3600), service.oneshot(request(None)));

@@ -3,9 +3,8 @@
 //! tonic refuses a request over its decoding limit with `OUT_OF_RANGE` before
 //! our handler sees it; the contract says `RESOURCE_EXHAUSTED` with the
 //! `payload-too-large` kind. This response hook rewrites exactly that status.
-//! (The other answer the gateway does not write itself, `CANCELLED` for a
-//! passed `grpc-timeout`, comes from `deadline.rs`'s layer, which makes the
-//! pool answer first.)
+//! (A passed `grpc-timeout` is answered by `deadline.rs`'s layer, through
+//! the same mapping, if the pool has not answered first.)
 
 use super::refusals::Refusals;
 use crate::error::{Direction, GatewayError};

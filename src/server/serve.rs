@@ -82,7 +82,11 @@ pub fn http2_settings(max_streams: u32) -> http2::Builder<TokioExecutor> {
         .initial_connection_window_size(super::CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(max_streams)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        // What HTTP/2 buffers per stream beyond the peer's window: one piece
+        // of a body (`delivery.rs`), so that a peer that does not read
+        // leaves the rest of its results in the body, counted.
+        .max_send_buf_size(super::delivery::PIECE_BYTES);
     http2
 }
 
@@ -329,7 +333,7 @@ impl Exhaustion {
             None => {
                 warn!(
                     cause = %err,
-                    "out of file descriptors: new connections wait in the listen backlog until some close (raise the open-files limit or lower --max-connections)"
+                    "out of file descriptors or socket memory: new connections wait in the listen backlog until some close (raise the open-files limit or lower --max-connections)"
                 );
                 self.episode = Some((Instant::now(), 1));
             }
