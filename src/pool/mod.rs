@@ -6,14 +6,19 @@
 //! - [`Delivery`]: a result and what it holds of the results budget until
 //!   it is delivered; [`Share`]: one caller's share of it (`results`).
 //! - [`PoolTasks`]: the running actors; waits for start-up and shuts down.
-//! - `worker`: the per-slot actor; `spawn`: what the actor needs from a
-//!   process (traits); `launcher`: starting real ones, through `template`
-//!   (the process that forks workers) or directly; `process`: the real OS
-//!   process; `stderr`: its stderr in the log, rate-limited by `throttle`;
-//!   `adopted`: forked workers and their orphans; `queue`: jobs;
-//!   `restart`: backoff; `startup`: start-up errors; `status`: the status board.
+//! - `worker`: the per-slot actor (supervision: start, serve, restart,
+//!   recycle); `conversation`: what it says to its process about one call
+//!   (functions by digest, streamed items, result segments, the results
+//!   budget); `spawn`: what the actor needs from a process (traits);
+//!   `launcher`: starting real ones, through `template` (the process that
+//!   forks workers) or directly; `process`: the real OS process; `stderr`:
+//!   its stderr in the log, rate-limited by `throttle`; `adopted`: forked
+//!   workers and their orphans; `queue`: jobs; `restart`: backoff;
+//!   `recycle`: when a worker is replaced; `startup`: start-up errors;
+//!   `status`: the status board.
 
 mod adopted;
+mod conversation;
 mod launcher;
 mod process;
 mod queue;
