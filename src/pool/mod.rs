@@ -19,6 +19,8 @@
 
 mod adopted;
 mod conversation;
+#[cfg(test)]
+mod conversation_tests;
 mod launcher;
 mod process;
 mod queue;
