@@ -21,8 +21,8 @@ use crate::metrics::{self, Metrics};
 use crate::pool::{LaunchSettings, Pool, PoolSettings, StartError, WorkerState};
 use crate::segments::Door;
 use crate::server::{
-    self, Access, BindError, Deadlines, GatewayService, Refusals, SERVICE_NAME, ServeError, Tls,
-    TlsError, TokenError,
+    self, Access, Admission, BindError, Deadlines, GatewayService, Refusals, SERVICE_NAME,
+    ServeError, Tls, TlsError, TokenError,
 };
 use crate::transport;
 
@@ -98,18 +98,21 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let receiving = Budget::new(config.max_receiving_bytes);
     let door = open_door(config.max_payload_bytes, &receiving, &stopping);
-    let service = GatewayService {
+    let admission = Admission {
         pool: pool.clone(),
         functions: Arc::new(FunctionCache::new(
             config.function_cache_bytes,
             config.max_payload_bytes,
         )),
-        transport: config.transport,
+        door,
         max_payload_bytes: config.max_payload_bytes,
+    };
+    let service = GatewayService {
+        admission,
+        transport: config.transport,
         call_timeout: config.call_timeout,
         refusals: Refusals::new(metrics),
         stopping: stopping.clone(),
-        door,
     };
     if let Some((listener, addr)) = metrics_listener {
         info!("metrics at http://{addr}/metrics");
