@@ -7,7 +7,7 @@
 //!   it is delivered; [`Share`]: one caller's share of it (`results`).
 //! - [`PoolTasks`]: the running actors; waits for start-up and shuts down.
 //! - [`PoolSettings`], [`LaunchSettings`]: the pool's own settings (the
-//!   wiring, `gateway.rs`, builds them from the command line's).
+//!   wiring, `gateway.rs`, builds them from the gateway's `Config`).
 //! - `worker`: the per-slot actor (supervision: start, serve, restart,
 //!   recycle); `conversation`: what it says to its process about one call
 //!   (functions by digest, streamed items, result segments, the results

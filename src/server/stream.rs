@@ -17,13 +17,13 @@
 //! before the task stops taking them (and the items of a streamed call stop
 //! being produced). Every result counts as undelivered until HTTP/2 has
 //! taken it (`delivery.rs`): a stream whose undelivered results reach its
-//! share of `--max-undelivered-bytes` ([`Share`]) reads no more calls, and
-//! those of its calls that no worker has started are held back (a worker
-//! hands them back) until the client reads; then they are queued again
-//! (by the share's own task). A call the queue has no room for (full, or its byte
-//! bound reached) waits in the task, which reads nothing more meanwhile,
-//! and is queued again with backoff: a long map waits for room instead of
-//! failing.
+//! share of `--max-undelivered-bytes` ([`Share`](crate::pool::Share))
+//! reads no more calls, and those of its calls that no worker has started
+//! are held back (a worker hands them back) until the client reads; then
+//! they are queued again (by the share's own task). A call the queue has no
+//! room for (full, or its byte bound reached) waits in the task, which
+//! reads nothing more meanwhile, and is queued again with backoff: a long
+//! map waits for room instead of failing.
 //!
 //! Deadlines: the stream's `grpc-timeout` bounds the whole stream (when it
 //! passes, the stream ends with `DEADLINE_EXCEEDED`); each call's deadline
