@@ -12,6 +12,7 @@ use bytes::Bytes;
 use clap::Parser as _;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mysticchallenge::functions::{FunctionCache, Request, WorkerCall};
+use mysticchallenge::gateway::{launch_settings, pool_settings};
 use mysticchallenge::metrics::Metrics;
 use mysticchallenge::pool::Pool;
 use mysticchallenge::transport::Spec;
@@ -80,7 +81,9 @@ fn round_trips(c: &mut Criterion) {
             config.ring_bytes,
         );
         let metrics = std::sync::Arc::new(Metrics::new(config.workers, transport));
-        let (pool, mut tasks) = runtime.block_on(async { Pool::spawn(&config, spec, metrics) });
+        let (settings, launch) = (pool_settings(&config), launch_settings(&config));
+        let (pool, mut tasks) =
+            runtime.block_on(async { Pool::spawn(settings, launch, spec, metrics) });
         runtime.block_on(tasks.ready()).unwrap();
         for (size, request) in &requests {
             group.throughput(Throughput::Bytes(*size as u64));

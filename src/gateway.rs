@@ -1,7 +1,8 @@
 //! Wiring: read the access settings, bind the listeners, start the pool, the
 //! gRPC server and the metrics endpoint, report readiness, and shut down in
 //! order when asked (a Unix socket's file is removed on the way out, however
-//! `run` ends).
+//! `run` ends). Each layer takes its own settings, built here from the
+//! [`Config`] ([`pool_settings`], [`launch_settings`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,11 +18,11 @@ use crate::config::{Config, TlsFiles};
 use crate::descriptors;
 use crate::functions::FunctionCache;
 use crate::metrics::{self, Metrics};
-use crate::pool::{Pool, StartError, WorkerState};
+use crate::pool::{LaunchSettings, Pool, PoolSettings, StartError, WorkerState};
 use crate::segments::Door;
 use crate::server::{
-    self, Access, BindError, Deadlines, GatewayService, Refusals, SERVICE_NAME, ServeError, Tls,
-    TlsError, TokenError,
+    self, Access, Admission, BindError, Deadlines, GatewayService, Refusals, SERVICE_NAME,
+    ServeError, Tls, TlsError, TokenError,
 };
 use crate::transport;
 
@@ -88,22 +89,30 @@ pub async fn run(
         config.ring_bytes,
     );
     let metrics = Arc::new(Metrics::new(config.workers, config.transport.as_str()));
-    let (pool, mut tasks) = Pool::spawn(&config, transport, Arc::clone(&metrics));
+    let (pool, mut tasks) = Pool::spawn(
+        pool_settings(&config),
+        launch_settings(&config),
+        transport,
+        Arc::clone(&metrics),
+    );
     let stopping = CancellationToken::new();
     let receiving = Budget::new(config.max_receiving_bytes);
     let door = open_door(config.max_payload_bytes, &receiving, &stopping);
-    let service = GatewayService {
+    let admission = Admission {
         pool: pool.clone(),
         functions: Arc::new(FunctionCache::new(
             config.function_cache_bytes,
             config.max_payload_bytes,
         )),
-        transport: config.transport,
+        door,
         max_payload_bytes: config.max_payload_bytes,
+    };
+    let service = GatewayService {
+        admission,
+        transport: config.transport,
         call_timeout: config.call_timeout,
         refusals: Refusals::new(metrics),
         stopping: stopping.clone(),
-        door,
     };
     if let Some((listener, addr)) = metrics_listener {
         info!("metrics at http://{addr}/metrics");
@@ -217,6 +226,32 @@ pub async fn run(
     tasks.shutdown().await;
     info!("stopped");
     interrupted.map_or(Ok(()), Err)
+}
+
+/// How big the pool is and how patient, from `config`.
+pub fn pool_settings(config: &Config) -> PoolSettings {
+    PoolSettings {
+        workers: config.workers,
+        queue_capacity: config.queue_capacity,
+        queue_max_bytes: config.queue_max_bytes,
+        startup_timeout: config.startup_timeout,
+        max_queue_wait: config.max_queue_wait,
+        recycle: config.recycle,
+        max_undelivered_bytes: config.max_undelivered_bytes,
+    }
+}
+
+/// How the pool's workers are started, from `config`.
+pub fn launch_settings(config: &Config) -> LaunchSettings {
+    LaunchSettings {
+        python: config.python.clone(),
+        memory_limit: config.worker_memory_bytes,
+        max_output_bytes: config.max_output_bytes,
+        preload: config.preload.clone(),
+        debuggable: config.debuggable,
+        template: config.template,
+        startup_timeout: config.startup_timeout,
+    }
 }
 
 /// Reads the token file and the TLS identity named in `config`.

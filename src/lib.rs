@@ -4,15 +4,21 @@
 //! - [`config`]: the command line and the validated settings.
 //! - [`budget`]: byte budgets (bytes arriving, results undelivered).
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
-//! - [`server`]: the accept loop, the tonic services (gateway, health) and
-//!   graceful shutdown; [`descriptors`]: the open-files limit and the
-//!   connections that fit in it.
+//! - [`server`]: the accept loop, the tonic services (gateway, health), one
+//!   admission path for unary and streamed calls, and graceful shutdown;
+//!   [`descriptors`]: the open-files limit and the connections that fit in
+//!   it.
 //! - [`functions`]: functions by digest (the gateway's function cache).
 //! - [`items`]: streaming a generator's items from a worker.
-//! - [`pool`]: the bounded job queue and one supervising actor per worker.
+//! - [`pool`]: the bounded job queue and one supervising actor per worker,
+//!   apart from the conversation it holds with its process about a call;
+//!   it takes its own settings ([`pool::PoolSettings`]).
 //! - [`transport`]: how payloads reach a worker (pipe, or shared memory).
+//! - [`segments`]: shared memory for callers on the gateway's host (sealed
+//!   memfds handed over a Unix socket, and each worker's end for them).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
-//! - [`gateway`]: wiring it all together; [`shutdown`]: the stop signal.
+//! - [`gateway`]: wiring it all together (each layer's settings built from
+//!   the [`Config`]); [`shutdown`]: the stop signal.
 //! - [`pb`]: generated protobuf and gRPC code.
 
 // `unsafe` is allowed only in the shared-memory mapping and ring modules.

@@ -6,14 +6,23 @@
 //! - [`Delivery`]: a result and what it holds of the results budget until
 //!   it is delivered; [`Share`]: one caller's share of it (`results`).
 //! - [`PoolTasks`]: the running actors; waits for start-up and shuts down.
-//! - `worker`: the per-slot actor; `spawn`: what the actor needs from a
-//!   process (traits); `launcher`: starting real ones, through `template`
-//!   (the process that forks workers) or directly; `process`: the real OS
-//!   process; `stderr`: its stderr in the log, rate-limited by `throttle`;
-//!   `adopted`: forked workers and their orphans; `queue`: jobs;
-//!   `restart`: backoff; `startup`: start-up errors; `status`: the status board.
+//! - [`PoolSettings`], [`LaunchSettings`]: the pool's own settings (the
+//!   wiring, `gateway.rs`, builds them from the gateway's `Config`).
+//! - `worker`: the per-slot actor (supervision: start, serve, restart,
+//!   recycle); `conversation`: what it says to its process about one call
+//!   (functions by digest, streamed items, result segments, the results
+//!   budget); `spawn`: what the actor needs from a process (traits);
+//!   `launcher`: starting real ones, through `template` (the process that
+//!   forks workers) or directly; `process`: the real OS process; `stderr`:
+//!   its stderr in the log, rate-limited by `throttle`; `adopted`: forked
+//!   workers and their orphans; `queue`: jobs; `restart`: backoff;
+//!   `recycle`: when a worker is replaced; `startup`: start-up errors;
+//!   `status`: the status board.
 
 mod adopted;
+mod conversation;
+#[cfg(test)]
+mod conversation_tests;
 mod launcher;
 mod process;
 mod queue;
@@ -39,6 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use launcher::LaunchSettings;
 pub use process::describe_exit;
 pub use queue::{Deadline, expiry};
 pub use recycle::Recycle;
@@ -47,12 +57,11 @@ pub use startup::StartError;
 pub use status::{WorkerSnapshot, WorkerState};
 
 use crate::budget::Budget;
-use crate::config::Config;
 use crate::error::GatewayError;
 use crate::functions::WorkerCall;
 use crate::metrics::Metrics;
 use crate::transport;
-use launcher::{LaunchSettings, Launcher};
+use launcher::Launcher;
 use queue::{Claim, Job, JobQueue, JobResult};
 use spawn::Spawner;
 use status::StatusBoard;
@@ -94,20 +103,6 @@ pub struct PoolSettings {
     pub max_undelivered_bytes: usize,
 }
 
-impl From<&Config> for PoolSettings {
-    fn from(config: &Config) -> Self {
-        PoolSettings {
-            workers: config.workers,
-            queue_capacity: config.queue_capacity,
-            queue_max_bytes: config.queue_max_bytes,
-            startup_timeout: config.startup_timeout,
-            max_queue_wait: config.max_queue_wait,
-            recycle: config.recycle,
-            max_undelivered_bytes: config.max_undelivered_bytes,
-        }
-    }
-}
-
 /// A call in the queue or on a worker. Dropped before its outcome, it is
 /// forgotten: still queued, it is freed at once and never runs; running, it
 /// runs to its end and its outcome is dropped.
@@ -143,35 +138,20 @@ impl Drop for AbandonOnDrop {
 }
 
 impl Pool {
-    /// Starts one actor per worker, each running a worker of
-    /// `config.python` (forked from the template unless `--no-template`)
-    /// over `transport`. Each starts its process at once; wait for them
-    /// with [`PoolTasks::ready`]. Call from within the tokio runtime.
+    /// Starts one actor per worker slot (`settings.workers`), each running
+    /// a worker started as `launch` says (forked from the template unless
+    /// `launch.template` is off) over `transport`. Each starts its process
+    /// at once; wait for them with [`PoolTasks::ready`]. Call from within
+    /// the tokio runtime.
     pub fn spawn(
-        config: &Config,
+        settings: PoolSettings,
+        launch: LaunchSettings,
         transport: transport::Spec,
         metrics: Arc<Metrics>,
     ) -> (Pool, PoolTasks) {
         let abort = CancellationToken::new();
-        let (launcher, template) = Launcher::new(
-            LaunchSettings {
-                python: config.python.clone(),
-                memory_limit: config.worker_memory_bytes,
-                max_output_bytes: config.max_output_bytes,
-                preload: config.preload.clone(),
-                debuggable: config.debuggable,
-                template: config.template,
-                startup_timeout: config.startup_timeout,
-            },
-            abort.clone(),
-        );
-        let (pool, mut tasks) = Pool::spawn_with(
-            PoolSettings::from(config),
-            launcher,
-            transport,
-            metrics,
-            abort,
-        );
+        let (launcher, template) = Launcher::new(launch, abort.clone());
+        let (pool, mut tasks) = Pool::spawn_with(settings, launcher, transport, metrics, abort);
         if let Some(template) = template {
             tasks.actors.spawn(template);
         }

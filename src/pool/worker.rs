@@ -1,41 +1,40 @@
-//! The actor that owns one worker slot: it prepares the worker's channel,
-//! spawns the process, waits for its handshake, pulls jobs from the queue one
-//! at a time (sending each call's function along the first time this process
-//! needs it, and again if the process says it no longer holds it; a call
-//! that streams its items is a conversation, chunk after chunk, paced by its
-//! caller), notices when the process dies (while idle or mid-call), answers
-//! the call it was running with a crash error, and starts a new process with
-//! backoff; a process due for recycling is replaced at once, between calls.
+//! The actor that owns one worker slot and supervises its process: it
+//! prepares the worker's channel, spawns the process, waits for its
+//! handshake, pulls jobs from the queue one at a time and hands each to the
+//! process's [`Conversation`] (`conversation.rs`: what is said about one
+//! call), notices when the process dies (while idle or mid-call) or a call
+//! runs past its deadline, answers the call it was running with a crash or
+//! timeout error, and starts a new process with backoff; a process due for
+//! recycling is replaced at once, between calls. It keeps the slot's line of
+//! the status board.
 //!
 //! Results: each one takes its bytes of the results budget before it is
-//! handed on, waiting (busy) while there is no room; a call whose caller
-//! holds its share of results undelivered is handed back to it, not run
-//! (see `results.rs`).
+//! handed on, the worker waiting (busy) while there is no room; a call whose
+//! caller holds its share of results undelivered is handed back to it, not
+//! run (see `results.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::conversation::Conversation;
 use super::process::describe_exit;
 use super::queue::{Job, JobReceiver, JobResult, Popped, expiry};
 use super::recycle::Recycle;
 use super::restart::Backoff;
-use super::results::{Delivery, Share, Undelivered};
+use super::results::Delivery;
 use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
 use crate::budget::Budget;
 use crate::error::{Direction, GatewayError};
-use crate::functions::{self, KnownFunctions, WorkerCall};
-use crate::items;
 use crate::metrics::{Metrics, Outcome, Restart, Unserved};
-use crate::segments::{self, ChannelError, SegmentError, WorkerSegments};
-use crate::transport::{self, Transport, TransportError};
+use crate::segments::WorkerSegments;
+use crate::transport::{self, TransportError};
 
 /// How long a worker whose stream broke gets to finish exiting before it is
 /// killed.
@@ -101,23 +100,21 @@ impl<S: Spawner> WorkerActor<S> {
                 () = self.abort.cancelled() => break,
             };
             let ended = match started {
-                Ok((mut process, mut transport, segments)) => {
+                Ok((mut process, mut conversation)) => {
                     if let Some(report) = first_start.take() {
                         let _ = report.send(Ok(()));
                     }
                     let (up_since, mut served) = (Instant::now(), 0);
-                    let channel = Channel {
-                        transport: &mut transport,
-                        segments: &segments,
-                    };
-                    let ended = self.serve(&mut process, channel, &mut served).await;
+                    let ended = self
+                        .serve(&mut process, &mut conversation, &mut served)
+                        .await;
                     // A worker that took a call or ran a while was healthy: if it
                     // died, it is replaced at once. One that dies idle right
                     // after starting, again and again, is restarted ever later.
                     if served > 0 || up_since.elapsed() >= HEALTHY_RUN {
                         backoff.reset();
                     }
-                    drop(transport);
+                    drop(conversation);
                     if ended == Ended::Recycled {
                         // It exits on EOF; its replacement need not wait for that.
                         tokio::spawn(process.stop());
@@ -167,8 +164,9 @@ impl<S: Spawner> WorkerActor<S> {
         });
     }
 
-    /// Prepares the channel, spawns a process and waits for its handshake.
-    async fn start(&self) -> Result<(S::Process, Transport, WorkerSegments), StartError> {
+    /// Prepares the channel, spawns a process and waits for its handshake;
+    /// the process, and the conversation over its link.
+    async fn start(&self) -> Result<(S::Process, Conversation), StartError> {
         let mut prepared = self
             .transport
             .prepare()
@@ -201,7 +199,14 @@ impl<S: Spawner> WorkerActor<S> {
         match tokio::time::timeout(self.startup_timeout, handshake).await {
             Ok(Ok(())) => {
                 info!(worker = self.index, pid, "worker ready");
-                Ok((process, transport, segments))
+                let conversation = Conversation::new(
+                    transport,
+                    segments,
+                    self.transport.max_payload_bytes(),
+                    Arc::clone(&self.results),
+                    Arc::clone(&self.metrics),
+                );
+                Ok((process, conversation))
             }
             Ok(Err(err)) => {
                 drop(transport);
@@ -234,11 +239,10 @@ impl<S: Spawner> WorkerActor<S> {
     async fn serve(
         &self,
         process: &mut S::Process,
-        mut channel: Channel<'_>,
+        conversation: &mut Conversation,
         served: &mut u64,
     ) -> Ended {
         let pid = process.pid();
-        let mut known = KnownFunctions::default();
         loop {
             if *served > 0 && self.recycle.due(*served, pid) {
                 info!(
@@ -321,7 +325,7 @@ impl<S: Spawner> WorkerActor<S> {
             };
             let share = share.as_deref();
             let outcome = tokio::select! {
-                outcome = self.converse(&mut channel, &call, items, share, &mut known) => outcome.map_err(Failure::Transport),
+                outcome = conversation.converse(&call, items, share) => outcome.map_err(Failure::Transport),
                 // Watched during the call too: children the function forked
                 // may hold the channel open long after the worker died.
                 exit = process.wait() => Err(Failure::Exited(exit)),
@@ -345,7 +349,7 @@ impl<S: Spawner> WorkerActor<S> {
                     // Room for it among the results not yet delivered,
                     // unless its caller has gone meanwhile.
                     let undelivered = tokio::select! {
-                        undelivered = self.undelivered(payload.len(), share) => Some(undelivered),
+                        undelivered = conversation.undelivered(payload.len(), share) => Some(undelivered),
                         () = reply.closed() => None,
                         () = self.abort.cancelled() => {
                             answer(reply, Err(GatewayError::ShuttingDown), ran_for);
@@ -403,124 +407,6 @@ impl<S: Spawner> WorkerActor<S> {
         }
     }
 
-    /// Runs `call` on the worker and returns its response. A call that
-    /// streams its items sends each chunk to `items` as it comes, asking
-    /// the worker for the next one only once the chunk is taken (so a slow
-    /// caller pauses the function), and for none once `items` is closed.
-    async fn converse(
-        &self,
-        channel: &mut Channel<'_>,
-        call: &WorkerCall,
-        items: Option<mpsc::Sender<Delivery>>,
-        share: Option<&Share>,
-        known: &mut KnownFunctions,
-    ) -> Result<Bytes, TransportError> {
-        let Some(items) = items else {
-            return self.exchange(channel, call, known, false).await;
-        };
-        let mut response = self.exchange(channel, call, known, true).await?;
-        while items::is_chunk(&response) {
-            let sent = tokio::select! {
-                undelivered = self.undelivered(response.len(), share) => {
-                    let chunk = Delivery { payload: response, undelivered };
-                    items.send(chunk).await.is_ok()
-                }
-                () = items.closed() => false,
-            };
-            let request = if sent {
-                Bytes::from_static(items::NEXT)
-            } else {
-                // The caller has gone: close the iterator (its `finally` runs).
-                Bytes::from_static(items::CLOSE)
-            };
-            self.metrics.moved(Direction::Request, request.len());
-            response = channel.transport.call(request).await?;
-        }
-        Ok(response)
-    }
-
-    /// Sends `call`, by digest if the process holds its function, attached
-    /// if not or if it answers that it does not (a miss): then once more,
-    /// attached. `streamed`: as a call that streams its items.
-    async fn exchange(
-        &self,
-        channel: &mut Channel<'_>,
-        call: &WorkerCall,
-        known: &mut KnownFunctions,
-        streamed: bool,
-    ) -> Result<Bytes, TransportError> {
-        let mut attached = !known.knows(call.digest());
-        loop {
-            let request = if attached {
-                call.attached()
-            } else {
-                call.by_digest()
-            };
-            let request = if streamed {
-                items::streamed(&request)
-            } else {
-                request
-            };
-            self.metrics.moved(Direction::Request, request.len());
-            let argument = call
-                .segments()
-                .and_then(|segments| segments.argument.as_ref());
-            if let Some((handle, segment)) = argument {
-                channel.segments.send(*handle, segment).await?;
-            }
-            let response = channel.transport.call(request).await?;
-            // Known from now on only if the worker says it kept it (it
-            // keeps none over its own bounds); by digest, it had it.
-            let (kept, response) = functions::strip_kept(response);
-            if kept {
-                known.learned(*call.digest());
-            }
-            if segments::wire::is_segment_response(&response) {
-                return self.result_segment(channel.segments, call, &response).await;
-            }
-            if !functions::is_miss(&response) {
-                return Ok(response);
-            }
-            if attached {
-                return Err(TransportError::UnexpectedMiss);
-            }
-            attached = true;
-        }
-    }
-
-    /// Takes the segment of an `MCR2` response and holds it for the caller;
-    /// the response with the handle the caller takes it by.
-    async fn result_segment(
-        &self,
-        segments: &WorkerSegments,
-        call: &WorkerCall,
-        response: &[u8],
-    ) -> Result<Bytes, TransportError> {
-        let limit = self.transport.max_payload_bytes();
-        let result = match segments.receive(limit).await {
-            Ok(result) => result,
-            Err(ChannelError::Refused(SegmentError::TooLarge { size, limit })) => {
-                return Err(TransportError::ResponseTooLarge { size, limit });
-            }
-            Err(err) => return Err(err.into()),
-        };
-        let Some(caller) = call.segments() else {
-            return Err(TransportError::UnexpectedSegment);
-        };
-        // Held for the caller until it takes it, as a result not yet
-        // delivered; a caller that has gone gets nothing, and it goes at once.
-        let undelivered = self.results.take(result.charge()).await;
-        let handle = caller.session.offer(result, undelivered).unwrap_or(0);
-        Ok(segments::wire::with_handle(response, handle))
-    }
-
-    /// Takes `len` bytes of the results budget (waiting for room) and
-    /// counts them in the caller's `share`.
-    async fn undelivered(&self, len: usize, share: Option<&Share>) -> Undelivered {
-        let total = self.results.take(len).await;
-        Undelivered::new(total, share.map(|share| share.count(len)))
-    }
-
     fn set_state(&self, state: WorkerState) {
         self.board.update(self.index, |slot| slot.state = state);
     }
@@ -532,10 +418,4 @@ impl<S: Spawner> WorkerActor<S> {
             slot.state = WorkerState::Idle;
         });
     }
-}
-
-/// A worker's two channels: its transport, and its segment channel.
-struct Channel<'a> {
-    transport: &'a mut Transport,
-    segments: &'a WorkerSegments,
 }

@@ -1,7 +1,8 @@
 //! Unit tests of the worker actor, driven through the pool's handle with
 //! scripted workers (`scripted.rs`) that speak the real pipe protocol, under
 //! paused time: crashes, timeouts, restarts and queue expiry run in
-//! milliseconds.
+//! milliseconds. The call conversation's own tests (`conversation_tests.rs`)
+//! use the same one-worker pool.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,9 @@ use crate::metrics::Metrics;
 use crate::transport;
 
 /// A one-worker pool whose workers follow `scripts` (then serve).
-async fn pool(scripts: impl IntoIterator<Item = Script>) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
+pub(super) async fn pool(
+    scripts: impl IntoIterator<Item = Script>,
+) -> (Pool, PoolTasks, Arc<Mutex<Log>>) {
     recycling_pool(scripts, Recycle::default()).await
 }
 
@@ -60,7 +63,7 @@ async fn pool_with(
     (pool, tasks, log)
 }
 
-async fn call(pool: &Pool, payload: &'static [u8]) -> Result<Bytes, GatewayError> {
+pub(super) async fn call(pool: &Pool, payload: &'static [u8]) -> Result<Bytes, GatewayError> {
     call_within(pool, payload, None).await
 }
 
@@ -76,11 +79,11 @@ async fn call_within(
 }
 
 /// A call of the one function these tests use, with `arguments`.
-fn job(arguments: &[u8]) -> WorkerCall {
+pub(super) fn job(arguments: &[u8]) -> WorkerCall {
     encode::worker_call(b"the function", arguments)
 }
 
-fn restarts(pool: &Pool) -> u64 {
+pub(super) fn restarts(pool: &Pool) -> u64 {
     pool.workers()[0].restarts
 }
 
@@ -104,42 +107,6 @@ async fn a_worker_serves_calls_one_after_another() {
     assert_eq!(log.lock().unwrap().attached, [true, false]);
     tasks.shutdown().await;
     assert_eq!(pool.workers()[0].state, WorkerState::Stopped);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_worker_that_no_longer_holds_a_function_is_sent_it_again() {
-    let (pool, tasks, log) = pool([Script::Forgetful]).await;
-    for arguments in [&b"one"[..], b"two", b"three"] {
-        let answer = pool
-            .submit(job(arguments), None, None)
-            .unwrap()
-            .outcome()
-            .await
-            .map(|delivery| delivery.payload);
-        assert_eq!(answer.unwrap(), [&b"echo:"[..], arguments].concat());
-    }
-    // Each later call went by digest, met a miss, and went again attached;
-    // nothing failed and the worker was never replaced.
-    let log = log.lock().unwrap().clone();
-    assert_eq!(log.attached, [true, false, true, false, true]);
-    assert_eq!(log.requests.len(), 3);
-    assert_eq!((restarts(&pool), pool.workers()[0].calls_served), (0, 3));
-    tasks.shutdown().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_function_the_worker_did_not_keep_goes_attached_every_time() {
-    let (pool, tasks, log) = pool([Script::KeepsNone]).await;
-    for arguments in [&b"one"[..], b"two", b"three"] {
-        assert_eq!(
-            call(&pool, arguments).await.unwrap(),
-            [&b"echo:"[..], arguments].concat()
-        );
-    }
-    // Never by digest: no miss, and no round trip wasted on one.
-    assert_eq!(log.lock().unwrap().attached, [true, true, true]);
-    assert_eq!(restarts(&pool), 0);
-    tasks.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -391,51 +358,6 @@ async fn a_worker_is_recycled_between_calls_once_it_has_served_its_bound() {
         "{}",
         scrape(&pool)
     );
-    tasks.shutdown().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_streamed_call_sends_its_chunks_then_its_end() {
-    let (pool, tasks, log) = pool([]).await;
-    let super::PendingItems {
-        mut items,
-        call: last,
-    } = pool.submit_items(job(b"3"), None, None).unwrap();
-    let mut chunks = 0;
-    while let Some(chunk) = items.recv().await {
-        assert_eq!(&chunk.payload[..], b"MCI1chunk");
-        chunks += 1;
-    }
-    assert_eq!(chunks, 3);
-    assert_eq!(
-        &last
-            .outcome()
-            .await
-            .map(|delivery| delivery.payload)
-            .unwrap()[..],
-        b"echo:3"
-    );
-    assert_eq!(log.lock().unwrap().closes, 0);
-    // The worker takes the next call as usual.
-    assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
-    assert_eq!(pool.workers()[0].calls_served, 2);
-    tasks.shutdown().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_slow_caller_pauses_a_streamed_call_and_one_that_leaves_closes_it() {
-    let (pool, tasks, log) = pool([]).await;
-    let mut pending = pool.submit_items(job(b"1000"), None, None).unwrap();
-    assert!(pending.items.recv().await.is_some());
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    // One chunk taken, one waiting in the gateway, one in the actor's hands.
-    assert!(log.lock().unwrap().chunks <= 3, "{:?}", log.lock().unwrap());
-    drop(pending);
-    // Closed, not run to its end nor killed: the same worker takes the next call.
-    assert_eq!(&call(&pool, b"next").await.unwrap()[..], b"echo:next");
-    let log = log.lock().unwrap().clone();
-    assert_eq!((log.closes, log.chunks <= 4), (1, true), "{log:?}");
-    assert_eq!(restarts(&pool), 0);
     tasks.shutdown().await;
 }
 

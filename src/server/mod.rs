@@ -1,9 +1,11 @@
 //! The gRPC server: the socket it listens on (TCP or Unix), the accept loop
 //! (`serve.rs`), the places connections take and what they must do to keep
-//! them (`places.rs`, `connections.rs`), the gateway service (unary calls, and streams of
-//! calls: `stream.rs`), the health service, who may call (token, TLS),
-//! payload limits and graceful shutdown.
+//! them (`places.rs`, `connections.rs`), the gateway service (unary calls,
+//! and streams of calls: `stream.rs`; both admitted through one path,
+//! `admission.rs`), the health service, who may call (token, TLS), payload
+//! limits and graceful shutdown.
 
+mod admission;
 mod auth;
 mod connections;
 mod deadline;
@@ -31,12 +33,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
 
+pub use admission::{Admission, parse_request};
 pub use auth::{TokenError, read_token};
 pub use connections::Deadlines;
 pub use listener::{BindError, Bound, Listener, bind, bind_tcp};
 pub use refusals::Refusals;
 pub use serve::ServeError;
-pub use service::{GatewayService, parse_request};
+pub use service::GatewayService;
 pub use tls::{Tls, TlsError};
 pub use unix_socket::{SocketFile, UnixSocketError};
 
@@ -87,7 +90,7 @@ pub async fn serve(
     bounds: Bounds,
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
-    let limit = service.max_payload_bytes;
+    let limit = service.admission.max_payload_bytes;
     let refusals = service.refusals.clone();
     let token_check = auth::TokenCheck::new(access.token, refusals.clone());
     let message_limit = limit.saturating_add(MESSAGE_OVERHEAD);

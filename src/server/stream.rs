@@ -17,13 +17,13 @@
 //! before the task stops taking them (and the items of a streamed call stop
 //! being produced). Every result counts as undelivered until HTTP/2 has
 //! taken it (`delivery.rs`): a stream whose undelivered results reach its
-//! share of `--max-undelivered-bytes` ([`Share`]) reads no more calls, and
-//! those of its calls that no worker has started are held back (a worker
-//! hands them back) until the client reads; then they are queued again
-//! (by the share's own task). A call the queue has no room for (full, or its byte
-//! bound reached) waits in the task, which reads nothing more meanwhile,
-//! and is queued again with backoff: a long map waits for room instead of
-//! failing.
+//! share of `--max-undelivered-bytes` ([`Share`](crate::pool::Share))
+//! reads no more calls, and those of its calls that no worker has started
+//! are held back (a worker hands them back) until the client reads; then
+//! they are queued again (by the share's own task). A call the queue has no
+//! room for (full, or its byte bound reached) waits in the task, which
+//! reads nothing more meanwhile, and is queued again with backoff: a long
+//! map waits for room instead of failing.
 //!
 //! Deadlines: the stream's `grpc-timeout` bounds the whole stream (when it
 //! passes, the stream ends with `DEADLINE_EXCEEDED`); each call's deadline
@@ -36,15 +36,16 @@
 //! stops (it takes no more calls, answers those it has, then ends with
 //! `UNAVAILABLE`).
 //!
-//! Functions: a stream keeps the functions its calls brought (up to
-//! [`HELD_FUNCTIONS`]), so that its calls by digest resolve for as long as
+//! Each call is admitted as a unary one is (`admission.rs`: parsed, its
+//! segments claimed, its function resolved, queued), with what is the
+//! stream's own: its deadline, its share, and the functions its calls
+//! brought (up to [`HELD_FUNCTIONS`](super::admission::HELD_FUNCTIONS),
+//! [`HeldFunctions`]), so that its calls by digest resolve for as long as
 //! it lasts even if the gateway's cache evicts them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, SelectAll};
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
@@ -52,14 +53,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
+use super::admission::{Admission, Admitted, HeldFunctions};
 use super::deadline::earliest;
 use super::refusals::Refusals;
-use super::service::parse_call;
 use crate::error::GatewayError;
-use crate::functions::{Digest, FunctionCache};
 use crate::pb;
-use crate::pool::{Deadline, Delivery, OwnedShare, PendingCall, PendingItems, Pool, Undelivered};
-use crate::segments::Door;
+use crate::pool::{Deadline, Delivery, OwnedShare, PendingCall, Undelivered};
 
 /// Calls of one stream pending at once, at most.
 pub const MAX_IN_FLIGHT: usize = 16_384;
@@ -73,8 +72,6 @@ const MESSAGE_INTERVAL: Duration = Duration::from_micros(1000);
 const BATCH_RESULTS: usize = 1024;
 /// What a result costs in a message besides its payload (id, tags, lengths).
 const RESULT_OVERHEAD: usize = 32;
-/// Functions a stream keeps for its calls by digest.
-pub const HELD_FUNCTIONS: usize = 4;
 /// How long a call waits before it is queued again while the queue is full.
 const FIRST_REQUEUE: Duration = Duration::from_millis(2);
 const MAX_REQUEUE: Duration = Duration::from_millis(100);
@@ -89,10 +86,9 @@ pub fn suggested_window(workers: usize) -> usize {
 /// What a stream's task needs from the service.
 #[derive(Debug, Clone)]
 pub struct StreamContext {
-    pub pool: Pool,
-    pub functions: Arc<FunctionCache>,
+    /// The pool, the function cache, the door and the payload limit.
+    pub admission: Admission,
     pub refusals: Refusals,
-    pub max_payload_bytes: usize,
     /// The stream's own deadline (its `grpc-timeout`).
     pub deadline: Option<Deadline>,
     /// Each call's budget from its arrival: `--call-timeout` and
@@ -100,8 +96,6 @@ pub struct StreamContext {
     pub per_call: Option<Duration>,
     /// Cancelled when the gateway starts to stop.
     pub stopping: CancellationToken,
-    /// Where callers on this host hand over segments.
-    pub door: Option<Arc<Door>>,
 }
 
 /// A result, and what it holds of the results budget until delivered.
@@ -121,11 +115,11 @@ pub async fn serve_stream(
 ) {
     let expired = crate::pool::expiry(context.deadline);
     tokio::pin!(expired);
-    let share = context.pool.share();
+    let share = context.admission.pool.share();
     let mut stream = Stream {
         context,
         share,
-        held: VecDeque::new(),
+        held: HeldFunctions::default(),
         incoming: VecDeque::new(),
         waiting: None,
         reading: true,
@@ -223,8 +217,8 @@ struct Stream {
     context: StreamContext,
     /// Its share of the results budget, and its calls held back.
     share: OwnedShare,
-    /// The functions its calls brought, most recent last.
-    held: VecDeque<(Digest, Bytes)>,
+    /// The functions its calls brought.
+    held: HeldFunctions,
     /// Calls read, not yet queued.
     incoming: VecDeque<pb::StreamCall>,
     /// The first of them, while the queue has no room for it.
@@ -288,62 +282,31 @@ impl Stream {
 
     /// Queues one call; its outcomes, as results.
     async fn queue(&mut self, call: &pb::StreamCall) -> Result<Outcomes, GatewayError> {
-        let (request, segments) = parse_call(
-            call.payload.clone(),
-            self.context.max_payload_bytes,
-            self.context.door.as_deref(),
-        )?;
-        let digest = *request.digest();
-        let held = self.held_function(&digest);
         let context = &self.context;
-        let resolved = context
-            .functions
-            .resolve_holding(request, held)
-            .await?
-            .with_segments(segments);
         let deadline = earliest(context.deadline, context.per_call.map(Deadline::after));
-        let kept = resolved.clone();
-        let (id, refusals) = (call.id, context.refusals.clone());
         let share = Some(self.share.share());
-        let outcomes: Outcomes = if call.items {
-            let PendingItems { items, call } =
-                context.pool.submit_items(resolved, deadline, share)?;
-            items_then_outcome(id, items, call, refusals)
-        } else {
-            let pending = context.pool.submit(resolved, deadline, share)?;
-            pending
+        let Admitted {
+            call: pending,
+            items,
+        } = context
+            .admission
+            .admit(
+                call.payload.clone(),
+                deadline,
+                call.items,
+                share,
+                Some(&mut self.held),
+            )
+            .await?;
+        let (id, refusals) = (call.id, context.refusals.clone());
+        Ok(match items {
+            Some(items) => items_then_outcome(id, items, pending, refusals),
+            None => pending
                 .outcome()
                 .map(move |outcome| finished(id, outcome, &refusals))
                 .into_stream()
-                .boxed()
-        };
-        context.functions.keep(&kept);
-        self.hold(digest);
-        Ok(outcomes)
-    }
-
-    /// The function under `digest`, if the stream keeps it.
-    fn held_function(&mut self, digest: &Digest) -> Option<Bytes> {
-        let index = self.held.iter().position(|(held, _)| held == digest)?;
-        // Most recent last: a stream mostly calls one function.
-        let entry = self.held.remove(index).expect("a held function");
-        self.held.push_back(entry);
-        self.held.back().map(|(_, pickled)| pickled.clone())
-    }
-
-    /// Keeps the function under `digest` (shared with the cache) for the
-    /// stream's later calls.
-    fn hold(&mut self, digest: Digest) {
-        if self.held.back().is_some_and(|(held, _)| *held == digest) {
-            return;
-        }
-        self.held.retain(|(held, _)| *held != digest);
-        if let Some(pickled) = self.context.functions.get(&digest) {
-            self.held.push_back((digest, pickled));
-            if self.held.len() > HELD_FUNCTIONS {
-                self.held.pop_front();
-            }
-        }
+                .boxed(),
+        })
     }
 
     fn push(&mut self, outcome: Outcome) {
@@ -462,6 +425,7 @@ fn failed(id: u64, err: &GatewayError) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn payload(id: u64, len: usize) -> Outcome {
         let result = pb::StreamResult {
