@@ -6,14 +6,15 @@ one run, interleaved, on a gateway per transport (``--workers`` 4):
    alternated (A B A B, the first rotated from round to round); p50, p99 and
    the ratio of the medians;
 2. ``tiny``: ``Parallel(n_jobs=-1)`` over ``--tasks`` ``math.sqrt`` tasks on
-   the backend ``"mysticchallenge"``, against joblib's default backend
-   (loky) with ``n_jobs`` = the gateway's workers, its processes started
-   first; seconds per run, medians of ``--rounds``;
+   the backend ``"mysticchallenge"`` (one backend per gateway for every
+   run, as within one ``parallel_config`` block), against joblib's default
+   backend (loky) with ``n_jobs`` = the gateway's workers, its processes
+   started first; seconds per run, medians of ``--rounds``;
 3. ``sleeps``: the original load test's random sleeps (``workers * factor``
    tasks sleeping ``random.random() * --max-sleep`` seconds, the same for
-   both transports of a round) through ``Parallel(n_jobs=-1)`` on the
-   backend, against an ideal FIFO list scheduler (as ``test_load.py``
-   computes it): ideal / real.
+   every contestant of a round) through ``Parallel(n_jobs=-1)`` on the
+   backend, and on loky for reference, against an ideal FIFO list scheduler
+   (as ``test_load.py`` computes it): ideal / real.
 
     cargo build --release
     .venv/bin/python benches/python/executor.py           # the figures (a few minutes)
@@ -36,6 +37,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from _servers import REPO, gateway
@@ -54,8 +56,8 @@ from compare import (
 )
 from joblib import Parallel, delayed, parallel_config
 
-import distribute_challenge.joblib  # noqa: F401  (registers the backend)
 from distribute_challenge import Executor, compute_this
+from distribute_challenge.joblib import GatewayBackend
 
 sys.path.insert(1, str(REPO))  # the load test's scheduler model
 from loadtest.results import fifo_makespan  # noqa: E402
@@ -110,17 +112,6 @@ def timed(call) -> float:
     return time.perf_counter() - start
 
 
-def on(url: str) -> parallel_config:
-    return parallel_config(backend="mysticchallenge", server=url)
-
-
-def sqrts(tasks: int) -> list[float]:
-    roots = Parallel(n_jobs=-1)(delayed(math.sqrt)(i) for i in range(tasks))
-    if roots != [math.sqrt(i) for i in range(tasks)]:
-        raise AssertionError("Parallel answered other roots")
-    return roots
-
-
 def latency(urls: dict[str, str], settings: Settings) -> dict[str, list[float]]:
     """Each transport's ``run`` and ``submit`` samples, in seconds."""
     samples: dict[str, list[float]] = {}
@@ -144,52 +135,56 @@ def latency(urls: dict[str, str], settings: Settings) -> dict[str, list[float]]:
     return samples
 
 
-def tiny(urls: dict[str, str], settings: Settings) -> dict[str, list[float]]:
+Backends = dict[str, Callable[[], parallel_config]]
+
+
+def backends(urls: dict[str, str], settings: Settings) -> Backends:
+    """Each contestant's ``parallel_config``: one ``GatewayBackend`` per
+    gateway for every run (as within one ``parallel_config`` block), and
+    loky with as many processes as the gateways have workers."""
+    ours = {transport: GatewayBackend(server=url) for transport, url in urls.items()}
+    configs: Backends = {name: (lambda b=b: parallel_config(backend=b)) for name, b in ours.items()}
+    configs[LOKY] = lambda: parallel_config(backend="loky", n_jobs=settings.workers)
+    return configs
+
+
+def tiny(configs: Backends, settings: Settings) -> dict[str, list[float]]:
     """Seconds of each contestant's ``Parallel`` over ``tasks`` square roots."""
-    runs = {
-        transport: lambda url=url: _on_gateway(url, settings.tasks)
-        for transport, url in urls.items()
-    }
-    runs[LOKY] = lambda: _on_loky(settings)
-    for run in runs.values():
-        run()  # warm: loky's processes, the workers' imports
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    expected = [math.sqrt(i) for i in range(settings.tasks)]
+
+    def roots(name: str) -> None:
+        with configs[name]():
+            found = Parallel(n_jobs=-1)(delayed(math.sqrt)(i) for i in range(settings.tasks))
+        if found != expected:
+            raise AssertionError(f"{name}: Parallel answered other roots")
+
+    for name in configs:
+        roots(name)  # warm: loky's processes, the workers' imports
+    seconds: dict[str, list[float]] = {name: [] for name in configs}
     for round_number in range(settings.rounds):
         progress(f"tiny: round {round_number + 1}/{settings.rounds}")
-        for name in rotated(list(runs), round_number):
-            seconds[name].append(timed(runs[name]))
+        for name in rotated(list(configs), round_number):
+            seconds[name].append(timed(lambda name=name: roots(name)))
     return seconds
 
 
-def _on_gateway(url: str, tasks: int) -> None:
-    with on(url):
-        sqrts(tasks)
-
-
-def _on_loky(settings: Settings) -> None:
-    with parallel_config(backend="loky", n_jobs=settings.workers):
-        roots = Parallel()(delayed(math.sqrt)(i) for i in range(settings.tasks))
-    if len(roots) != settings.tasks:
-        raise AssertionError("loky answered other roots")
-
-
-def sleeps(urls: dict[str, str], settings: Settings) -> dict[int, dict[str, list[float]]]:
-    """Per factor, each transport's efficiencies against ideal FIFO."""
-    found: dict[int, dict[str, list[float]]] = {f: {t: [] for t in urls} for f in settings.factors}
+def sleeps(configs: Backends, settings: Settings) -> dict[int, dict[str, list[float]]]:
+    """Per factor, each contestant's efficiencies against ideal FIFO."""
+    found = {factor: {name: [] for name in configs} for factor in settings.factors}
     for round_number in range(settings.sleep_rounds):
         progress(f"sleeps: round {round_number + 1}/{settings.sleep_rounds}")
         rng = random.Random(f"{settings.seed}/{round_number}")
         for factor in settings.factors:
             drawn = [rng.random() * settings.max_sleep for _ in range(settings.workers * factor)]
             ideal = fifo_makespan(drawn, settings.workers)
-            for transport in rotated(list(urls), round_number + factor):
-                with on(urls[transport]):
+            for name in rotated(list(configs), round_number + factor):
+                with configs[name]():
                     start = time.perf_counter()
                     slept = Parallel(n_jobs=-1)(delayed(nap)(s) for s in drawn)
                     real = time.perf_counter() - start
                 if slept != drawn:
-                    raise AssertionError(f"{transport}: the naps answered other seconds")
-                found[factor][transport].append(ideal / real)
+                    raise AssertionError(f"{name}: the naps answered other seconds")
+                found[factor][name].append(ideal / real)
     return found
 
 
@@ -238,11 +233,12 @@ def report(settings: Settings, loads: tuple[str, str], lat, tin, slp) -> str:
         "",
     ]
     rows, worst_sleep = [], 1.0
-    for factor, by_transport in slp.items():
-        medians = [statistics.median(by_transport[t]) for t in TRANSPORTS]
-        worst_sleep = min([worst_sleep, *medians])
-        rows.append([str(factor), str(settings.workers * factor)] + [f"{m:.1%}" for m in medians])
-    lines += markdown_table(["factor", "tasks", *TRANSPORTS], rows)
+    for factor, by_name in slp.items():
+        medians = {name: statistics.median(values) for name, values in by_name.items()}
+        worst_sleep = min([worst_sleep, *(medians[t] for t in TRANSPORTS)])
+        rows.append([str(factor), str(settings.workers * factor)])
+        rows[-1] += [f"{medians[name]:.1%}" for name in (*TRANSPORTS, LOKY)]
+    lines += markdown_table(["factor", "tasks", *TRANSPORTS, LOKY], rows)
     targets = [
         (
             "submit / run, p50",
@@ -283,8 +279,9 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         urls = {t: stack.enter_context(gateway(t, settings.workers)) for t in TRANSPORTS}
         lat = latency(urls, settings)
-        tin = tiny(urls, settings)
-        slp = sleeps(urls, settings)
+        configs = backends(urls, settings)
+        tin = tiny(configs, settings)
+        slp = sleeps(configs, settings)
     loads.append(load_average())
     print(report(settings, (loads[0], loads[1]), lat, tin, slp))
 

@@ -292,6 +292,7 @@ def test_map_cpu_harness_splits_each_calls_cpu_time(tmp_path):
 
 
 LATENCY_TABLE = "| transport | run p50 | run p99 | submit p50 | submit p99 | submit / run |"
+SLEEPS_TABLE = "| factor | tasks | pipe | shm | loky |"
 
 
 def test_executor_harness_prints_every_section_and_its_targets(tmp_path):
@@ -311,6 +312,6 @@ def test_executor_harness_prints_every_section_and_its_targets(tmp_path):
     assert [row[0] for row in latency] == ["pipe", "shm"]
     tiny = table_rows(lines, "| backend | median | min-max | / loky |")
     assert [row[0] for row in tiny] == ["pipe", "shm", "loky"]
-    assert [row[:2] for row in table_rows(lines, "| factor | tasks | pipe | shm |")] == [["1", "2"]]
+    assert [row[:2] for row in table_rows(lines, SLEEPS_TABLE)] == [["1", "2"]]
     targets = table_rows(lines, "| target | goal | figure | met |")
     assert len(targets) == 3 and all(row[-1] in ("yes", "**no**") for row in targets)
