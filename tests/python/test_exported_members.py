@@ -4,7 +4,6 @@ import distribute_challenge
 import mystic_wire
 from distribute_challenge import DistributeError
 
-
 # Public submodules, imported on purpose, not names of the package.
 SUBMODULES = {"joblib"}
 
