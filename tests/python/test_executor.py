@@ -38,7 +38,7 @@ import weakref
 
 import pytest
 
-from distribute_challenge import Executor, WorkerCrashed
+from distribute_challenge import Executor, WorkerCrashed, compute_this
 
 
 def square(x):
@@ -233,10 +233,12 @@ def test_shutdown_can_cancel_every_call_not_yet_answered(start_gateway, tmp_path
     assert all(future.cancelled() for future in [running, *later])
     files.release.touch()
     executor.shutdown(wait=True)
-    # The call a worker had started ran to its end; the others never ran.
+    # The call a worker had started ran to its end; the others never ran
+    # (the next call, queued after whatever was left, shows the queue empty).
     gateway.wait_for(lambda g: files.done.exists(), "the running call to finish")
-    gateway.wait_for(lambda g: g.calls_served() == 1, "the running call to be counted")
+    assert compute_this(server=gateway.url)(pid)().run() in gateway.worker_pids()
     assert not any(files.marker(n).exists() for n in range(3))
+    gateway.wait_for(lambda g: g.calls_served() == 2, "the two calls that ran to be counted")
 
 
 # -- wait, as_completed, run_in_executor --------------------------------------------
