@@ -22,8 +22,9 @@ one run, interleaved, on a gateway per transport (``--workers`` 4):
 
 Run it from a directory with no other ``worker_shim`` in it. The functions
 are defined here, in ``__main__``, so they travel by value, as users' do.
-Every result is checked. The output is Markdown for BENCHMARKS.md: the
-command, commit and machine, a table per section and the targets.
+The tasks' results and the warm-up calls' are checked. The output is
+Markdown for BENCHMARKS.md: the command, commit and machine, a table per
+section and the targets.
 ``$MYSTIC_GATEWAY_BIN`` picks another gateway binary.
 """
 
