@@ -13,8 +13,8 @@ one run, interleaved, on a gateway per transport (``--workers`` 4):
 3. ``sleeps``: the original load test's random sleeps (``workers * factor``
    tasks sleeping ``random.random() * --max-sleep`` seconds, the same for
    every contestant of a round) through ``Parallel(n_jobs=-1)`` on the
-   backend, and on loky for reference, against an ideal FIFO list scheduler
-   (as ``test_load.py`` computes it): ideal / real.
+   backend, and on loky (``n_jobs`` = workers) for reference, against an
+   ideal FIFO list scheduler (as ``test_load.py`` computes it): ideal / real.
 
     cargo build --release
     .venv/bin/python benches/python/executor.py           # the figures (a few minutes)
@@ -140,11 +140,14 @@ Backends = dict[str, Callable[[], parallel_config]]
 
 
 def backends(urls: dict[str, str], settings: Settings) -> Backends:
-    """Each contestant's ``parallel_config``: one ``GatewayBackend`` per
-    gateway for every run (as within one ``parallel_config`` block), and
-    loky with as many processes as the gateways have workers."""
+    """Each contestant's ``parallel_config``, for ``Parallel()``: one
+    ``GatewayBackend`` per gateway for every run (as within one
+    ``parallel_config`` block) with ``n_jobs=-1``, and loky with as many
+    processes as the gateways have workers."""
     ours = {transport: GatewayBackend(server=url) for transport, url in urls.items()}
-    configs: Backends = {name: (lambda b=b: parallel_config(backend=b)) for name, b in ours.items()}
+    configs: Backends = {
+        name: (lambda b=b: parallel_config(backend=b, n_jobs=-1)) for name, b in ours.items()
+    }
     configs[LOKY] = lambda: parallel_config(backend="loky", n_jobs=settings.workers)
     return configs
 
@@ -155,7 +158,7 @@ def tiny(configs: Backends, settings: Settings) -> dict[str, list[float]]:
 
     def roots(name: str) -> None:
         with configs[name]():
-            found = Parallel(n_jobs=-1)(delayed(math.sqrt)(i) for i in range(settings.tasks))
+            found = Parallel()(delayed(math.sqrt)(i) for i in range(settings.tasks))
         if found != expected:
             raise AssertionError(f"{name}: Parallel answered other roots")
 
@@ -181,7 +184,7 @@ def sleeps(configs: Backends, settings: Settings) -> dict[int, dict[str, list[fl
             for name in rotated(list(configs), round_number + factor):
                 with configs[name]():
                     start = time.perf_counter()
-                    slept = Parallel(n_jobs=-1)(delayed(nap)(s) for s in drawn)
+                    slept = Parallel()(delayed(nap)(s) for s in drawn)
                     real = time.perf_counter() - start
                 if slept != drawn:
                     raise AssertionError(f"{name}: the naps answered other seconds")
@@ -230,7 +233,7 @@ def report(settings: Settings, loads: tuple[str, str], lat, tin, slp) -> str:
     lines += [
         "",
         f"**Random sleeps through `Parallel(n_jobs=-1)`**, median efficiency against ideal "
-        f"FIFO over {settings.sleep_rounds} rounds:",
+        f"FIFO over {settings.sleep_rounds} rounds (loky: `n_jobs={settings.workers}`):",
         "",
     ]
     rows, worst_sleep = [], 1.0
