@@ -3,6 +3,9 @@
 Map of the package:
 
 - ``_api.py``: ``compute_this``, the remote function and its call object.
+- ``_executor.py``: ``Executor``, a ``concurrent.futures.Executor`` over those calls.
+- ``joblib.py``: the joblib backend ``"mysticchallenge"``, registered when
+  imported (needs joblib: the ``joblib`` extra).
 - ``_outcome.py``: a response turned into the result (or the exception raised).
 - ``_mapping.py``: ``map``, ``starmap``, their async twins and ``.stream()``,
   over one ``ExecuteStream``.
@@ -33,11 +36,13 @@ from mystic_wire import (
 )
 
 from ._api import compute_this
+from ._executor import Executor
 
 __all__ = [
     "AuthenticationError",
     "CallTimeout",
     "DistributeError",
+    "Executor",
     "PayloadTooLarge",
     "RemoteError",
     "SerializationError",

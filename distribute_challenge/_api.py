@@ -96,6 +96,35 @@ def compute_this(
     """
     if callable(server):  # used bare, as @compute_this
         return compute_this()(server)  # type: ignore[return-value]
+    settings = make_settings(
+        server,
+        depmodules,
+        timeout,
+        token,
+        busy_timeout,
+        insecure_plaintext_token,
+        shared_memory_threshold,
+    )
+
+    def decorate(function: Callable[..., Any]) -> RemoteFunction:
+        if not callable(function):
+            raise TypeError(f"compute_this decorates functions, not {function!r}")
+        return RemoteFunction(function, settings)
+
+    return decorate
+
+
+def make_settings(
+    server: str | None,
+    depmodules: Iterable[DepModule] | DepModule,
+    timeout: float | None,
+    token: str | None,
+    busy_timeout: float = _retry.DEFAULT_BUSY_TIMEOUT,
+    insecure_plaintext_token: bool = False,
+    shared_memory_threshold: int | None = DEFAULT_SHARED_MEMORY_THRESHOLD,
+) -> _Settings:
+    """``compute_this``'s settings, checked (see it for each); the
+    ``Executor`` takes the same."""
     if server is not None:
         parse_server(server)
     if timeout is not None and (
@@ -123,22 +152,15 @@ def compute_this(
         depmodules = (depmodules,)
     depmodules = tuple(depmodules)
     describe_depmodules(None, depmodules)  # refuse bad entries now
-
-    def decorate(function: Callable[..., Any]) -> RemoteFunction:
-        if not callable(function):
-            raise TypeError(f"compute_this decorates functions, not {function!r}")
-        settings = _Settings(
-            server,
-            depmodules,
-            timeout,
-            token,
-            busy_timeout,
-            insecure_plaintext_token,
-            shared_memory_threshold,
-        )
-        return RemoteFunction(function, settings)
-
-    return decorate
+    return _Settings(
+        server,
+        depmodules,
+        timeout,
+        token,
+        busy_timeout,
+        insecure_plaintext_token,
+        shared_memory_threshold,
+    )
 
 
 @dataclass(frozen=True)
@@ -156,6 +178,11 @@ class _Settings:
 
     def metadata(self, target: Target) -> tuple[tuple[str, str], ...]:
         return _token.authorization(target, self.token, self.insecure_plaintext_token)
+
+    def gateways(self) -> list[_gateways.GatewayWorkers]:
+        """Each gateway's ``GetWorkers`` answer, or the error it gave instead."""
+        target = self.target()
+        return _gateways.survey(target, self.timeout, self.metadata(target))
 
 
 class RemoteFunction:
@@ -252,8 +279,7 @@ class RemoteFunction:
     def get_gateways(self) -> list[_gateways.GatewayWorkers]:
         """Each gateway's ``GetWorkers`` answer, or the error it gave instead:
         every entry of a list, every address a DNS name resolves to now."""
-        target = self._settings.target()
-        return _gateways.survey(target, self._settings.timeout, self._settings.metadata(target))
+        return self._settings.gateways()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Pickled (e.g. a function that calls itself by name), it becomes the

@@ -296,15 +296,17 @@ class Calls:
                 continue
             if bar is not None:
                 bar.update(1)
+            # In a list popped as it is yielded: once handed out, a result
+            # is no longer referenced here (the caller may drop it).
             try:
-                result = _outcome.finish(value) if kind == "payload" else _raise(value)
+                result = [_outcome.finish(value) if kind == "payload" else _raise(value)]
+                if items:  # a streamed call's last response holds no item
+                    continue
             except Exception as exc:
                 if not return_exceptions:
                     raise
-                yield exc
-                continue
-            if not items:  # a streamed call's last response holds no item
-                yield result
+                result = [exc]
+            yield result.pop()
 
     def close(self) -> None:
         if self._bar is not None:
@@ -379,6 +381,7 @@ async def aiterate(
         while True:
             for value in calls.deliverable():
                 yield value
+                del value  # handed out: not kept while the stream waits
             if hasattr(inputs, "__anext__"):
                 await _afill(calls, inputs)
             else:

@@ -1,7 +1,7 @@
 """Smoke tests of the end-to-end benchmark harnesses: a tiny run of
 `benches/python/compare.py` (every contestant, every table), of `map.py`
-(every section and its targets), of `large.py` (every section, without
-Ray), of `startup.py`, `breakdown.py`,
+and `executor.py` (every section and its targets), of `large.py` (every
+section, without Ray), of `startup.py`, `breakdown.py`,
 `versions.py`, and of the workers' harnesses (`replacement.py`,
 `worker_memory.py`, `preload.py`). They check that the
 harnesses work, not how fast anything is."""
@@ -289,3 +289,29 @@ def test_map_cpu_harness_splits_each_calls_cpu_time(tmp_path):
     assert [row[0].strip() for row in rows] == ["pipe", "shm"], lines
     for row in rows:
         assert all(cell.strip().endswith("µs") for cell in row[2:]), row
+
+
+LATENCY_TABLE = "| transport | run p50 | run p99 | submit p50 | submit p99 | submit / run |"
+SLEEPS_TABLE = "| factor | tasks | pipe | shm | loky |"
+
+
+def test_executor_harness_prints_every_section_and_its_targets(tmp_path):
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "executor.py"), "--quick"]
+        + ["--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, MYSTIC_GATEWAY_BIN=str(gateway_binary())),
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    assert lines[0].startswith("`") and "benches/python/executor.py --quick" in lines[0]
+    latency = table_rows(lines, LATENCY_TABLE)
+    assert [row[0] for row in latency] == ["pipe", "shm"]
+    tiny = table_rows(lines, "| backend | median | min-max | / loky |")
+    assert [row[0] for row in tiny] == ["pipe", "shm", "loky"]
+    assert [row[:2] for row in table_rows(lines, SLEEPS_TABLE)] == [["1", "2"]]
+    targets = table_rows(lines, "| target | goal | figure | met |")
+    assert len(targets) == 3 and all(row[-1] in ("yes", "**no**") for row in targets)
