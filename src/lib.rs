@@ -19,7 +19,8 @@
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`gateway`]: wiring it all together (each layer's settings built from
 //!   the [`Config`]); [`shutdown`]: the stop signal.
-//! - [`pb`]: generated protobuf and gRPC code.
+//! - [`pb`]: generated protobuf and gRPC code; [`timing`]: sleeping until
+//!   an instant that may not be set.
 
 // `unsafe` is allowed only in the shared-memory mapping and ring modules.
 #![deny(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod pool;
 pub mod segments;
 pub mod server;
 pub mod shutdown;
+pub mod timing;
 pub mod transport;
 
 pub use config::{Args, Config};

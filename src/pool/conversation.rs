@@ -73,9 +73,9 @@ impl Conversation {
         share: Option<&Share>,
     ) -> Result<Bytes, TransportError> {
         let Some(items) = items else {
-            return self.exchange(call, false).await;
+            return self.exchange(call, false, share).await;
         };
-        let mut response = self.exchange(call, true).await?;
+        let mut response = self.exchange(call, true, share).await?;
         while items::is_chunk(&response) {
             let sent = tokio::select! {
                 undelivered = self.undelivered(response.len(), share) => {
@@ -110,6 +110,7 @@ impl Conversation {
         &mut self,
         call: &WorkerCall,
         streamed: bool,
+        share: Option<&Share>,
     ) -> Result<Bytes, TransportError> {
         let mut attached = !self.known.knows(call.digest());
         loop {
@@ -138,7 +139,7 @@ impl Conversation {
                 self.known.learned(*call.digest());
             }
             if segments::wire::is_segment_response(&response) {
-                return self.result_segment(call, &response).await;
+                return self.result_segment(call, &response, share).await;
             }
             if !functions::is_miss(&response) {
                 return Ok(response);
@@ -156,6 +157,7 @@ impl Conversation {
         &mut self,
         call: &WorkerCall,
         response: &[u8],
+        share: Option<&Share>,
     ) -> Result<Bytes, TransportError> {
         let result = match self.segments.receive(self.max_payload_bytes).await {
             Ok(result) => result,
@@ -168,9 +170,14 @@ impl Conversation {
             return Err(TransportError::UnexpectedSegment);
         };
         // Held for the caller until it takes it, as a result not yet
-        // delivered; a caller that has gone gets nothing, and it goes at once.
-        let undelivered = self.results.take(result.charge()).await;
-        let handle = caller.session.offer(result, undelivered).unwrap_or(0);
+        // delivered (of its share too); a caller that has gone gets nothing,
+        // and it goes at once.
+        let handle = tokio::select! {
+            undelivered = self.undelivered(result.charge(), share) => {
+                caller.session.offer(result, undelivered).unwrap_or(0)
+            }
+            () = caller.session.closed() => 0,
+        };
         Ok(segments::wire::with_handle(response, handle))
     }
 }

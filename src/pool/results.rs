@@ -130,6 +130,12 @@ impl Share {
         }
     }
 
+    /// Resolves once some of the caller's results are delivered after this
+    /// call (even if it is first polled later).
+    pub fn delivered(&self) -> tokio::sync::futures::Notified<'_> {
+        self.undelivered.freed()
+    }
+
     /// Whether the caller has gone.
     fn is_closed(&self) -> bool {
         self.lock().is_none()

@@ -168,7 +168,7 @@ async fn read_line(
         let due = throttle.report_due();
         tokio::select! {
             read = &mut read => return read,
-            () = sleep_until(due) => {
+            () = crate::timing::sleep_until(due) => {
                 if let Some(dropped) = throttle.report(Instant::now(), false) {
                     source.log_dropped(dropped);
                 }
@@ -178,12 +178,6 @@ async fn read_line(
 }
 
 /// Sleeps until `at`; forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -359,12 +359,16 @@ impl<S: Spawner> WorkerActor<S> {
                     // Idle before the caller hears back, so that what it asks
                     // next (GetWorkers) sees the worker free.
                     self.finish_call();
-                    if let Some(undelivered) = undelivered {
-                        let delivery = Delivery {
-                            payload,
-                            undelivered,
-                        };
-                        answer(reply, Ok(delivery), ran_for);
+                    match undelivered {
+                        Some(undelivered) => {
+                            let delivery = Delivery {
+                                payload,
+                                undelivered,
+                            };
+                            answer(reply, Ok(delivery), ran_for);
+                        }
+                        // It ran; nobody is left to hear so.
+                        None => self.metrics.call_finished(self.index, Outcome::Ok, ran_for),
                     }
                 }
                 Err(Failure::Transport(TransportError::ResponseTooLarge { size, limit })) => {

@@ -177,6 +177,7 @@ impl Door {
         let session = Arc::new(Session {
             held: Mutex::new(Held::default()),
             descriptors: Arc::clone(&self.descriptors),
+            gone: tokio::sync::Notify::new(),
         });
         self.sessions
             .lock()
@@ -257,7 +258,7 @@ impl Door {
             segment,
             kind: Kind::Argument,
             since: Instant::now(),
-            _counted: counted,
+            _counted: Box::new(counted),
         };
         session.put(entry).ok_or(BUSY)
     }
@@ -269,6 +270,8 @@ pub struct Session {
     held: Mutex<Held>,
     /// The door's descriptors held for callers.
     descriptors: Arc<Budget>,
+    /// Told when the caller goes.
+    gone: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -291,8 +294,8 @@ struct Entry {
     segment: Sealed,
     kind: Kind,
     since: Instant,
-    /// What it holds of a budget until it goes.
-    _counted: Counted,
+    /// What it holds of budgets until it goes.
+    _counted: Box<dyn std::fmt::Debug + Send + Sync>,
 }
 
 impl Session {
@@ -304,13 +307,30 @@ impl Session {
     /// Holds a call's result for the caller (`counted`: what it holds of
     /// the results not yet delivered, until taken); its handle, or None if
     /// the caller has gone.
-    pub fn offer(&self, segment: Sealed, counted: Counted) -> Option<u64> {
+    pub fn offer(
+        &self,
+        segment: Sealed,
+        counted: impl std::fmt::Debug + Send + Sync + 'static,
+    ) -> Option<u64> {
         self.put(Entry {
             segment: segment.with_slot(self.descriptors.count(1)),
             kind: Kind::Result,
             since: Instant::now(),
-            _counted: counted,
+            _counted: Box::new(counted),
         })
+    }
+
+    /// Resolves once the caller has gone.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.gone.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.held.lock().expect("session lock").closed {
+                return;
+            }
+            notified.await;
+        }
     }
 
     fn put(&self, entry: Entry) -> Option<u64> {
@@ -349,6 +369,7 @@ impl Session {
         let mut held = self.held.lock().expect("session lock");
         held.closed = true;
         held.entries.clear();
+        self.gone.notify_waiters();
     }
 }
 
@@ -479,11 +500,17 @@ mod tests {
         // Two sessions and one segment held: the third descriptor.
         let held = put(&open_sessions[0].0, &memfd(1, ALL_SEALS)).await;
         assert_eq!(held.status, records::OK);
-        assert_eq!(put(&open_sessions[1].0, &memfd(1, ALL_SEALS)).await.status, BUSY);
+        assert_eq!(
+            put(&open_sessions[1].0, &memfd(1, ALL_SEALS)).await.status,
+            BUSY
+        );
         refused(&door).await;
         // The segment taken by its call holds its descriptor until the
         // call is over.
-        let segment = door.session(&open_sessions[0].1).unwrap().claim(held.handle);
+        let segment = door
+            .session(&open_sessions[0].1)
+            .unwrap()
+            .claim(held.handle);
         refused(&door).await;
         drop(segment);
         // One closes: a new caller gets in.

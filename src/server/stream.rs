@@ -44,6 +44,7 @@
 //! it lasts even if the gateway's cache evicts them.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, SelectAll};
@@ -133,10 +134,14 @@ pub async fn serve_stream(
         .unwrap_or_else(Instant::now);
     while !stream.is_over() {
         let taking = stream.ready.len() < BATCH_RESULTS && stream.ready_bytes < BATCH_BYTES;
-        let reading = stream.reading
-            && stream.waiting.is_none()
-            && stream.pending.len() < MAX_IN_FLIGHT
-            && !stream.share.share().is_full();
+        // Made before the share is looked at: a delivery after the look
+        // wakes it (one before it is seen by the look).
+        let share = Arc::clone(stream.share.share());
+        let delivered = share.delivered();
+        let could_read =
+            stream.reading && stream.waiting.is_none() && stream.pending.len() < MAX_IN_FLIGHT;
+        let over_share = could_read && share.is_full();
+        let reading = could_read && !over_share;
         let retry_at = stream.waiting.as_ref().map(|waiting| waiting.at);
         // Results go out at once, unless a message went less than
         // MESSAGE_INTERVAL ago: then they wait for it to pass, or for a
@@ -176,8 +181,10 @@ pub async fn serve_stream(
                 }
                 Err(_closed) => return,
             },
-            () = sleep_until(send_at), if !send_now && send_at.is_some() => {}
-            () = sleep_until(retry_at), if retry_at.is_some() => {
+            () = crate::timing::sleep_until(send_at), if !send_now && send_at.is_some() => {}
+            // Reading stopped for the share: on again once the client reads.
+            () = delivered, if over_share => {}
+            () = crate::timing::sleep_until(retry_at), if retry_at.is_some() => {
                 let waiting = stream.waiting.take().expect("a waiting call");
                 stream.incoming.push_front(waiting.call);
                 stream.submit_incoming(waiting.backoff).await;
@@ -195,13 +202,6 @@ pub async fn serve_stream(
     }
     if let Some(status) = stream.ending.take() {
         let _ = out.send((Err(status), Undelivered::none())).await;
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -71,3 +71,16 @@ def test_results_a_caller_does_not_read_stay_within_the_bound(start_gateway, tra
         assert result[:1] == bytes([i % 256]) and len(result) == RESULT
     gateway.wait_for(lambda g: g.info().ready == WORKERS, "idle workers")
     assert gateway.restarts() == 0
+
+
+def test_a_caller_that_reads_steadily_gets_every_result_past_its_share(start_gateway):
+    """Its share filled by results on their way to it, a stream reads no
+    more calls until the client takes them; then it reads on (a client
+    with a small window sends its calls a few at a time)."""
+    flags = [str(part) for flag, value in FLAGS.items() for part in (flag, value)]
+    gateway = start_gateway("--workers", str(WORKERS), *flags)
+    remote = compute_this(server=gateway.url)(large)
+    results = remote.map(range(40), window=4, timeout=120)
+    for i, result in enumerate(results):
+        assert result[:1] == bytes([i % 256]) and len(result) == RESULT
+    assert i == 39
