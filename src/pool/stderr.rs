@@ -177,8 +177,6 @@ async fn read_line(
     }
 }
 
-/// Sleeps until `at`; forever without one.
-
 #[cfg(test)]
 mod tests {
     use super::*;
