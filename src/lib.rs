@@ -17,6 +17,7 @@
 //! - [`segments`]: shared memory for callers on the gateway's host (sealed
 //!   memfds handed over a Unix socket, and each worker's end for them).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`passing`]: passing descriptors over Unix sockets (the one helper).
 //! - [`gateway`]: wiring it all together (each layer's settings built from
 //!   the [`Config`]); [`shutdown`]: the stop signal.
 //! - [`pb`]: generated protobuf and gRPC code; [`timing`]: sleeping until
@@ -33,6 +34,7 @@ pub mod functions;
 pub mod gateway;
 pub mod items;
 pub mod metrics;
+pub mod passing;
 pub mod pb;
 pub mod pool;
 pub mod segments;
