@@ -130,6 +130,9 @@ struct Shared {
     sleeping: [AtomicU32; 2],
 }
 
+/// Makes a fresh doorbell for one run.
+type MakeBell = fn() -> Arc<dyn Bell>;
+
 #[derive(Clone, Copy)]
 enum Policy {
     Always,
@@ -241,7 +244,7 @@ fn main() {
     };
     let trips = value("--round-trips", 20_000);
     let rounds = value("--rounds", 3);
-    let bells: [(&str, fn() -> Arc<dyn Bell>); 3] = [
+    let bells: [(&str, MakeBell); 3] = [
         ("socket pair", || Arc::new(Socket::new())),
         ("eventfd", || Arc::new(Eventfd::new())),
         ("futex", || Arc::new(Futex::new())),
