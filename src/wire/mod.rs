@@ -77,6 +77,9 @@ pub enum WireError {
     #[error("a buffer's source is {0}, not 0 or 1")]
     BufferSource(u64),
 
+    #[error("a body lists at most 2^32 - 1 buffers, not {0}")]
+    TooManyBuffers(usize),
+
     #[error("the payload's buffers overlap")]
     BuffersOverlap,
 

@@ -92,6 +92,18 @@ pub enum Source {
     InCall = 1,
 }
 
+impl TryFrom<u64> for Source {
+    type Error = WireError;
+
+    fn try_from(source: u64) -> Result<Source, WireError> {
+        match source {
+            0 => Ok(Source::Here),
+            1 => Ok(Source::InCall),
+            other => Err(WireError::BufferSource(other)),
+        }
+    }
+}
+
 /// One buffer's place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
@@ -110,9 +122,10 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The body's bytes (without an inline pickle); None past 4 Gi buffers.
-    pub fn encode(&self) -> Option<Vec<u8>> {
-        let count = u32::try_from(self.buffers.len()).ok()?;
+    /// The body's bytes (without an inline pickle).
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let count = u32::try_from(self.buffers.len())
+            .map_err(|_| WireError::TooManyBuffers(self.buffers.len()))?;
         let mut body = Vec::with_capacity(BODY_HEADER + PLACE_BYTES * self.buffers.len());
         body.extend(self.pickle_bytes.to_le_bytes());
         body.extend(count.to_le_bytes());
@@ -121,7 +134,7 @@ impl Layout {
             body.extend(place.length.to_le_bytes());
             body.extend((place.source as u64).to_le_bytes());
         }
-        Some(body)
+        Ok(body)
     }
 
     /// The body at `at` in `bytes`, and where it ends. Buffers in this
@@ -141,11 +154,7 @@ impl Layout {
         for place in (first..end).step_by(PLACE_BYTES) {
             let field = |at| bytes.u64_at(at).ok_or(WireError::BuffersCut);
             let (offset, length) = (field(place)?, field(place + 8)?);
-            let source = match field(place + 16)? {
-                0 => Source::Here,
-                1 => Source::InCall,
-                other => return Err(WireError::BufferSource(other)),
-            };
+            let source = Source::try_from(field(place + 16)?)?;
             if source == Source::Here {
                 if offset < free_from {
                     return Err(WireError::BuffersOverlap);

@@ -80,11 +80,10 @@ impl<'a> Vector<'a> {
             .filter(|place| *place != "-")
             .map(|place| {
                 let numbers: Vec<u64> = place.split(':').map(|n| n.parse().unwrap()).collect();
-                let source = [Source::Here, Source::InCall][numbers[2] as usize];
                 Place {
                     offset: numbers[0],
                     length: numbers[1],
-                    source,
+                    source: Source::try_from(numbers[2]).unwrap(),
                 }
             })
             .collect();
