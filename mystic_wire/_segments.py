@@ -67,9 +67,7 @@ from ._codec import (
 from ._exceptions import CodecError
 
 # The records, from the extension.
-CALL_MAGIC = mystic_native.SEGMENT_CALL_MAGIC
 RESPONSE_MAGIC = mystic_native.SEGMENT_RESPONSE_MAGIC
-SESSION_BYTES = mystic_native.TOKEN_BYTES
 ALIGNMENT = mystic_native.ALIGNMENT
 # Where a buffer lies: in this segment, or in the call's.
 HERE, IN_CALL = mystic_native.SOURCE_HERE, mystic_native.SOURCE_IN_CALL

@@ -18,8 +18,9 @@ use pyo3::types::{PyBytes, PyMemoryView, PySlice, PyTuple};
 
 pyo3::import_exception!(mystic_wire._exceptions, CodecError);
 
-/// The one place a wire error becomes a Python exception.
-fn codec_error(err: WireError) -> PyErr {
+/// The one place a malformed record (a [`WireError`]), or an argument that
+/// is no bytes at all, becomes a Python exception.
+fn codec_error(err: impl std::fmt::Display) -> PyErr {
     CodecError::new_err(err.to_string())
 }
 
@@ -82,7 +83,7 @@ impl<'py> Payload<'py> {
                 object: cast?,
                 buffer,
             }),
-            None => Err(CodecError::new_err(format!(
+            None => Err(codec_error(format_args!(
                 "a {what} must be bytes, not {}",
                 object.get_type().name()?
             ))),
@@ -257,7 +258,7 @@ pub fn encode_body<'py>(
     let buffers = buffers
         .into_iter()
         .map(|(offset, length, source)| {
-            Ok(Place {
+            Ok::<_, WireError>(Place {
                 offset,
                 length,
                 source: Source::try_from(source)?,

@@ -23,6 +23,7 @@ use std::ops::Range;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 
+use super::calls::{self, ATTACHED_HEADER, FUNCTION_MAGIC};
 use super::records::{TOKEN_BYTES, Token};
 use super::{DIGEST_BYTES, Digest, Peek, WireError};
 
@@ -245,11 +246,11 @@ pub fn with_handle(response: &[u8], handle: u64) -> Bytes {
 /// call, None when the request is too malformed to tell.
 pub fn named_handle<P: Peek + ?Sized>(request: &P) -> Option<u64> {
     let mut call = 0;
-    if request.has_at(0, super::calls::FUNCTION_MAGIC) {
-        let length = request.u32_at(super::calls::FUNCTION_MAGIC.len())?;
-        call = super::calls::ATTACHED_HEADER.checked_add(usize::try_from(length).ok()?)?;
+    if request.has_at(0, FUNCTION_MAGIC) {
+        let length = request.u32_at(FUNCTION_MAGIC.len())?;
+        call = ATTACHED_HEADER.checked_add(usize::try_from(length).ok()?)?;
     }
-    if request.has_at(call, super::calls::CALL_MAGIC) {
+    if request.has_at(call, calls::CALL_MAGIC) {
         return Some(0);
     }
     match CallHeader::parse(&Tail(request, call)) {
