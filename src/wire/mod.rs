@@ -3,7 +3,8 @@
 //! `functions.rs`, the door in `segments/`, the ring in `transport/`); the
 //! extension `mystic_native` exposes it to Python, where `mystic_wire` keeps
 //! only the pickling policy and the exception tree. No other module spells a
-//! magic or an offset. All integers are little endian.
+//! record's magic or offset (the ring memory's own layout stays with the
+//! ring, `transport/shm/segment.rs`). All integers are little endian.
 //!
 //! - [`calls`]: a request, `MCQ2` (a call by digest) or `MCA2` (a function
 //!   attached to a call), split without copying ([`calls::split`],
@@ -179,6 +180,30 @@ mod tests {
         assert_eq!(bytes.peek::<1>(usize::MAX), None);
         assert!(bytes.has_at(4, b"\x02"));
         assert!(!bytes.has_at(4, b"\x02\x00"));
+    }
+
+    proptest::proptest! {
+        /// Bytes from another process, after a real magic or not: every
+        /// parser gives a record or an error, and a split lies inside them.
+        #[test]
+        fn no_input_panics_a_parser(
+            magic in proptest::sample::select(vec![&b""[..], b"MCA2", b"MCQ2", b"MCQ3", b"MCR2"]),
+            rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160),
+        ) {
+            let bytes = &[magic, &rest[..]].concat()[..];
+            if let Ok(split) = calls::split(bytes) {
+                let function = split.function.clone().unwrap_or_default();
+                proptest::prop_assert!(function.end <= split.call);
+                proptest::prop_assert!(split.arguments() <= bytes.len());
+            }
+            let _ = segmented::named_handle(bytes);
+            if let Ok(call) = segmented::parse_call(bytes) {
+                proptest::prop_assert!(call.inline.end == bytes.len());
+            }
+            let _ = segmented::parse_response(bytes);
+            let _ = records::Record::read(bytes);
+            let _ = frame::FrameHeader::read(bytes);
+        }
     }
 
     #[test]
