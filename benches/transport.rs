@@ -11,11 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser as _;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mysticchallenge::functions::{FunctionCache, Request, WorkerCall};
+use mysticchallenge::functions::{FunctionCache, WorkerCall};
 use mysticchallenge::gateway::{launch_settings, pool_settings};
 use mysticchallenge::metrics::Metrics;
 use mysticchallenge::pool::Pool;
 use mysticchallenge::transport::Spec;
+use mysticchallenge::wire::Request;
 use mysticchallenge::{Args, Config};
 
 const SIZES: [usize; 6] = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20];

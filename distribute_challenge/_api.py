@@ -37,13 +37,14 @@ from mystic_wire import (
     encode_call,
     encode_function,
 )
+from mystic_wire._segments import is_segment_response
 
 from . import _client, _gateways, _mapping, _retry, _segment_door, _token
 from ._by_value import pickle_module_by_value_if_needed
 from ._outcome import finish
 from ._pb import gateway_pb2
 from ._segment_door import Door, DoorError
-from ._segmented import SegmentedRequest, is_segmented
+from ._segmented import SegmentedRequest
 from ._status import function_unknown, raise_from_rpc_error, segment_unknown
 from ._target import Target, parse_server, resolve_server
 
@@ -391,7 +392,7 @@ class _Prepared:
     def finish(self, payload: bytes) -> Any:
         segmented = self.segmented
         threshold = self._threshold
-        if threshold is not None and (len(payload) >= threshold or is_segmented(payload)):
+        if threshold is not None and (len(payload) >= threshold or is_segment_response(payload)):
             self.capture.large = True  # its next small calls ask for results in shared memory
         try:
             if segmented is None:

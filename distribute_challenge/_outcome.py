@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from mystic_wire import ERROR, OK, SerializationError, decode_chunk, decode_response
+from mystic_wire._segments import is_segment_response
 
 from . import _segmented
 from ._segment_door import Door
@@ -18,7 +19,7 @@ def finish(payload: bytes, door: Door | None = None, call_fd: int | None = None)
     """Turns a response payload into the result, or raises what the call
     raised; a result in shared memory is taken through ``door`` (and may lie
     in the call's own segment, ``call_fd``)."""
-    if _segmented.is_segmented(payload):
+    if is_segment_response(payload):
         response = _segmented.load_response(payload, door, call_fd)
     else:
         response = decode_response(payload)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from mystic_wire import REQUEST_MAGIC, CodecError, DistributeError, Response, _segments
+from mystic_wire import CodecError, DistributeError, Response, _segments
 
 from ._segment_door import Door, DoorError
 
@@ -41,7 +41,7 @@ class SegmentedRequest:
         elif large_results:
             self._body = _segments.inline_body(pickled.pieces)
         else:
-            self.inline = b"".join((REQUEST_MAGIC, digest, *pickled.pieces))
+            self.inline = _segments.inline_call(digest, pickled)
 
     def payload(self) -> bytes:
         """The call, its segment handed over now (raises ``DoorError`` if
@@ -74,10 +74,6 @@ class SegmentedRequest:
 
     def __del__(self) -> None:
         self.close()
-
-
-def is_segmented(payload: bytes) -> bool:
-    return payload[: len(_segments.RESPONSE_MAGIC)] == _segments.RESPONSE_MAGIC
 
 
 def load_response(payload: bytes, door: Door | None, call_fd: int | None = None) -> Response:

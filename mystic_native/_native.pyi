@@ -1,3 +1,104 @@
-"""Stubs of the extension module ``mystic_native._native`` (native/src/)."""
+"""Stubs of the extension module ``mystic_native._native`` (native/src/).
+
+The wire format (``native/src/wire.rs`` over the gateway's ``src/wire/``):
+arguments typed ``_Buffer`` take any bytes-like object, and parts of one come
+back as ``memoryview`` slices of it, not copies. A malformed record raises
+``mystic_wire.CodecError``.
+"""
+
+from collections.abc import Sequence
+
+_Buffer = bytes | bytearray | memoryview
+_Place = tuple[int, int, int]
+"""A buffer's place in a segment: (offset, length, source)."""
 
 __version__: str
+
+# Requests, answers, streamed items (src/wire/calls.rs, answers.rs, items.rs).
+REQUEST_MAGIC: bytes
+FUNCTION_MAGIC: bytes
+DIGEST_BYTES: int
+RESPONSE_MAGIC: bytes
+MISS_MAGIC: bytes
+KEPT_MAGIC: bytes
+STREAM_MAGIC: bytes
+CHUNK_MAGIC: bytes
+NEXT_REQUEST: bytes
+CLOSE_REQUEST: bytes
+
+def split_request(data: _Buffer) -> tuple[bytes, memoryview | None, memoryview, bool]:
+    """A request's digest, its attached function's pickle (None when only the
+    digest travels), its call (an ``MCQ2`` call's pickle, or a whole
+    ``MCQ3`` call) and whether the call is an ``MCQ3`` one."""
+
+def by_digest_header(digest: bytes) -> bytes:
+    """The header of an ``MCQ2`` call of the function with ``digest``."""
+
+def attach(pickled: _Buffer, call: _Buffer) -> bytes:
+    """``call`` with the function ``pickled`` attached."""
+
+def encode_miss(digest: bytes) -> bytes:
+    """A worker's answer to a call of ``digest``, a function it does not hold."""
+
+def strip_kept(response: _Buffer) -> tuple[bool, memoryview]:
+    """Whether a worker's answer says it kept the call's attached function,
+    and the answer without that mark."""
+
+# Calls and results in segments (src/wire/segmented.rs).
+SEGMENT_CALL_MAGIC: bytes
+SEGMENT_RESPONSE_MAGIC: bytes
+ALIGNMENT: int
+SOURCE_HERE: int
+SOURCE_IN_CALL: int
+
+def named_handle(request: _Buffer) -> int | None:
+    """The handle of the segment a request's ``MCQ3`` call names (0: none,
+    or an ``MCQ2`` call); None when the request is too malformed to tell."""
+
+def call_header(digest: bytes, session: bytes, handle: int, result_threshold: int) -> bytes:
+    """The header of an ``MCQ3`` call; its body follows."""
+
+def response_header(handle: int = 0) -> bytes:
+    """The header of an ``MCR2`` response; its body follows."""
+
+def encode_body(pickle_bytes: int, buffers: Sequence[_Place]) -> bytes:
+    """A body: a pickle of ``pickle_bytes`` and its buffers' places."""
+
+def parse_call(call: _Buffer) -> tuple[bytes, int, int, int, tuple[_Place, ...], memoryview]:
+    """An ``MCQ3`` call's session, handle, result threshold, pickle length,
+    buffers and inline pickle."""
+
+def parse_response(response: _Buffer) -> tuple[int, int, tuple[_Place, ...]]:
+    """An ``MCR2`` response's handle, pickle length and buffers."""
+
+# The segment sockets' records (src/wire/records.rs).
+RECORD_BYTES: int
+TOKEN_BYTES: int
+RECORD_HELLO: bytes
+RECORD_PUT: bytes
+RECORD_GET: bytes
+RECORD_DROP: bytes
+RECORD_CALL: bytes
+RECORD_RESULT: bytes
+STATUS_OK: int
+STATUS_REFUSED: int
+STATUS_TOO_LARGE: int
+STATUS_BUSY: int
+STATUS_UNKNOWN: int
+STATUS_BAD_REQUEST: int
+
+def pack_record(kind: bytes, status: int, handle: int, token: bytes) -> bytes:
+    """A record: ``kind`` (4 bytes), ``status``, ``handle``, ``token`` (16 bytes)."""
+
+def unpack_record(data: _Buffer) -> tuple[bytes, int, int, bytes]:
+    """A record's kind, status, handle and token."""
+
+# Ring frames (src/wire/frame.rs).
+FRAME_HEADER_BYTES: int
+MAX_FRAME_LEN: int
+
+def encode_frame_header(length: int) -> bytes:
+    """The header of a ring frame of ``length`` payload bytes."""
+
+def decode_frame_header(data: _Buffer) -> int:
+    """The payload length a ring frame's header announces, checked."""

@@ -1,13 +1,18 @@
 """mystic_wire: the payload format that the client and the worker share.
 
-The gateway moves payloads without looking inside; this package is the one
-definition of what they hold. The client (``distribute_challenge``) encodes
-requests and decodes responses, the worker (``worker_shim``) the other way
-round. It imports nothing of grpc, protobuf, asyncio or the client (only the
-standard library and cloudpickle), so a worker starts without the client's
+The gateway moves payloads without looking inside; this package says what
+they hold. The records' layouts (magics, headers, the bodies of segments,
+the segment sockets' records) are the gateway's own definition
+(``src/wire/``), which this package takes from the extension
+``mystic_native``; it keeps the pickling policy and the exception tree. The
+client (``distribute_challenge``) encodes requests and decodes responses,
+the worker (``worker_shim``) the other way round. It imports nothing of
+grpc, protobuf, asyncio or the client (only the standard library,
+cloudpickle and the extension), so a worker starts without the client's
 gRPC stack. Map of the package:
 
-- ``_codec.py``: magics, the request and response records, encode and decode.
+- ``_codec.py``: the request and response records, the pickling policy,
+  encode and decode.
 - ``_depmodules.py``: the depmodules spec: built on the client, imported and
   bound in the worker before a call.
 - ``_exceptions.py``: the exception tree (``distribute_challenge`` re-exports

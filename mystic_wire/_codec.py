@@ -1,6 +1,8 @@
-"""The request and response payload format: the one definition used by the
-client (``distribute_challenge``), the gateway (``src/functions.rs``) and the
-worker (``worker_shim``).
+"""The request and response payloads, and the pickling policy: what the
+client (``distribute_challenge``) and the worker (``worker_shim``) put in
+the records. The records' layouts are the gateway's own definition
+(``src/wire/``), which the extension ``mystic_native`` exposes: this module
+takes them from there, and pickles and unpickles what they carry.
 
 A function travels once: the client pickles it at its first call and after
 that refers to it by its digest (SHA-256 of its pickle). A request is the
@@ -67,7 +69,6 @@ anything that is not a well-formed payload.
 from __future__ import annotations
 
 import pickle
-import struct
 import sys
 import types
 import typing
@@ -75,20 +76,25 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+import mystic_native
+
 from ._exceptions import CodecError, SerializationError
 
-REQUEST_MAGIC = b"MCQ2"
-SEGMENT_REQUEST_MAGIC = b"MCQ3"  # see _segments.py
-FUNCTION_MAGIC = b"MCA2"
-MISS_MAGIC = b"MCM2"
-KEPT_MAGIC = b"MCK1"
-RESPONSE_MAGIC = b"MCR1"
-STREAM_MAGIC = b"MCS1"
-CHUNK_MAGIC = b"MCI1"
-NEXT_REQUEST = b"MCN1"
-CLOSE_REQUEST = b"MCX1"
+# The records, from the extension.
+REQUEST_MAGIC = mystic_native.REQUEST_MAGIC
+FUNCTION_MAGIC = mystic_native.FUNCTION_MAGIC
+MISS_MAGIC = mystic_native.MISS_MAGIC
+KEPT_MAGIC = mystic_native.KEPT_MAGIC
+RESPONSE_MAGIC = mystic_native.RESPONSE_MAGIC
+STREAM_MAGIC = mystic_native.STREAM_MAGIC
+CHUNK_MAGIC = mystic_native.CHUNK_MAGIC
+NEXT_REQUEST = mystic_native.NEXT_REQUEST
+CLOSE_REQUEST = mystic_native.CLOSE_REQUEST
+DIGEST_BYTES = mystic_native.DIGEST_BYTES
+encode_miss = mystic_native.encode_miss
+strip_kept = mystic_native.strip_kept
+
 PICKLE_PROTOCOL = 5
-DIGEST_BYTES = 32
 
 OK = "ok"
 RAISED = "raised"
@@ -97,10 +103,6 @@ KINDS = (OK, RAISED, ERROR)
 
 DepModules = tuple[tuple[str, tuple[str, ...]], ...]
 Buffer = bytes | bytearray | memoryview
-
-_LENGTH = struct.Struct("<I")
-_CALL_HEADER = len(REQUEST_MAGIC) + DIGEST_BYTES
-_ATTACHED_HEADER = len(FUNCTION_MAGIC) + _LENGTH.size
 
 
 class Function(NamedTuple):
@@ -182,7 +184,7 @@ def encode_call(
         raise ValueError(f"a function digest is {DIGEST_BYTES} bytes, not {len(digest)}")
     record = (tuple(args), dict(kwargs), tuple(depmodules))
     try:
-        return b"".join(_dump(REQUEST_MAGIC + digest, record))
+        return b"".join(_dump(mystic_native.by_digest_header(digest), record))
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle the call to {name}: {type(exc).__name__}: {exc}; "
@@ -191,9 +193,9 @@ def encode_call(
         ) from exc
 
 
-def attach(function: Function, call: bytes) -> bytes:
+def attach(function: Function, call: Buffer) -> bytes:
     """A request that carries its function: decodable without any cache."""
-    return b"".join((FUNCTION_MAGIC, _LENGTH.pack(len(function.pickled)), function.pickled, call))
+    return mystic_native.attach(function.pickled, call)
 
 
 def encode_request(function: Any, args: tuple, kwargs: dict, depmodules: DepModules) -> bytes:
@@ -203,43 +205,10 @@ def encode_request(function: Any, args: tuple, kwargs: dict, depmodules: DepModu
     return attach(captured, encode_call(captured.digest, args, kwargs, depmodules, name))
 
 
-def encode_miss(digest: bytes) -> bytes:
-    """A worker's answer to a call whose function it does not know."""
-    return MISS_MAGIC + digest
-
-
-def strip_kept(response: Buffer) -> tuple[bool, memoryview]:
-    """Whether a worker's response says it kept the call's attached
-    function, and the response without that mark."""
-    view = memoryview(response).cast("B")
-    if view[: len(KEPT_MAGIC)] == KEPT_MAGIC:
-        return True, view[len(KEPT_MAGIC) :]
-    return False, view
-
-
 def split_request(data: Buffer) -> Split:
     """Separates a request into its digest, its attached function (if any) and
-    its call, without unpickling anything."""
-    view = _view(data, "request")
-    function = None
-    if view[: len(FUNCTION_MAGIC)] == FUNCTION_MAGIC:
-        if view.nbytes < _ATTACHED_HEADER:
-            raise CodecError("the request payload ends inside its function's length")
-        (length,) = _LENGTH.unpack(view[len(FUNCTION_MAGIC) : _ATTACHED_HEADER])
-        end = _ATTACHED_HEADER + length
-        if view.nbytes < end:
-            raise CodecError("the request payload ends inside its function")
-        function, view = view[_ATTACHED_HEADER:end], view[end:]
-    magic = view[: len(REQUEST_MAGIC)]
-    segmented = magic == SEGMENT_REQUEST_MAGIC
-    if view.nbytes < _CALL_HEADER or not (segmented or magic == REQUEST_MAGIC):
-        raise CodecError(
-            f"the request payload does not start with {REQUEST_MAGIC!r} or {FUNCTION_MAGIC!r}: "
-            "it was not made by this codec (or by a different version of it); use the same "
-            "distribute_challenge version for the client and the workers"
-        )
-    digest = view[len(REQUEST_MAGIC) : _CALL_HEADER].tobytes()
-    return Split(digest, function, view if segmented else view[_CALL_HEADER:], segmented)
+    its call (views of ``data``), without unpickling anything."""
+    return Split._make(mystic_native.split_request(data))
 
 
 def decode_function(pickled: Buffer) -> Any:

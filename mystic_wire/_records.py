@@ -1,7 +1,8 @@
-"""The messages of the segment sockets (``src/segments/records.rs`` has the
-gateway's side): 32 bytes each, a kind, a status, a handle and a token
-(little endian), with at most one descriptor attached, over a Unix stream
-socket. The client speaks them to the gateway's segment socket
+"""The messages of the segment sockets: 32 bytes each, a kind, a status, a
+handle and a token, with at most one descriptor attached, over a Unix
+stream socket (the layout is ``src/wire/records.rs``, read and written
+through the extension ``mystic_native``; ``src/segments/socket.rs`` is the
+gateway's side). The client speaks them to the gateway's segment socket
 (``distribute_challenge/_segment_door.py``), the worker to the gateway over
 its segment channel (``worker_shim/_segment_channel.py``)."""
 
@@ -12,23 +13,24 @@ import socket
 import struct
 from typing import NamedTuple
 
-RECORD = struct.Struct("<4sIQ16s")
+import mystic_native
+from mystic_native import RECORD_BYTES, TOKEN_BYTES
+
 _FD = struct.Struct("i")
-TOKEN_BYTES = 16
 
-HELLO = b"HELO"
-PUT = b"PUT "
-GET = b"GET "
-DROP = b"DROP"
-CALL = b"CALL"
-RESULT = b"RSLT"
+HELLO = mystic_native.RECORD_HELLO
+PUT = mystic_native.RECORD_PUT
+GET = mystic_native.RECORD_GET
+DROP = mystic_native.RECORD_DROP
+CALL = mystic_native.RECORD_CALL
+RESULT = mystic_native.RECORD_RESULT
 
-OK = 0
-REFUSED = 1
-TOO_LARGE = 2
-BUSY = 3
-UNKNOWN = 4
-BAD_REQUEST = 5
+OK = mystic_native.STATUS_OK
+REFUSED = mystic_native.STATUS_REFUSED
+TOO_LARGE = mystic_native.STATUS_TOO_LARGE
+BUSY = mystic_native.STATUS_BUSY
+UNKNOWN = mystic_native.STATUS_UNKNOWN
+BAD_REQUEST = mystic_native.STATUS_BAD_REQUEST
 
 
 class Record(NamedTuple):
@@ -40,7 +42,7 @@ class Record(NamedTuple):
 
 def send(sock: socket.socket, record: Record, fd: int | None = None) -> None:
     """Sends ``record``, with ``fd`` attached if given."""
-    data = RECORD.pack(*record)
+    data = mystic_native.pack_record(*record)
     if fd is None:
         sock.sendall(data)
         return
@@ -56,7 +58,7 @@ def receive(sock: socket.socket, flags: int = 0) -> tuple[Record, int | None]:
     ``recvmsg`` (``MSG_DONTWAIT``: ``BlockingIOError`` if none is there)."""
     # recvmsg itself: socket.recv_fds drops its flags (Python 3.11).
     data, ancillary, _flags, _address = sock.recvmsg(
-        RECORD.size, socket.CMSG_SPACE(2 * _FD.size), flags | socket.MSG_CMSG_CLOEXEC
+        RECORD_BYTES, socket.CMSG_SPACE(2 * _FD.size), flags | socket.MSG_CMSG_CLOEXEC
     )
     fds = [
         fd
@@ -65,12 +67,12 @@ def receive(sock: socket.socket, flags: int = 0) -> tuple[Record, int | None]:
         for (fd,) in _FD.iter_unpack(payload[: len(payload) - len(payload) % _FD.size])
     ]
     try:
-        while data and len(data) < RECORD.size:
-            more = sock.recv(RECORD.size - len(data))
+        while data and len(data) < RECORD_BYTES:
+            more = sock.recv(RECORD_BYTES - len(data))
             if not more:
                 break
             data += more
-        if len(data) < RECORD.size:
+        if len(data) < RECORD_BYTES:
             raise EOFError("the segment socket closed")
         if len(fds) > 1:
             raise OSError("more than one descriptor came with one segment record")
@@ -78,7 +80,7 @@ def receive(sock: socket.socket, flags: int = 0) -> tuple[Record, int | None]:
         for fd in fds:
             _close(fd)
         raise
-    return Record(*RECORD.unpack(data)), (fds[0] if fds else None)
+    return Record(*mystic_native.unpack_record(data)), (fds[0] if fds else None)
 
 
 def _close(fd: int) -> None:

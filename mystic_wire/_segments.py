@@ -13,7 +13,8 @@ is a view over the worker's mapping of the segment, a numpy result a view
 over the client's. ``bytes`` and ``bytearray`` travel in the pickle, and
 are copied out of it once, as unpickling always does.
 
-Formats (little endian)::
+Formats (little endian; defined in ``src/wire/segmented.rs``, read and
+written here through the extension ``mystic_native``)::
 
     call     = b"MCQ3" + digest (32 bytes) + session (16 bytes) + handle (u64)
                + result threshold (u64) + body
@@ -53,13 +54,9 @@ import struct
 import sys
 from typing import Any, NamedTuple
 
+import mystic_native
+
 from ._codec import (
-    _ATTACHED_HEADER,
-    _LENGTH,
-    DIGEST_BYTES,
-    FUNCTION_MAGIC,
-    REQUEST_MAGIC,
-    SEGMENT_REQUEST_MAGIC,
     Buffer,
     Call,
     Response,
@@ -69,18 +66,16 @@ from ._codec import (
 )
 from ._exceptions import CodecError
 
-CALL_MAGIC = SEGMENT_REQUEST_MAGIC
-RESPONSE_MAGIC = b"MCR2"
-SESSION_BYTES = 16
-ALIGNMENT = 64
-SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-
-_CALL = struct.Struct(f"<4s{DIGEST_BYTES}s{SESSION_BYTES}sQQ")
-_RESPONSE = struct.Struct("<4sQ")
-_BODY = struct.Struct("<QI")
-_BUFFER = struct.Struct("<QQQ")
+# The records, from the extension.
+RESPONSE_MAGIC = mystic_native.SEGMENT_RESPONSE_MAGIC
+ALIGNMENT = mystic_native.ALIGNMENT
 # Where a buffer lies: in this segment, or in the call's.
-HERE, IN_CALL = 0, 1
+HERE, IN_CALL = mystic_native.SOURCE_HERE, mystic_native.SOURCE_IN_CALL
+call_header = mystic_native.call_header
+response_header = mystic_native.response_header
+named_handle = mystic_native.named_handle
+
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _WRITE_CHUNK = 1 << 30
 
 
@@ -165,67 +160,37 @@ def write_segment(pickled: Pickled, borrowed: Borrowed | None = None) -> tuple[i
     return fd, layout
 
 
-def call_header(digest: bytes, session: bytes, handle: int, result_threshold: int) -> bytes:
-    return _CALL.pack(CALL_MAGIC, digest, session, handle, result_threshold)
-
-
-def response_header() -> bytes:
-    """A response's header as the worker writes it (the gateway sets the handle)."""
-    return _RESPONSE.pack(RESPONSE_MAGIC, 0)
-
-
 def encode_body(layout: Layout) -> bytes:
-    return _BODY.pack(layout.pickle_bytes, len(layout.buffers)) + b"".join(
-        _BUFFER.pack(*place) for place in layout.buffers
-    )
+    return mystic_native.encode_body(layout.pickle_bytes, layout.buffers)
 
 
 def inline_body(pieces: list[Buffer]) -> list[Buffer]:
     """The body of a call without a segment: its pickle follows the header."""
     length = sum(memoryview(piece).nbytes for piece in pieces)
-    return [_BODY.pack(length, 0), *pieces]
+    return [mystic_native.encode_body(length, ()), *pieces]
 
 
-def named_handle(request: Buffer) -> int | None:
-    """The handle of the segment a request's ``MCQ3`` call names (0: none,
-    or not an ``MCQ3`` call); None when the request is too malformed to
-    tell. Reads only fixed offsets, so that whoever receives the segment
-    can take it before anything else about the request can fail."""
-    view = memoryview(request).cast("B")
-    start = 0
-    if view[: len(FUNCTION_MAGIC)] == FUNCTION_MAGIC:
-        if view.nbytes < _ATTACHED_HEADER:
-            return None
-        (length,) = _LENGTH.unpack(view[len(FUNCTION_MAGIC) : _ATTACHED_HEADER])
-        start = _ATTACHED_HEADER + length
-    header = view[start : start + _CALL.size]
-    if header[: len(CALL_MAGIC)] != CALL_MAGIC:
-        return 0 if header[: len(CALL_MAGIC)] == REQUEST_MAGIC else None
-    if header.nbytes < _CALL.size:
-        return None
-    return _CALL.unpack(header)[3]
+def inline_call(digest: bytes, pickled: Pickled) -> bytes:
+    """A plain call (``MCQ2``) of the function with ``digest``, for a
+    record that needs no shared memory (its pieces hold no buffers)."""
+    return b"".join((mystic_native.by_digest_header(digest), *pickled.pieces))
+
+
+def is_segment_response(payload: Buffer) -> bool:
+    """Whether a response's result is in a segment (``MCR2``)."""
+    return payload[: len(RESPONSE_MAGIC)] == RESPONSE_MAGIC
 
 
 def parse_call(view: memoryview) -> SegmentedCall:
     """Decodes an ``MCQ3`` call (magic and digest included)."""
-    if view.nbytes < _CALL.size:
-        raise CodecError("the call ends inside its shared-memory header")
-    _magic, _digest, session, handle, threshold = _CALL.unpack(view[: _CALL.size])
-    layout, rest = _parse_body(view[_CALL.size :])
-    if handle == 0 and (layout.buffers or rest.nbytes != layout.pickle_bytes):
-        raise CodecError("a call without a segment must carry its whole pickle, and no buffers")
-    return SegmentedCall(session, handle, threshold, layout, rest)
+    session, handle, threshold, pickle_bytes, buffers, inline = mystic_native.parse_call(view)
+    return SegmentedCall(session, handle, threshold, Layout(pickle_bytes, buffers), inline)
 
 
 def parse_response(view: memoryview) -> tuple[int, Layout]:
     """Decodes an ``MCR2`` response header: its handle and its layout."""
-    if view.nbytes < _RESPONSE.size:
-        raise CodecError("the response ends inside its shared-memory header")
-    _magic, handle = _RESPONSE.unpack(view[: _RESPONSE.size])
-    layout, rest = _parse_body(view[_RESPONSE.size :])
-    if rest.nbytes:
-        raise CodecError("a shared-memory response carries nothing after its layout")
-    return handle, layout
+    handle, pickle_bytes, buffers = mystic_native.parse_response(view)
+    return handle, Layout(pickle_bytes, buffers)
 
 
 def map_segment(fd: int, layout: Layout | None = None) -> mmap.mmap:
@@ -404,28 +369,6 @@ def _written(address: int, length: int) -> bool:
         if flags & _SWAPPED or (flags & _PRESENT and not flags & _FILE):
             return True
     return False
-
-
-def _parse_body(view: memoryview) -> tuple[Layout, memoryview]:
-    if view.nbytes < _BODY.size:
-        raise CodecError("the payload ends inside its shared-memory layout")
-    pickle_bytes, count = _BODY.unpack(view[: _BODY.size])
-    end = _BODY.size + count * _BUFFER.size
-    if view.nbytes < end:
-        raise CodecError("the payload ends inside its list of buffers")
-    buffers = tuple(
-        _BUFFER.unpack(view[start : start + _BUFFER.size])
-        for start in range(_BODY.size, end, _BUFFER.size)
-    )
-    previous = pickle_bytes
-    for offset, length, source in buffers:
-        if source not in (HERE, IN_CALL):
-            raise CodecError(f"a buffer's source is {source}, not {HERE} or {IN_CALL}")
-        if source == HERE:
-            if offset < previous:
-                raise CodecError("the payload's buffers overlap")
-            previous = offset + length
-    return Layout(pickle_bytes, buffers), view[end:]
 
 
 def _aligned(offset: int) -> int:

@@ -1,15 +1,7 @@
-//! Functions by digest: the gateway's part of "a function travels once". The
-//! format is `mystic_wire/_codec.py`'s:
+//! Functions by digest: the gateway's part of "a function travels once"
+//! (the requests and answers are [`crate::wire::calls`] and
+//! [`crate::wire::answers`]).
 //!
-//! ```text
-//! call     = "MCQ2" + digest (32 bytes, SHA-256 of the pickle) + pickled (args, kwargs, depmodules)
-//! attached = "MCA2" + u32 LE length + pickled function + call
-//! miss     = "MCM2" + digest   (a worker's answer: it does not hold that function)
-//! kept     = "MCK1" + response (a worker's answer: it kept the attached function)
-//! ```
-//!
-//! - [`Request::parse`]: a client's payload, split into its call and, if
-//!   attached, its function (nothing is unpickled).
 //! - [`FunctionCache`]: functions' pickles by digest, bounded by bytes (each
 //!   entry counted with its bookkeeping), least recently used evicted first;
 //!   an attached function is checked against its digest, and kept only once
@@ -22,21 +14,13 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::Bytes;
 use lru::LruCache;
 
 use crate::error::{Direction, GatewayError};
-use crate::segments::{self, CallSegments};
-
-/// A call that names its function by digest.
-pub const CALL_MAGIC: &[u8; 4] = b"MCQ2";
-/// A call with its function attached.
-pub const FUNCTION_MAGIC: &[u8; 4] = b"MCA2";
-/// A worker's answer to a digest it does not hold.
-pub const MISS_MAGIC: &[u8; 4] = b"MCM2";
-/// Before a worker's response: it kept the function attached to the call.
-pub const KEPT_MAGIC: &[u8; 4] = b"MCK1";
-pub const DIGEST_BYTES: usize = 32;
+use crate::segments::CallSegments;
+use crate::wire::Digest;
+use crate::wire::calls::{self, Attached, Request};
 
 /// Default `--function-cache-bytes`.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -53,84 +37,6 @@ const HASH_OFF_RUNTIME_BYTES: usize = 256 * 1024;
 /// the LRU list's bookkeeping, the allocation): counted against the bound,
 /// so that a flood of tiny "functions" cannot grow the gateway unbounded.
 const ENTRY_OVERHEAD_BYTES: usize = 256;
-
-const LENGTH_BYTES: usize = 4;
-const ATTACHED_HEADER: usize = FUNCTION_MAGIC.len() + LENGTH_BYTES;
-const CALL_HEADER: usize = CALL_MAGIC.len() + DIGEST_BYTES;
-
-/// SHA-256 of a function's pickle.
-pub type Digest = [u8; DIGEST_BYTES];
-
-/// A client's request payload, split.
-#[derive(Debug, Clone)]
-pub struct Request {
-    digest: Digest,
-    call: Bytes,
-    attached: Option<Attached>,
-}
-
-#[derive(Debug, Clone)]
-struct Attached {
-    /// The client's whole payload, function and call.
-    whole: Bytes,
-    pickled: Bytes,
-}
-
-impl Request {
-    /// Splits `payload` into its call and its attached function, if any.
-    pub fn parse(payload: Bytes) -> Result<Request, GatewayError> {
-        let (attached, call) = if payload.starts_with(FUNCTION_MAGIC) {
-            let length = payload
-                .get(FUNCTION_MAGIC.len()..ATTACHED_HEADER)
-                .and_then(|bytes| <[u8; LENGTH_BYTES]>::try_from(bytes).ok())
-                .map(u32::from_le_bytes)
-                .ok_or(GatewayError::InvalidRequest)?;
-            let end = usize::try_from(length)
-                .ok()
-                .and_then(|length| ATTACHED_HEADER.checked_add(length))
-                .filter(|&end| end <= payload.len())
-                .ok_or(GatewayError::InvalidRequest)?;
-            let attached = Attached {
-                pickled: payload.slice(ATTACHED_HEADER..end),
-                whole: payload.clone(),
-            };
-            (Some(attached), payload.slice(end..))
-        } else {
-            (None, payload)
-        };
-        if !(call.starts_with(CALL_MAGIC) || call.starts_with(segments::wire::CALL_MAGIC)) {
-            return Err(GatewayError::InvalidRequest);
-        }
-        let digest = call
-            .get(CALL_MAGIC.len()..CALL_HEADER)
-            .and_then(|bytes| Digest::try_from(bytes).ok())
-            .ok_or(GatewayError::InvalidRequest)?;
-        Ok(Request {
-            digest,
-            call,
-            attached,
-        })
-    }
-
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
-    /// Whether the function travels with the call.
-    pub fn is_attached(&self) -> bool {
-        self.attached.is_some()
-    }
-
-    /// The call's own pickle, after its header.
-    pub fn arguments(&self) -> &[u8] {
-        &self.call[CALL_HEADER..]
-    }
-
-    /// The call, header and all, without the function.
-    pub fn call(&self) -> &[u8] {
-        &self.call
-    }
-}
 
 /// A call ready for a worker.
 #[derive(Debug, Clone)]
@@ -195,7 +101,11 @@ impl WorkerCall {
     pub fn attached(&self) -> Bytes {
         match &self.function {
             Function::InPayload { whole, .. } => whole.clone(),
-            Function::Cached(pickled) => attach(pickled, &self.call),
+            // The cache holds only functions that came attached, each
+            // within the length an attached function can have.
+            Function::Cached(pickled) => {
+                calls::attach(pickled, &self.call).expect("a function that came attached")
+            }
         }
     }
 
@@ -203,35 +113,9 @@ impl WorkerCall {
     fn attached_len(&self) -> usize {
         match &self.function {
             Function::InPayload { whole, .. } => whole.len(),
-            Function::Cached(pickled) => ATTACHED_HEADER + pickled.len() + self.call.len(),
+            Function::Cached(pickled) => calls::attached_len(pickled.len(), self.call.len()),
         }
     }
-}
-
-/// `"MCA2" + length + pickled + call`.
-pub fn attach(pickled: &[u8], call: &[u8]) -> Bytes {
-    let length = u32::try_from(pickled.len()).expect("a function under 4 GiB");
-    let mut request = BytesMut::with_capacity(ATTACHED_HEADER + pickled.len() + call.len());
-    request.put_slice(FUNCTION_MAGIC);
-    request.put_u32_le(length);
-    request.put_slice(pickled);
-    request.put_slice(call);
-    request.freeze()
-}
-
-/// Whether a worker's response says it kept the function attached to its
-/// call, and the response without that mark (see [`KEPT_MAGIC`]).
-pub fn strip_kept(response: Bytes) -> (bool, Bytes) {
-    if response.starts_with(KEPT_MAGIC) {
-        (true, response.slice(KEPT_MAGIC.len()..))
-    } else {
-        (false, response)
-    }
-}
-
-/// Whether a worker's response says it does not hold the call's function.
-pub fn is_miss(response: &[u8]) -> bool {
-    response.starts_with(MISS_MAGIC)
 }
 
 /// Functions' pickles by digest, at most `max_bytes` of them.
@@ -283,11 +167,7 @@ impl FunctionCache {
         request: Request,
         held: Option<Bytes>,
     ) -> Result<WorkerCall, GatewayError> {
-        let Request {
-            digest,
-            call,
-            attached,
-        } = request;
+        let (digest, call, attached) = request.into_parts();
         let function = match attached {
             Some(Attached { whole, pickled }) => {
                 if self.get(&digest).as_deref() != Some(&pickled[..])
@@ -414,7 +294,7 @@ pub mod encode {
     /// A call of `pickled`'s function by digest, `arguments` standing for
     /// its pickled arguments.
     pub fn by_digest(pickled: &[u8], arguments: &[u8]) -> Bytes {
-        [&CALL_MAGIC[..], &digest(pickled), arguments]
+        [&calls::by_digest_header(&digest(pickled))[..], arguments]
             .concat()
             .into()
     }
@@ -422,6 +302,11 @@ pub mod encode {
     /// The same call with the function attached.
     pub fn attached(pickled: &[u8], arguments: &[u8]) -> Bytes {
         attach(pickled, &by_digest(pickled, arguments))
+    }
+
+    /// `call` with `pickled` attached, whatever its digest.
+    pub fn attach(pickled: &[u8], call: &[u8]) -> Bytes {
+        calls::attach(pickled, call).expect("a function under 4 GiB")
     }
 
     /// The same call as the cache resolves it for a worker.
@@ -440,43 +325,6 @@ mod tests {
     use super::*;
 
     const FUNCTION: &[u8] = b"pickled function";
-
-    #[test]
-    fn requests_split_into_function_and_call() {
-        let attached = Request::parse(encode::attached(FUNCTION, b"args")).unwrap();
-        assert!(attached.is_attached());
-        assert_eq!(attached.digest(), &encode::digest(FUNCTION));
-        assert_eq!(attached.arguments(), b"args");
-        let by_digest = Request::parse(encode::by_digest(FUNCTION, b"args")).unwrap();
-        assert!(!by_digest.is_attached());
-        assert_eq!(by_digest.digest(), attached.digest());
-    }
-
-    #[test]
-    fn malformed_requests_are_refused() {
-        let good = encode::attached(FUNCTION, b"args");
-        let mut bad: Vec<Bytes> = [
-            &b""[..],
-            b"MCQ2",
-            b"MCQ2short",
-            b"MCA2",
-            b"MCA2\x01",
-            b"XXXX",
-        ]
-        .iter()
-        .map(|bytes| Bytes::copy_from_slice(bytes))
-        .collect();
-        // A length past the end, and a function followed by no call.
-        bad.push(Bytes::from(
-            [&b"MCA2\xff\xff\x00\x00"[..], FUNCTION].concat(),
-        ));
-        bad.push(attach(FUNCTION, b""));
-        bad.push(good.slice(..good.len() - 40));
-        for payload in bad {
-            let err = Request::parse(payload.clone()).unwrap_err();
-            assert_eq!(err, GatewayError::InvalidRequest, "{payload:?}");
-        }
-    }
 
     const LIMIT: usize = 1 << 30;
 
@@ -523,7 +371,7 @@ mod tests {
     #[tokio::test]
     async fn a_function_under_another_digest_is_refused_and_not_kept() {
         let cache = FunctionCache::new(1 << 20, LIMIT);
-        let forged = attach(b"evil", &encode::by_digest(FUNCTION, b"args"));
+        let forged = encode::attach(b"evil", &encode::by_digest(FUNCTION, b"args"));
         let err = cache
             .resolve(Request::parse(forged).unwrap())
             .await
@@ -537,7 +385,7 @@ mod tests {
         let cache = FunctionCache::new(4 << 20, LIMIT);
         let large = vec![7u8; HASH_OFF_RUNTIME_BYTES + 1];
         deliver(&cache, &large, b"a").await;
-        let forged = attach(&large, &encode::by_digest(FUNCTION, b"a"));
+        let forged = encode::attach(&large, &encode::by_digest(FUNCTION, b"a"));
         assert_eq!(
             cache
                 .resolve(Request::parse(forged).unwrap())
@@ -605,7 +453,7 @@ mod tests {
     fn workers_remember_a_bounded_number_of_functions() {
         let mut known = KnownFunctions::default();
         let digest = |i: usize| {
-            let mut digest = [0u8; DIGEST_BYTES];
+            let mut digest = [0u8; crate::wire::DIGEST_BYTES];
             digest[..8].copy_from_slice(&i.to_le_bytes());
             digest
         };
@@ -615,11 +463,5 @@ mod tests {
         }
         assert!(!known.knows(&digest(0)));
         assert!(known.knows(&digest(KNOWN_PER_WORKER)));
-    }
-
-    #[test]
-    fn misses_are_recognised() {
-        assert!(is_miss(b"MCM2 digest"));
-        assert!(!is_miss(b"MCR1 response"));
     }
 }

@@ -8,8 +8,10 @@
 //!   admission path for unary and streamed calls, and graceful shutdown;
 //!   [`descriptors`]: the open-files limit and the connections that fit in
 //!   it.
+//! - [`wire`]: the wire format, defined once (requests, answers, streamed
+//!   items, calls and results in segments, the segment sockets' records,
+//!   ring frames); the extension `mystic_native` exposes it to Python.
 //! - [`functions`]: functions by digest (the gateway's function cache).
-//! - [`items`]: streaming a generator's items from a worker.
 //! - [`pool`]: the bounded job queue and one supervising actor per worker,
 //!   apart from the conversation it holds with its process about a call;
 //!   it takes its own settings ([`pool::PoolSettings`]).
@@ -32,7 +34,6 @@ pub mod descriptors;
 pub mod error;
 pub mod functions;
 pub mod gateway;
-pub mod items;
 pub mod metrics;
 pub mod passing;
 pub mod pb;
@@ -42,6 +43,7 @@ pub mod server;
 pub mod shutdown;
 pub mod timing;
 pub mod transport;
+pub mod wire;
 
 pub use config::{Args, Config};
 pub use error::GatewayError;

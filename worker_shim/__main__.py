@@ -26,7 +26,7 @@ import os
 import resource
 import sys
 
-from . import _dumpable, _output, _parent, _segment_channel, _stdio
+from . import _dumpable, _output, _parent, _stdio
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] = outcome
         args = parse_args(outcome)
     _parent.die_with_parent()
+    # After the native core's check: the payload format needs it.
+    from . import _segment_channel
+
     # Before the protocol's fds move: they must not land on fd 3.
     _segment_channel.open_channel()
     reader, writer = _stdio.take_protocol_streams()

@@ -5,11 +5,12 @@ single-consumer byte rings (requests: gateway to worker; responses: worker to
 gateway) and a Unix socket pair used only as a doorbell, and starts the worker
 with the segment (a sealed memfd: it has no name, and no process can change
 its size) as its stdout and its end of the doorbell as its stdin. This module
-maps the segment with ``mmap``, reads and writes frames with ``struct``, and
-waits on the doorbell when a ring is empty or full.
+maps the segment with ``mmap``, reads and writes frames (their headers
+through the extension ``mystic_native``), and waits on the doorbell when a
+ring is empty or full.
 :func:`attach` returns the :class:`ShmChannel` that ``_loop.serve`` drives.
-The layout is defined in ``src/transport/shm/segment.rs`` and ``frame.rs``
-and pinned for both languages by ``tests/vectors/``:
+The layout is defined in ``src/transport/shm/segment.rs`` and
+``src/wire/frame.rs`` and pinned for both languages by ``tests/vectors/``:
 
 - segment header: ``MYSTSHM1``, version (u32 LE) 1, data offset (u32 LE),
   ring bytes (u64 LE);
@@ -35,7 +36,9 @@ import platform
 import socket
 import struct
 
-from mystic_wire import Buffer
+import mystic_native
+from mystic_native import FRAME_HEADER_BYTES, encode_frame_header
+from mystic_wire import Buffer, CodecError
 
 from ._channel import GatewayGone, ProtocolError
 
@@ -45,10 +48,7 @@ SEGMENT_HEADER = struct.Struct("<8sIIQ")
 REQUEST_CONTROL = 64
 RESPONSE_CONTROL = 192
 TAIL_OFFSET = 64
-FRAME_MAGIC = b"MCF1"
-FRAME_HEADER = struct.Struct("<4sIQ")
-FRAME_ALIGN = 16
-MAX_FRAME_LEN = 1 << 48
+FRAME_ALIGN = FRAME_HEADER_BYTES
 READY = b"ready\n"
 BELL = b"!"
 MASK64 = (1 << 64) - 1
@@ -83,22 +83,12 @@ def padding(length: int) -> int:
     return -length % FRAME_ALIGN
 
 
-def encode_frame_header(length: int) -> bytes:
-    return FRAME_HEADER.pack(FRAME_MAGIC, 0, length)
-
-
-def decode_frame_header(data: bytes | bytearray | memoryview) -> int:
+def decode_frame_header(data: Buffer) -> int:
     """Checks a 16-byte frame header; returns the payload length."""
-    if len(data) != FRAME_HEADER.size:
-        raise ShmProtocolError(f"a frame header is 16 bytes, not {len(data)}")
-    magic, flags, length = FRAME_HEADER.unpack(data)
-    if magic != FRAME_MAGIC:
-        raise ShmProtocolError(f"bad frame magic {bytes(magic)!r}")
-    if flags != 0:
-        raise ShmProtocolError(f"bad frame flags {flags:#x}")
-    if length > MAX_FRAME_LEN:
-        raise ShmProtocolError(f"impossible frame length {length}")
-    return length
+    try:
+        return mystic_native.decode_frame_header(data)
+    except CodecError as exc:
+        raise ShmProtocolError(str(exc)) from exc
 
 
 class Ring:
@@ -278,18 +268,18 @@ class ShmChannel:
         requests = self.requests
         # Frames start 16-byte aligned in a ring whose size is a multiple of
         # 16, so a header never wraps; it is written whole, into an empty ring.
-        while (available := requests.available()) < FRAME_HEADER.size:
+        while (available := requests.available()) < FRAME_HEADER_BYTES:
             self._wait_for_requests()
         start = requests.tail % requests.ring.capacity
-        length = decode_frame_header(requests.ring.data[start : start + FRAME_HEADER.size])
-        frame = FRAME_HEADER.size + length + padding(length)
+        length = decode_frame_header(requests.ring.data[start : start + FRAME_HEADER_BYTES])
+        frame = FRAME_HEADER_BYTES + length + padding(length)
         # Fast path: the whole frame is already in the ring in one piece, so
         # the payload is read in place, without a copy; the frame is released
         # once the payload is no longer used.
         if available >= frame and start + frame <= requests.ring.capacity:
-            body = start + FRAME_HEADER.size
+            body = start + FRAME_HEADER_BYTES
             return requests.ring.data[body : body + length], frame
-        requests.skip(FRAME_HEADER.size)
+        requests.skip(FRAME_HEADER_BYTES)
         self._freed = True
         if length > len(self._buffer):
             buffer = bytearray(length)

@@ -8,8 +8,9 @@
 use libfuzzer_sys::fuzz_target;
 use mysticchallenge::pb::ExecuteRequest;
 use mysticchallenge::error::GatewayError;
-use mysticchallenge::functions::{CALL_MAGIC, FUNCTION_MAGIC};
 use mysticchallenge::server::parse_request;
+use mysticchallenge::wire::calls::{CALL_MAGIC, FUNCTION_MAGIC};
+use mysticchallenge::wire::segmented;
 use prost::Message as _;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let limit = [0usize, 4, 64, 1 << 20][usize::from(shape) % 4];
     let Ok(request) = ExecuteRequest::decode(message) else { return };
     let len = request.payload.len();
-    let magic = request.payload.starts_with(CALL_MAGIC) || request.payload.starts_with(FUNCTION_MAGIC);
+    let magic = [CALL_MAGIC, segmented::CALL_MAGIC, FUNCTION_MAGIC]
+        .iter()
+        .any(|magic| request.payload.starts_with(*magic));
     match parse_request(request, limit) {
         Ok(call) => assert!(magic && len <= limit && call.arguments().len() < len),
         // Without a magic it is never a call; with one it may still be malformed.

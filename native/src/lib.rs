@@ -1,13 +1,98 @@
 //! `mystic_native._native`: the native core of mysticchallenge's Python
 //! side, built into the same wheel as the gateway (the package
 //! `mystic_native` re-exports it). This file only registers what the module
-//! exports; each export lives in a file of its own.
+//! exports; each export lives in a file of its own:
+//!
+//! - [`wire`]: the wire format (the gateway's `mysticchallenge::wire`), for
+//!   `mystic_wire` and the worker's ring; the constants below are its.
+
+mod wire;
 
 use pyo3::prelude::*;
 
 /// The module's contents.
 #[pymodule]
-fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
+mod _native {
+    use mysticchallenge::wire::{answers, calls, frame, items, records, segmented};
+
+    #[pymodule_export]
+    use super::wire::{
+        attach, by_digest_header, call_header, decode_frame_header, encode_body,
+        encode_frame_header, encode_miss, named_handle, pack_record, parse_call, parse_response,
+        response_header, split_request, strip_kept, unpack_record,
+    };
+
+    #[pymodule_export]
+    #[allow(non_upper_case_globals)]
+    const __version__: &str = env!("CARGO_PKG_VERSION");
+
+    // Requests, answers, streamed items.
+    #[pymodule_export]
+    const REQUEST_MAGIC: &[u8] = calls::CALL_MAGIC;
+    #[pymodule_export]
+    const FUNCTION_MAGIC: &[u8] = calls::FUNCTION_MAGIC;
+    #[pymodule_export]
+    const DIGEST_BYTES: usize = mysticchallenge::wire::DIGEST_BYTES;
+    #[pymodule_export]
+    const RESPONSE_MAGIC: &[u8] = answers::RESPONSE_MAGIC;
+    #[pymodule_export]
+    const MISS_MAGIC: &[u8] = answers::MISS_MAGIC;
+    #[pymodule_export]
+    const KEPT_MAGIC: &[u8] = answers::KEPT_MAGIC;
+    #[pymodule_export]
+    const STREAM_MAGIC: &[u8] = items::STREAM_MAGIC;
+    #[pymodule_export]
+    const CHUNK_MAGIC: &[u8] = items::CHUNK_MAGIC;
+    #[pymodule_export]
+    const NEXT_REQUEST: &[u8] = items::NEXT;
+    #[pymodule_export]
+    const CLOSE_REQUEST: &[u8] = items::CLOSE;
+
+    // Calls and results in segments.
+    #[pymodule_export]
+    const SEGMENT_CALL_MAGIC: &[u8] = segmented::CALL_MAGIC;
+    #[pymodule_export]
+    const SEGMENT_RESPONSE_MAGIC: &[u8] = segmented::RESPONSE_MAGIC;
+    #[pymodule_export]
+    const ALIGNMENT: usize = segmented::ALIGNMENT;
+    #[pymodule_export]
+    const SOURCE_HERE: u64 = segmented::Source::Here as u64;
+    #[pymodule_export]
+    const SOURCE_IN_CALL: u64 = segmented::Source::InCall as u64;
+
+    // The segment sockets' records.
+    #[pymodule_export]
+    const RECORD_BYTES: usize = records::RECORD_BYTES;
+    #[pymodule_export]
+    const TOKEN_BYTES: usize = records::TOKEN_BYTES;
+    #[pymodule_export]
+    const RECORD_HELLO: &[u8] = &records::HELLO;
+    #[pymodule_export]
+    const RECORD_PUT: &[u8] = &records::PUT;
+    #[pymodule_export]
+    const RECORD_GET: &[u8] = &records::GET;
+    #[pymodule_export]
+    const RECORD_DROP: &[u8] = &records::DROP;
+    #[pymodule_export]
+    const RECORD_CALL: &[u8] = &records::CALL;
+    #[pymodule_export]
+    const RECORD_RESULT: &[u8] = &records::RESULT;
+    #[pymodule_export]
+    const STATUS_OK: u32 = records::OK;
+    #[pymodule_export]
+    const STATUS_REFUSED: u32 = records::REFUSED;
+    #[pymodule_export]
+    const STATUS_TOO_LARGE: u32 = records::TOO_LARGE;
+    #[pymodule_export]
+    const STATUS_BUSY: u32 = records::BUSY;
+    #[pymodule_export]
+    const STATUS_UNKNOWN: u32 = records::UNKNOWN;
+    #[pymodule_export]
+    const STATUS_BAD_REQUEST: u32 = records::BAD_REQUEST;
+
+    // Ring frames.
+    #[pymodule_export]
+    const FRAME_HEADER_BYTES: usize = frame::HEADER_BYTES;
+    #[pymodule_export]
+    const MAX_FRAME_LEN: u64 = frame::MAX_FRAME_LEN;
 }

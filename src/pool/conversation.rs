@@ -22,11 +22,11 @@ use tokio::sync::mpsc;
 use super::results::{Delivery, Share, Undelivered};
 use crate::budget::Budget;
 use crate::error::Direction;
-use crate::functions::{self, KnownFunctions, WorkerCall};
-use crate::items;
+use crate::functions::{KnownFunctions, WorkerCall};
 use crate::metrics::Metrics;
-use crate::segments::{self, ChannelError, SegmentError, WorkerSegments};
+use crate::segments::{ChannelError, SegmentError, WorkerSegments};
 use crate::transport::{Transport, TransportError};
+use crate::wire::{answers, items, segmented};
 
 /// One worker process's link, and what the actor knows of it: the
 /// functions it kept. Dropped, the link closes (the worker exits on EOF).
@@ -76,7 +76,7 @@ impl Conversation {
             return self.exchange(call, false, share).await;
         };
         let mut response = self.exchange(call, true, share).await?;
-        while items::is_chunk(&response) {
+        while items::is_chunk(&response[..]) {
             let sent = tokio::select! {
                 undelivered = self.undelivered(response.len(), share) => {
                     let chunk = Delivery { payload: response, undelivered };
@@ -134,14 +134,15 @@ impl Conversation {
             let response = self.transport.call(request).await?;
             // Known from now on only if the worker says it kept it (it
             // keeps none over its own bounds); by digest, it had it.
-            let (kept, response) = functions::strip_kept(response);
+            let (kept, start) = answers::strip_kept(&response[..]);
+            let response = response.slice(start..);
             if kept {
                 self.known.learned(*call.digest());
             }
-            if segments::wire::is_segment_response(&response) {
+            if segmented::is_segment_response(&response[..]) {
                 return self.result_segment(call, &response, share).await;
             }
-            if !functions::is_miss(&response) {
+            if !answers::is_miss(&response[..]) {
                 return Ok(response);
             }
             if attached {
@@ -178,6 +179,6 @@ impl Conversation {
             }
             () = caller.session.closed() => 0,
         };
-        Ok(segments::wire::with_handle(response, handle))
+        Ok(segmented::with_handle(response, handle))
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::PendingItems;
 use super::scripted::Script;
 use super::worker_tests::{call, job, pool, restarts};
+use crate::wire::items::CHUNK_MAGIC;
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_no_longer_holds_a_function_is_sent_it_again() {
@@ -54,7 +55,7 @@ async fn a_streamed_call_sends_its_chunks_then_its_end() {
     } = pool.submit_items(job(b"3"), None, None).unwrap();
     let mut chunks = 0;
     while let Some(chunk) = items.recv().await {
-        assert_eq!(&chunk.payload[..], b"MCI1chunk");
+        assert_eq!(chunk.payload, [&CHUNK_MAGIC[..], b"chunk"].concat());
         chunks += 1;
     }
     assert_eq!(chunks, 3);

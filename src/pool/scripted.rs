@@ -24,9 +24,9 @@ use tokio::time::Instant;
 
 use super::spawn::{Spawned, Spawner, WorkerProcess};
 use super::startup::StartError;
-use crate::functions::{KEPT_MAGIC, MISS_MAGIC, Request};
-use crate::items;
 use crate::transport::ChildStdio;
+use crate::wire::answers::{KEPT_MAGIC, miss};
+use crate::wire::{Request, items};
 
 /// What one scripted worker does.
 #[derive(Debug, Clone)]
@@ -264,11 +264,9 @@ async fn run(
             }
             continue;
         }
-        let streamed = request.starts_with(items::STREAM_MAGIC);
-        let request = if streamed {
-            request[items::STREAM_MAGIC.len()..].to_vec()
-        } else {
-            request
+        let (streamed, request) = match items::unstreamed(&request) {
+            Some(inner) => (true, inner.to_vec()),
+            None => (false, request),
         };
         let request = Request::parse(request.into()).expect("the gateway sends calls");
         log.lock().unwrap().attached.push(request.is_attached());
@@ -283,7 +281,7 @@ async fn run(
         let misses = matches!(script, Script::AlwaysMisses)
             || (!request.is_attached() && !functions.contains(request.digest()));
         if misses {
-            let miss = [&MISS_MAGIC[..], request.digest()].concat();
+            let miss = miss(request.digest());
             if !answer(&mut stdout, &miss).await {
                 return;
             }

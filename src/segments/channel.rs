@@ -9,8 +9,9 @@ use std::os::fd::OwnedFd;
 
 use tokio::net::UnixStream;
 
-use super::records::{self, Record};
 use super::sealed::{Sealed, SegmentError};
+use super::socket;
+use crate::wire::records::{self, Record};
 
 /// What can go wrong on a worker's segment channel.
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +47,13 @@ impl WorkerSegments {
     pub async fn send(&self, handle: u64, segment: &Sealed) -> io::Result<()> {
         let mut record = Record::new(records::CALL);
         record.handle = handle;
-        records::send(&self.stream, &record, Some(segment.fd())).await
+        socket::send(&self.stream, &record, Some(segment.fd())).await
     }
 
     /// Receives the segment of the response just read, checked to be sealed
     /// and at most `limit` bytes.
     pub async fn receive(&self, limit: usize) -> Result<Sealed, ChannelError> {
-        match records::receive(&self.stream).await? {
+        match socket::receive(&self.stream).await? {
             (record, Some(fd)) if record.kind == records::RESULT => Ok(Sealed::check(fd, limit)?),
             (record, _) => Err(ChannelError::Unexpected(record.kind)),
         }

@@ -37,9 +37,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::records::{self, Record, TOKEN_BYTES};
 use super::sealed::{Sealed, SegmentError};
+use super::socket;
 use crate::budget::{Budget, Held as Counted};
+use crate::wire::records::{
+    self, BAD_REQUEST, BUSY, REFUSED, Record, TOKEN_BYTES, TOO_LARGE, Token, UNKNOWN,
+};
 
 /// How long a segment nobody takes is held.
 pub const HELD_FOR: Duration = Duration::from_secs(60);
@@ -51,19 +54,6 @@ pub const DESCRIPTORS: usize = 256;
 pub const MAX_HELD: usize = 64;
 /// How long the rest of a record may take once its first byte has come.
 pub const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A reply's status: the segment was refused (not a sealed memfd, empty).
-pub const REFUSED: u32 = 1;
-/// The segment is over `--max-payload-bytes`.
-pub const TOO_LARGE: u32 = 2;
-/// The gateway is receiving too many bytes already.
-pub const BUSY: u32 = 3;
-/// No such handle in this session.
-pub const UNKNOWN: u32 = 4;
-/// A message the door does not take.
-pub const BAD_REQUEST: u32 = 5;
-
-pub type Token = [u8; TOKEN_BYTES];
 
 /// The socket and the live sessions.
 #[derive(Debug)]
@@ -185,7 +175,7 @@ impl Door {
             .insert(token, Arc::downgrade(&session));
         let mut hello = Record::new(records::HELLO);
         hello.token = token;
-        if records::send(&stream, &hello, None).await.is_ok() {
+        if socket::send(&stream, &hello, None).await.is_ok() {
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
                 // Waiting for readiness, not for a record, is what the sweep
@@ -199,15 +189,14 @@ impl Door {
                 }
                 // A record cut short must not hold the session (and its
                 // sweep) for ever.
-                let received =
-                    tokio::time::timeout(RECORD_TIMEOUT, records::receive(&stream)).await;
+                let received = tokio::time::timeout(RECORD_TIMEOUT, socket::receive(&stream)).await;
                 let Ok(Ok((record, fd))) = received else {
                     break;
                 };
                 let reply = self.answer(&session, record, fd);
                 if let Some((reply, segment)) = reply {
                     let fd = segment.as_ref().map(Sealed::fd);
-                    if records::send(&stream, &reply, fd).await.is_err() {
+                    if socket::send(&stream, &reply, fd).await.is_err() {
                         break;
                     }
                 }
@@ -411,16 +400,16 @@ mod tests {
         let stream = std::os::unix::net::UnixStream::connect_addr(&address).unwrap();
         stream.set_nonblocking(true).unwrap();
         let stream = UnixStream::from_std(stream).unwrap();
-        let (hello, fd) = records::receive(&stream).await.unwrap();
+        let (hello, fd) = socket::receive(&stream).await.unwrap();
         assert_eq!((hello.kind, fd.is_none()), (records::HELLO, true));
         (stream, hello.token)
     }
 
     async fn put(stream: &UnixStream, fd: &std::os::fd::OwnedFd) -> Record {
-        records::send(stream, &Record::new(records::PUT), Some(fd.as_fd()))
+        socket::send(stream, &Record::new(records::PUT), Some(fd.as_fd()))
             .await
             .unwrap();
-        records::receive(stream).await.unwrap().0
+        socket::receive(stream).await.unwrap().0
     }
 
     #[tokio::test]
@@ -451,13 +440,13 @@ mod tests {
         );
         let mut get = Record::new(records::GET);
         get.handle = 99;
-        records::send(&stream, &get, None).await.unwrap();
-        assert_eq!(records::receive(&stream).await.unwrap().0.status, UNKNOWN);
-        records::send(&stream, &Record::new(records::PUT), None)
+        socket::send(&stream, &get, None).await.unwrap();
+        assert_eq!(socket::receive(&stream).await.unwrap().0.status, UNKNOWN);
+        socket::send(&stream, &Record::new(records::PUT), None)
             .await
             .unwrap();
         assert_eq!(
-            records::receive(&stream).await.unwrap().0.status,
+            socket::receive(&stream).await.unwrap().0.status,
             BAD_REQUEST
         );
     }
@@ -486,7 +475,7 @@ mod tests {
         let stream = std::os::unix::net::UnixStream::connect_addr(&address).unwrap();
         stream.set_nonblocking(true).unwrap();
         let stream = UnixStream::from_std(stream).unwrap();
-        let refused = records::receive(&stream).await.unwrap_err();
+        let refused = socket::receive(&stream).await.unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::UnexpectedEof);
     }
 
@@ -557,8 +546,8 @@ mod tests {
         assert_eq!(results.used(), 4096);
         let mut get = Record::new(records::GET);
         get.handle = handle;
-        records::send(&stream, &get, None).await.unwrap();
-        let (reply, fd) = records::receive(&stream).await.unwrap();
+        socket::send(&stream, &get, None).await.unwrap();
+        let (reply, fd) = socket::receive(&stream).await.unwrap();
         assert_eq!((reply.status, fd.is_some()), (records::OK, true));
         // ... until it is taken.
         assert_eq!(results.used(), 0);

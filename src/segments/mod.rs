@@ -1,7 +1,8 @@
 //! Shared memory for callers on the gateway's host: a call's pickle and its
 //! large buffers travel in a sealed memfd (a *segment*) that the client
 //! hands over a Unix socket, not through gRPC; a result comes back the same
-//! way. The format is `mystic_wire/_segments.py`'s.
+//! way. The format is [`crate::wire::segmented`] and
+//! [`crate::wire::records`].
 //!
 //! - [`door`]: the socket clients hand segments over (an abstract Unix
 //!   socket named in `GetWorkers`), one [`door::Session`] per connection,
@@ -11,22 +12,21 @@
 //!   worker's fd 3): a call's segment goes just before the call, a result's
 //!   comes just before the response.
 //! - [`sealed`]: a segment checked to be a memfd that nothing can change.
-//! - [`records`]: the fixed-size messages both sockets carry, each with at
-//!   most one descriptor.
-//! - [`wire`]: the headers the gateway reads (`MCQ3` calls, `MCR2` results).
+//! - [`socket`]: sending and receiving the records both sockets carry,
+//!   each with at most one descriptor.
 //!
 //! A segment has no name: nothing is left in `/dev/shm` or anywhere else,
 //! whoever is killed; the kernel frees it when its last holder lets go.
 
 pub mod channel;
 pub mod door;
-pub mod records;
 pub mod sealed;
-pub mod wire;
+pub mod socket;
 
 use std::sync::Arc;
 
 use crate::error::{Direction, GatewayError};
+use crate::wire::segmented::CallHeader;
 
 pub use channel::{ChannelError, WorkerSegments};
 pub use door::{Door, Session};
@@ -72,18 +72,19 @@ pub fn claim(
     payload_len: usize,
     limit: usize,
 ) -> Result<Option<CallSegments>, GatewayError> {
-    let Some(names) = wire::names(call)? else {
+    let header = CallHeader::parse(call).map_err(|_| GatewayError::InvalidRequest)?;
+    let Some(header) = header else {
         return Ok(None);
     };
     let session = door
-        .and_then(|door| door.session(&names.session))
+        .and_then(|door| door.session(&header.session))
         .ok_or(GatewayError::SegmentUnknown)?;
-    let argument = match names.handle {
-        Some(handle) => Some((
+    let argument = match header.handle {
+        0 => None,
+        handle => Some((
             handle,
             session.claim(handle).ok_or(GatewayError::SegmentUnknown)?,
         )),
-        None => None,
     };
     let segments = CallSegments { session, argument };
     let size = payload_len + segments.len();

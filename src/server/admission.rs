@@ -16,25 +16,23 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::error::{Direction, GatewayError};
-use crate::functions::{self, Digest, FunctionCache};
+use crate::functions::FunctionCache;
 use crate::pb;
 use crate::pool::{Deadline, Delivery, PendingCall, PendingItems, Pool, Share};
 use crate::segments::{self, CallSegments, Door};
+use crate::wire::{Digest, Request};
 
 /// Functions a stream keeps for its calls by digest.
 pub const HELD_FUNCTIONS: usize = 4;
 
 /// Checks an `ExecuteRequest` against the payload limit and splits its
-/// payload into call and function (see [`functions`]).
-pub fn parse_request(
-    request: pb::ExecuteRequest,
-    limit: usize,
-) -> Result<functions::Request, GatewayError> {
+/// payload into call and function (see [`crate::wire::calls`]).
+pub fn parse_request(request: pb::ExecuteRequest, limit: usize) -> Result<Request, GatewayError> {
     parse_payload(request.payload, limit)
 }
 
 /// As [`parse_request`], for one call's payload (of either RPC).
-fn parse_payload(payload: Bytes, limit: usize) -> Result<functions::Request, GatewayError> {
+fn parse_payload(payload: Bytes, limit: usize) -> Result<Request, GatewayError> {
     if payload.len() > limit {
         return Err(GatewayError::PayloadTooLarge {
             direction: Direction::Request,
@@ -42,7 +40,7 @@ fn parse_payload(payload: Bytes, limit: usize) -> Result<functions::Request, Gat
             limit,
         });
     }
-    functions::Request::parse(payload)
+    Request::parse(payload).map_err(|_| GatewayError::InvalidRequest)
 }
 
 /// As [`parse_payload`], with the segments the call names taken from
@@ -51,7 +49,7 @@ fn parse_call(
     payload: Bytes,
     limit: usize,
     door: Option<&Door>,
-) -> Result<(functions::Request, Option<CallSegments>), GatewayError> {
+) -> Result<(Request, Option<CallSegments>), GatewayError> {
     let len = payload.len();
     let request = parse_payload(payload, limit)?;
     let segments = segments::claim(door, request.call(), len, limit)?;
@@ -162,7 +160,7 @@ mod tests {
 
     #[test]
     fn requests_must_be_encoded_calls() {
-        let call = functions::encode::attached(b"f", b"args");
+        let call = crate::functions::encode::attached(b"f", b"args");
         assert!(parse_request(request(call), 100).is_ok());
         for bad in [&b""[..], b"MCQ", b"XXXX1234", b"mcq2abc"] {
             let err = parse_request(request(Bytes::from_static(bad)), 100).unwrap_err();

@@ -35,7 +35,7 @@ def add(a, b=0):
 
 
 def test_the_gateway_checks_these_magics():
-    # src/functions.rs and src/server/admission.rs spell them too.
+    # Defined in src/wire/ (the gateway's), pinned by tests/vectors/wire_records.txt.
     assert (REQUEST_MAGIC, FUNCTION_MAGIC, MISS_MAGIC) == (b"MCQ2", b"MCA2", b"MCM2")
     assert RESPONSE_MAGIC == b"MCR1"
 

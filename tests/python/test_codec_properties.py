@@ -43,6 +43,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from mystic_native import FRAME_HEADER_BYTES, MAX_FRAME_LEN
 from mystic_wire import (
     CHUNK_MAGIC,
     CLOSE_REQUEST,
@@ -72,8 +73,6 @@ from mystic_wire import (
 )
 from worker_shim import _executor, _loop, _pipe
 from worker_shim._shm import (
-    FRAME_HEADER,
-    MAX_FRAME_LEN,
     ShmProtocolError,
     decode_frame_header,
     encode_frame_header,
@@ -385,7 +384,7 @@ def test_a_frame_header_is_a_length_or_a_protocol_error(data):
         length = decode_frame_header(data)
     except ShmProtocolError:
         return
-    assert len(data) == FRAME_HEADER.size
+    assert len(data) == FRAME_HEADER_BYTES
     assert 0 <= length <= MAX_FRAME_LEN
     assert encode_frame_header(length) == data
 

@@ -1,8 +1,10 @@
 """The packages' public surfaces: ``__all__`` is complete, sorted and importable."""
 
 import distribute_challenge
+import mystic_native
 import mystic_wire
 from distribute_challenge import DistributeError
+from mystic_native import _native
 
 # Public submodules, imported on purpose, not names of the package.
 SUBMODULES = {"joblib"}
@@ -44,6 +46,15 @@ def test_the_payload_format_lists_its_members():
     public = sorted(name for name in dir(mystic_wire) if not name.startswith("_"))
     assert mystic_wire.__all__ == public
     assert mystic_wire.__all__ == sorted(mystic_wire.__all__)
+
+
+def test_the_native_core_lists_its_members_which_are_the_extension_s():
+    public = sorted(name for name in dir(mystic_native) if not name.startswith("_"))
+    assert mystic_native.__all__ == sorted([*public, "__version__"])
+    for name in mystic_native.__all__:
+        assert getattr(mystic_native, name) is getattr(_native, name), name
+    extension = {name for name in dir(_native) if not name.startswith("__")}
+    assert set(mystic_native.__all__) == extension | {"__version__"}
 
 
 def test_the_client_re_exports_the_payload_format_s_exceptions():

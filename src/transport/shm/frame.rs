@@ -1,39 +1,18 @@
-//! Frames on a ring: a fixed 16-byte header (an `rkyv` archive with a pinned,
-//! little-endian layout), the payload, and zero padding to the next multiple
-//! of 16 bytes, so that every header starts 16-byte aligned in the ring.
+//! Frames on a ring: a 16-byte header ([`FrameHeader`], the wire's), the
+//! payload, and zero padding to the next multiple of 16 bytes, so that every
+//! header starts 16-byte aligned in the ring.
 //!
 //! [`FrameWriter`] and [`FrameReader`] are resumable: each `pump` moves as
 //! many bytes as the ring allows now, so a payload larger than the ring
 //! streams through it while the peer drains it.
 
-use rkyv::rancor;
-
 use super::ring::{Consumer, CorruptRing, Producer};
+use crate::wire::WireError;
+use crate::wire::frame::{FrameHeader, HEADER_BYTES, padding};
 
-/// `MCF1` read as a little-endian `u32`.
-pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"MCF1");
-/// Size of an encoded [`FrameHeader`], and the alignment of every frame.
-pub const HEADER_BYTES: usize = 16;
-
-/// Longest payload a header may announce (256 TiB): far beyond any real
-/// payload, and small enough that lengths plus padding never overflow.
-pub const MAX_FRAME_LEN: u64 = 1 << 48;
 /// Most memory reserved up front for an incoming payload; the rest grows as
 /// bytes arrive, so a header cannot make us allocate what never comes.
 const INITIAL_RESERVE: usize = 64 << 20;
-
-/// What precedes every payload on a ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-#[rkyv(derive(Debug))]
-#[repr(C)]
-pub struct FrameHeader {
-    /// Always [`FRAME_MAGIC`].
-    pub magic: u32,
-    /// Reserved; zero.
-    pub flags: u32,
-    /// Payload bytes that follow the header.
-    pub len: u64,
-}
 
 /// A frame that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,67 +20,13 @@ pub enum FrameError {
     #[error(transparent)]
     Corrupt(#[from] CorruptRing),
 
-    #[error("bad frame header: {0}")]
-    BadHeader(String),
+    #[error(transparent)]
+    BadHeader(#[from] WireError),
 
     /// The payload was over the limit; it was skipped, so the next frame can
     /// be read.
     #[error("frame payload of {len} bytes is over the limit of {limit} bytes")]
     TooLarge { len: u64, limit: usize },
-}
-
-/// Padding after a payload of `len` bytes.
-pub fn padding(len: u64) -> u64 {
-    (HEADER_BYTES as u64 - len % HEADER_BYTES as u64) % HEADER_BYTES as u64
-}
-
-impl FrameHeader {
-    /// A header for a payload of `len` bytes.
-    pub fn new(len: u64) -> Self {
-        FrameHeader {
-            magic: FRAME_MAGIC,
-            flags: 0,
-            len,
-        }
-    }
-
-    /// The header's 16 wire bytes (serialized on the stack: no allocation).
-    pub fn encode(&self) -> [u8; HEADER_BYTES] {
-        let mut space = rkyv::util::Align([std::mem::MaybeUninit::<u8>::uninit(); HEADER_BYTES]);
-        let written = rkyv::api::high::to_bytes_in::<_, rancor::Error>(
-            self,
-            rkyv::ser::writer::Buffer::from(&mut *space),
-        )
-        .expect("a plain struct always fits its own size");
-        let mut out = [0u8; HEADER_BYTES];
-        out.copy_from_slice(&written);
-        out
-    }
-
-    /// Checks and reads a header from its 16 wire bytes.
-    pub fn decode(bytes: &[u8; HEADER_BYTES]) -> Result<Self, FrameError> {
-        let aligned = rkyv::util::Align(*bytes);
-        let archived = rkyv::access::<ArchivedFrameHeader, rancor::Error>(&aligned[..])
-            .map_err(|err| FrameError::BadHeader(err.to_string()))?;
-        let header = FrameHeader {
-            magic: archived.magic.to_native(),
-            flags: archived.flags.to_native(),
-            len: archived.len.to_native(),
-        };
-        if header.magic != FRAME_MAGIC {
-            return Err(FrameError::BadHeader(format!(
-                "magic {:#010x}",
-                header.magic
-            )));
-        }
-        if header.flags != 0 {
-            return Err(FrameError::BadHeader(format!("flags {:#x}", header.flags)));
-        }
-        if header.len > MAX_FRAME_LEN {
-            return Err(FrameError::BadHeader(format!("length {}", header.len)));
-        }
-        Ok(header)
-    }
 }
 
 /// Writes one frame, a piece at a time.
@@ -255,36 +180,6 @@ mod tests {
             capacity,
         };
         create(mapping, placement).unwrap()
-    }
-
-    #[test]
-    fn the_header_layout_is_pinned() {
-        let bytes = FrameHeader::new(0x0102_0304_0506).encode();
-        assert_eq!(&bytes, b"MCF1\0\0\0\0\x06\x05\x04\x03\x02\x01\0\0");
-        assert_eq!(
-            FrameHeader::decode(&bytes).unwrap(),
-            FrameHeader::new(0x0102_0304_0506)
-        );
-    }
-
-    #[test]
-    fn bad_headers_are_errors() {
-        let mut bytes = FrameHeader::new(5).encode();
-        bytes[0] = b'X';
-        assert!(matches!(
-            FrameHeader::decode(&bytes),
-            Err(FrameError::BadHeader(_))
-        ));
-        let mut bytes = FrameHeader::new(5).encode();
-        bytes[4] = 1;
-        assert!(matches!(
-            FrameHeader::decode(&bytes),
-            Err(FrameError::BadHeader(_))
-        ));
-        // Found by the fuzzer: a length near u64::MAX overflowed the padding sum.
-        let bytes = FrameHeader::new(u64::MAX).encode();
-        let err = FrameHeader::decode(&bytes).unwrap_err();
-        assert!(matches!(err, FrameError::BadHeader(_)), "{err}");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Checks the shared-memory layout against `tests/vectors/shm_layout.txt`,
 //! the file the Python tests check too, so both languages agree byte for byte.
 
-use super::frame::{FrameHeader, FrameReader, FrameWriter};
+use super::frame::{FrameReader, FrameWriter};
 use super::mapping::HeapMapping;
 use super::ring::{CONTROL_BYTES, RingPlacement, create};
 use super::segment::header_bytes;
+use crate::wire::FrameHeader;
 
 const VECTORS: &str = include_str!("../../../tests/vectors/shm_layout.txt");
 

@@ -1,6 +1,6 @@
-//! The messages of the segment sockets (`mystic_wire/_records.py` has the
-//! other side): 32 bytes each (a kind, a status, a handle, a token, little
-//! endian), at most one descriptor attached, over a Unix stream socket.
+//! Sending and receiving the records of the segment sockets
+//! ([`crate::wire::records`]) over a Unix stream socket, each with at most
+//! one descriptor attached.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -13,63 +13,7 @@ use rustix::net::{
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-pub const RECORD_BYTES: usize = 32;
-pub const TOKEN_BYTES: usize = 16;
-
-/// The gateway greets a caller with its session's token.
-pub const HELLO: [u8; 4] = *b"HELO";
-/// A caller hands in a segment (attached); the reply holds its handle.
-pub const PUT: [u8; 4] = *b"PUT ";
-/// A caller takes a result segment by handle; the reply has it attached.
-pub const GET: [u8; 4] = *b"GET ";
-/// A caller lets go of a segment it handed in (no reply).
-pub const DROP: [u8; 4] = *b"DROP";
-/// Gateway to worker: the segment of the call that follows.
-pub const CALL: [u8; 4] = *b"CALL";
-/// Worker to gateway: the segment of the response that follows.
-pub const RESULT: [u8; 4] = *b"RSLT";
-
-/// A reply's status: done.
-pub const OK: u32 = 0;
-
-/// One message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record {
-    pub kind: [u8; 4],
-    pub status: u32,
-    pub handle: u64,
-    pub token: [u8; TOKEN_BYTES],
-}
-
-impl Record {
-    pub fn new(kind: [u8; 4]) -> Record {
-        Record {
-            kind,
-            status: OK,
-            handle: 0,
-            token: [0; TOKEN_BYTES],
-        }
-    }
-
-    pub fn encode(&self) -> [u8; RECORD_BYTES] {
-        let mut bytes = [0; RECORD_BYTES];
-        bytes[..4].copy_from_slice(&self.kind);
-        bytes[4..8].copy_from_slice(&self.status.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.handle.to_le_bytes());
-        bytes[16..].copy_from_slice(&self.token);
-        bytes
-    }
-
-    pub fn decode(bytes: &[u8; RECORD_BYTES]) -> Record {
-        let field = |range: std::ops::Range<usize>| &bytes[range];
-        Record {
-            kind: field(0..4).try_into().expect("4 bytes"),
-            status: u32::from_le_bytes(field(4..8).try_into().expect("4 bytes")),
-            handle: u64::from_le_bytes(field(8..16).try_into().expect("8 bytes")),
-            token: field(16..RECORD_BYTES).try_into().expect("16 bytes"),
-        }
-    }
-}
+use crate::wire::records::{RECORD_BYTES, Record};
 
 /// Sends `record`, with `fd` attached if given.
 pub async fn send(
@@ -146,17 +90,7 @@ pub async fn receive(stream: &UnixStream) -> io::Result<(Record, Option<OwnedFd>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_round_trip() {
-        let record = Record {
-            kind: PUT,
-            status: 7,
-            handle: u64::MAX - 3,
-            token: [9; TOKEN_BYTES],
-        };
-        assert_eq!(Record::decode(&record.encode()), record);
-    }
+    use crate::wire::records::{CALL, GET};
 
     #[tokio::test]
     async fn a_descriptor_travels_with_its_record() {

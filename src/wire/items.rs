@@ -1,6 +1,5 @@
-//! Streamed items: how the gateway talks to a worker about a call whose
-//! function returns an iterator (a generator). The format is
-//! `mystic_wire/_codec.py`'s:
+//! Streamed items: what the gateway and a worker say about a call whose
+//! function returns an iterator (a generator).
 //!
 //! ```text
 //! gateway → worker   "MCS1" + request   run the call, send its items as they come
@@ -15,6 +14,8 @@
 //! pauses the function between two chunks.
 
 use bytes::{BufMut as _, Bytes, BytesMut};
+
+use super::Peek;
 
 /// A request to run a call and stream its items.
 pub const STREAM_MAGIC: &[u8; 4] = b"MCS1";
@@ -33,7 +34,27 @@ pub fn streamed(request: &[u8]) -> Bytes {
     streamed.freeze()
 }
 
-/// Whether a worker's response is a chunk of items (more may follow).
-pub fn is_chunk(response: &[u8]) -> bool {
-    response.starts_with(CHUNK_MAGIC)
+/// The request in `streamed`, if it is a call that streams its items.
+pub fn unstreamed(streamed: &[u8]) -> Option<&[u8]> {
+    streamed.strip_prefix(STREAM_MAGIC)
+}
+
+/// Whether a worker's answer is a chunk of items (more may follow).
+pub fn is_chunk<P: Peek + ?Sized>(answer: &P) -> bool {
+    answer.has_at(0, CHUNK_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streamed_call_is_its_request_after_a_magic() {
+        let streamed = streamed(b"MCQ2call");
+        assert_eq!(&streamed[..], b"MCS1MCQ2call");
+        assert_eq!(unstreamed(&streamed), Some(&b"MCQ2call"[..]));
+        assert_eq!(unstreamed(b"MCQ2call"), None);
+        assert!(is_chunk(&b"MCI1items"[..]));
+        assert!(!is_chunk(&b"MCR1done"[..]));
+    }
 }
