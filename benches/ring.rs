@@ -7,6 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mysticchallenge::transport::shm::frame::{FrameReader, FrameWriter};
 use mysticchallenge::transport::shm::mapping::{HeapMapping, Mapping};
 use mysticchallenge::transport::shm::ring::{CONTROL_BYTES, RingPlacement, create};
+use mysticchallenge::wire::FrameHeader;
 
 fn stream_frames(c: &mut Criterion) {
     let ring_bytes = 4 << 20;
@@ -28,7 +29,9 @@ fn stream_frames(c: &mut Criterion) {
                 let start = std::time::Instant::now();
                 let writer = std::thread::spawn(move || {
                     for _ in 0..iterations {
-                        let mut frame = FrameWriter::new(to_send.as_slice());
+                        let pieces = [to_send.as_slice()];
+                        let header = FrameHeader::new(to_send.len() as u64);
+                        let mut frame = FrameWriter::new(header, &pieces);
                         while !frame.pump(&mut producer).unwrap().finished {
                             std::hint::spin_loop();
                         }
@@ -38,7 +41,7 @@ fn stream_frames(c: &mut Criterion) {
                 for _ in 0..iterations {
                     loop {
                         if let (Some(frame), _) = reader.pump(&mut consumer).unwrap() {
-                            assert_eq!(frame.len(), size);
+                            assert_eq!(frame.payload.map(|p| p.len()), Some(size));
                             break;
                         }
                         std::hint::spin_loop();

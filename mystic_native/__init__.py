@@ -6,9 +6,13 @@ listed in ``_native.pyi``:
 
 - the wire format, defined once in the gateway's ``src/wire/``: the records'
   magics and sizes, splitting and building requests, the headers and bodies
-  of calls and results in segments, the segment sockets' records and the
-  ring's frame headers (``mystic_wire`` keeps the pickling policy and the
-  exception tree, and raises its ``CodecError`` for a malformed record).
+  of calls and results in segments and the door's records (``mystic_wire``
+  keeps the pickling policy and the exception tree, and raises its
+  ``CodecError`` for a malformed record);
+- a worker's link to the gateway (``WorkerLink``), which hands the worker
+  its requests (``Message``) and the segments they bring (``Segment``)
+  without a copy, and sends its responses; it raises ``GatewayGone`` when
+  the gateway has gone and ``ProtocolError`` when it broke the protocol.
 """
 
 from ._native import (
@@ -16,19 +20,15 @@ from ._native import (
     CHUNK_MAGIC,
     CLOSE_REQUEST,
     DIGEST_BYTES,
-    FRAME_HEADER_BYTES,
     FUNCTION_MAGIC,
     KEPT_MAGIC,
-    MAX_FRAME_LEN,
     MISS_MAGIC,
     NEXT_REQUEST,
     RECORD_BYTES,
-    RECORD_CALL,
     RECORD_DROP,
     RECORD_GET,
     RECORD_HELLO,
     RECORD_PUT,
-    RECORD_RESULT,
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
     SEGMENT_CALL_MAGIC,
@@ -43,15 +43,17 @@ from ._native import (
     STATUS_UNKNOWN,
     STREAM_MAGIC,
     TOKEN_BYTES,
+    GatewayGone,
+    Message,
+    ProtocolError,
+    Segment,
+    WorkerLink,
     __version__,
     attach,
     by_digest_header,
     call_header,
-    decode_frame_header,
     encode_body,
-    encode_frame_header,
     encode_miss,
-    named_handle,
     pack_record,
     parse_call,
     parse_response,
@@ -66,19 +68,18 @@ __all__ = [
     "CHUNK_MAGIC",
     "CLOSE_REQUEST",
     "DIGEST_BYTES",
-    "FRAME_HEADER_BYTES",
     "FUNCTION_MAGIC",
+    "GatewayGone",
     "KEPT_MAGIC",
-    "MAX_FRAME_LEN",
     "MISS_MAGIC",
+    "Message",
     "NEXT_REQUEST",
+    "ProtocolError",
     "RECORD_BYTES",
-    "RECORD_CALL",
     "RECORD_DROP",
     "RECORD_GET",
     "RECORD_HELLO",
     "RECORD_PUT",
-    "RECORD_RESULT",
     "REQUEST_MAGIC",
     "RESPONSE_MAGIC",
     "SEGMENT_CALL_MAGIC",
@@ -92,16 +93,15 @@ __all__ = [
     "STATUS_TOO_LARGE",
     "STATUS_UNKNOWN",
     "STREAM_MAGIC",
+    "Segment",
     "TOKEN_BYTES",
+    "WorkerLink",
     "__version__",
     "attach",
     "by_digest_header",
     "call_header",
-    "decode_frame_header",
     "encode_body",
-    "encode_frame_header",
     "encode_miss",
-    "named_handle",
     "pack_record",
     "parse_call",
     "parse_response",

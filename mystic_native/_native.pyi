@@ -4,6 +4,10 @@ The wire format (``native/src/wire.rs`` over the gateway's ``src/wire/``):
 arguments typed ``_Buffer`` take any bytes-like object, and parts of one come
 back as ``memoryview`` slices of it, not copies. A malformed record raises
 ``mystic_wire.CodecError``.
+
+A worker's link to the gateway (``native/src/worker_link.rs``): requests
+come as :class:`Message` objects (buffers, read without a copy), each with
+the :class:`Segment` that came with it, if any.
 """
 
 from collections.abc import Sequence
@@ -51,10 +55,6 @@ ALIGNMENT: int
 SOURCE_HERE: int
 SOURCE_IN_CALL: int
 
-def named_handle(request: _Buffer) -> int | None:
-    """The handle of the segment a request's ``MCQ3`` call names (0: none,
-    or an ``MCQ2`` call); None when the request is too malformed to tell."""
-
 def call_header(digest: bytes, session: bytes, handle: int, result_threshold: int) -> bytes:
     """The header of an ``MCQ3`` call; its body follows."""
 
@@ -78,8 +78,6 @@ RECORD_HELLO: bytes
 RECORD_PUT: bytes
 RECORD_GET: bytes
 RECORD_DROP: bytes
-RECORD_CALL: bytes
-RECORD_RESULT: bytes
 STATUS_OK: int
 STATUS_REFUSED: int
 STATUS_TOO_LARGE: int
@@ -93,12 +91,47 @@ def pack_record(kind: bytes, status: int, handle: int, token: bytes) -> bytes:
 def unpack_record(data: _Buffer) -> tuple[bytes, int, int, bytes]:
     """A record's kind, status, handle and token."""
 
-# Ring frames (src/wire/frame.rs).
-FRAME_HEADER_BYTES: int
-MAX_FRAME_LEN: int
+# A worker's link (native/src/worker_link.rs, message.rs, segment.rs).
 
-def encode_frame_header(length: int) -> bytes:
-    """The header of a ring frame of ``length`` payload bytes."""
+class GatewayGone(EOFError):
+    """The gateway closed the link: the worker exits."""
 
-def decode_frame_header(data: _Buffer) -> int:
-    """The payload length a ring frame's header announces, checked."""
+class ProtocolError(Exception):
+    """The gateway broke the link's protocol."""
+
+class Segment:
+    """A segment (a sealed memfd) that came with a request."""
+
+    @property
+    def closed(self) -> bool: ...
+    def fileno(self) -> int:
+        """Its descriptor, while it is open."""
+
+    def close(self) -> None:
+        """Closes its descriptor (its mappings stay)."""
+
+class Message:
+    """One request: a read-only buffer over the bytes it owns (copied off the
+    link, or a sealed segment mapped), valid for as long as any view lives."""
+
+    @property
+    def segment(self) -> Segment | None:
+        """The segment that came with it, if any."""
+
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+class WorkerLink:
+    """A worker's end of its link (``fd``, taken over), speaking
+    ``transport`` ("pipe" or "shm"); waits release the GIL."""
+
+    def __init__(self, fd: int, transport: str, max_payload_bytes: int) -> None: ...
+    def ready(self) -> None:
+        """Tells the gateway, once, that the worker takes calls."""
+
+    def receive(self) -> Message:
+        """Waits for the next request."""
+
+    def send(self, pieces: list[_Buffer], segment: int | None = None) -> None:
+        """Sends one response made of ``pieces``, with the result ``segment``
+        (a descriptor the caller keeps) if given."""

@@ -1,10 +1,9 @@
-"""The messages of the segment sockets: 32 bytes each, a kind, a status, a
-handle and a token, with at most one descriptor attached, over a Unix
-stream socket (the layout is ``src/wire/records.rs``, read and written
+"""The messages of the gateway's segment socket: 32 bytes each, a kind, a
+status, a handle and a token, with at most one descriptor attached, over a
+Unix stream socket (the layout is ``src/wire/records.rs``, read and written
 through the extension ``mystic_native``; ``src/segments/socket.rs`` is the
-gateway's side). The client speaks them to the gateway's segment socket
-(``distribute_challenge/_segment_door.py``), the worker to the gateway over
-its segment channel (``worker_shim/_segment_channel.py``)."""
+gateway's side). The client speaks them
+(``distribute_challenge/_segment_door.py``)."""
 
 from __future__ import annotations
 
@@ -22,8 +21,6 @@ HELLO = mystic_native.RECORD_HELLO
 PUT = mystic_native.RECORD_PUT
 GET = mystic_native.RECORD_GET
 DROP = mystic_native.RECORD_DROP
-CALL = mystic_native.RECORD_CALL
-RESULT = mystic_native.RECORD_RESULT
 
 OK = mystic_native.STATUS_OK
 REFUSED = mystic_native.STATUS_REFUSED

@@ -73,7 +73,6 @@ ALIGNMENT = mystic_native.ALIGNMENT
 HERE, IN_CALL = mystic_native.SOURCE_HERE, mystic_native.SOURCE_IN_CALL
 call_header = mystic_native.call_header
 response_header = mystic_native.response_header
-named_handle = mystic_native.named_handle
 
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _WRITE_CHUNK = 1 << 30

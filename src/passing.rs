@@ -77,6 +77,38 @@ pub fn receive(
     Ok(received.bytes)
 }
 
+/// Sends all of `bytes` on a socket that may be non-blocking, `fds` with
+/// the first of them, waiting (in `poll`) while it is full.
+pub fn send_all_blocking(
+    socket: BorrowedFd<'_>,
+    mut bytes: &[u8],
+    mut fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let mut first = true;
+    while first || !bytes.is_empty() {
+        match send(socket, bytes, fds) {
+            Ok(sent) => {
+                bytes = &bytes[sent..];
+                fds = &[];
+                first = false;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let mut polled = [rustix::event::PollFd::new(
+                    &socket,
+                    rustix::event::PollFlags::OUT,
+                )];
+                match rustix::event::poll(&mut polled, None) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 /// A Unix socket (stream or seqpacket) driven by tokio. (tokio's stream
 /// type carries a seqpacket socket as well: it only waits for readiness;
 /// the sends and receives are this module's.)

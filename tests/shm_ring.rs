@@ -9,6 +9,7 @@ use mysticchallenge::transport::shm::mapping::{HeapMapping, Mapping};
 use mysticchallenge::transport::shm::ring::{
     CONTROL_BYTES, Consumer, Producer, RingPlacement, create,
 };
+use mysticchallenge::wire::FrameHeader;
 use proptest::prelude::*;
 
 fn ring(capacity: usize) -> (Producer, Consumer) {
@@ -53,15 +54,18 @@ proptest! {
         prop_assert_eq!(&received[..], &stream[..sent]);
     }
 
-    /// Frames of random sizes, many larger than the ring, stream through it.
+    /// Frames of random sizes, many larger than the ring, written in
+    /// pieces of random sizes, stream through it.
     #[test]
-    fn frames_of_any_size_stream_through(log_capacity in 4u32..10, sizes in prop::collection::vec(0usize..3000, 1..12)) {
+    fn frames_of_any_size_stream_through(log_capacity in 4u32..10, sizes in prop::collection::vec((0usize..3000, 0usize..3000), 1..12)) {
         let capacity = 1usize << log_capacity;
         let (mut producer, mut consumer) = ring(capacity);
         let mut reader = FrameReader::new(usize::MAX);
-        for (index, size) in sizes.into_iter().enumerate() {
+        for (index, (size, cut)) in sizes.into_iter().enumerate() {
             let payload = message(size, index as u8);
-            let mut writer = FrameWriter::new(&payload);
+            let (head, tail) = payload.split_at(cut.min(size));
+            let pieces = [head, tail];
+            let mut writer = FrameWriter::new(FrameHeader::new(size as u64), &pieces);
             let received = loop {
                 writer.pump(&mut producer).unwrap();
                 if let (Some(frame), _) = reader.pump(&mut consumer).unwrap() {
@@ -69,7 +73,7 @@ proptest! {
                 }
             };
             prop_assert!(writer.pump(&mut producer).unwrap().finished);
-            prop_assert_eq!(received, payload);
+            prop_assert_eq!(received.payload, Some(payload));
         }
         prop_assert_eq!(consumer.available().unwrap(), 0);
     }
@@ -87,7 +91,8 @@ fn a_producer_and_a_consumer_on_different_threads_agree() {
     let to_send = expected.clone();
     let writer = std::thread::spawn(move || {
         for payload in to_send {
-            let mut frame = FrameWriter::new(payload);
+            let pieces = [&payload[..]];
+            let mut frame = FrameWriter::new(FrameHeader::new(payload.len() as u64), &pieces);
             while !frame.pump(&mut producer).unwrap().finished {
                 std::thread::yield_now();
             }
@@ -101,7 +106,7 @@ fn a_producer_and_a_consumer_on_different_threads_agree() {
                 (None, _) => std::thread::yield_now(),
             }
         };
-        assert_eq!(received, payload);
+        assert_eq!(received.payload, Some(payload));
     }
     writer.join().unwrap();
 }

@@ -1,28 +1,29 @@
-"""Entry point: ``python -m worker_shim --transport pipe|shm [--memory-limit BYTES]
-[--max-output-bytes BYTES] [--preload M,...] [--debuggable]`` runs one
-worker; ``python -m worker_shim --template [--preload M,...] [--debuggable]``
-runs the template that forks workers (``_template.py``), each of which then
-goes on here as if started with its own arguments.
+"""Entry point: ``python -m worker_shim --transport pipe|shm
+[--max-payload-bytes BYTES] [--memory-limit BYTES] [--max-output-bytes BYTES]
+[--preload M,...] [--debuggable]`` runs one worker; ``python -m worker_shim
+--template [--preload M,...] [--debuggable]`` runs the template that forks
+workers (``_template.py``), each of which then goes on here as if started
+with its own arguments.
 
-With ``pipe``, the protocol runs over stdin and stdout; with ``shm``, stdin
-is the doorbell socket and stdout the shared-memory segment, handed over by
-the gateway. Either way fd 3 is the segment channel
-(``_segment_channel.py``).
+A worker's fd 0 is its link to the gateway, a socket that the native core
+(``mystic_native.WorkerLink``) speaks: base64 lines with ``pipe``; with
+``shm``, the handshake and descriptors, while payloads go through
+shared-memory rings that the gateway sends over it once the worker has
+said it is no longer dumpable. Segments (a call's arguments, a result)
+come and go over the link with their request and response.
 
 Start-up order: parse arguments, close the process to its siblings (not
 dumpable, unless ``--debuggable``: ``_dumpable.py``), make sure the native
 core (``mystic_native``) imports (else exit ``NATIVE_MISSING`` with one line
 saying so, which the gateway turns into what to install), tie the worker's
-life to the gateway's,
-move the protocol off fds 0/1, cap the address space, open the transport's
-channel, then serve calls until EOF (``_loop.py``, which owns the exit
-statuses of a running worker).
+life to the gateway's, move the link off fd 0, cap the address space,
+preload, then serve calls until the gateway goes (``_loop.py``, which owns
+the exit statuses of a running worker).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 
@@ -37,6 +38,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     role = parser.add_mutually_exclusive_group(required=True)
     role.add_argument("--transport", choices=("pipe", "shm"))
     role.add_argument("--template", action="store_true", help="fork workers on request")
+    parser.add_argument(
+        "--max-payload-bytes",
+        type=_bytes,
+        default=DEFAULT_MAX_PAYLOAD_BYTES,
+        help="the largest request the gateway sends, in bytes "
+        f"(default: {DEFAULT_MAX_PAYLOAD_BYTES})",
+    )
     parser.add_argument(
         "--memory-limit", type=int, help="address-space limit in bytes (RLIMIT_AS, soft and hard)"
     )
@@ -68,6 +76,9 @@ def _bytes(text: str) -> int:
         raise ValueError(text)
     return value
 
+
+#: The gateway's default ``--max-payload-bytes``.
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 30
 
 #: The exit status of a worker (or template) whose interpreter cannot import
 #: the native core.
@@ -136,15 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] = outcome
         args = parse_args(outcome)
     _parent.die_with_parent()
-    # After the native core's check: the payload format needs it.
-    from . import _segment_channel
-
-    # Before the protocol's fds move: they must not land on fd 3.
-    _segment_channel.open_channel()
-    reader, writer = _stdio.take_protocol_streams()
+    link = _stdio.take_link()
 
     # Imported after fd hygiene: nothing may print to fd 1. (A forked worker
     # has them already, from the template.)
+    from mystic_native import WorkerLink
+
     from . import _executor, _loop
 
     _output.set_max_bytes(args.max_output_bytes)
@@ -156,24 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         return PRELOAD_FAILED
 
     try:
-        if args.transport == "shm":
-            from . import _shm
-
-            # The fds, not the buffered streams: stdin is the doorbell, stdout
-            # the segment.
-            doorbell, segment = os.dup(reader.fileno()), os.dup(writer.fileno())
-            reader.close()
-            writer.close()
-            try:
-                channel = _shm.attach(segment, doorbell)
-            except _shm.AttachError as exc:
-                print(f"worker_shim: {exc}", file=sys.stderr)
-                return exc.status
-        else:
-            from . import _pipe
-
-            channel = _pipe.PipeChannel(reader, writer)
-        return _loop.serve(channel, _executor.execute)
+        return _loop.serve(
+            WorkerLink(link, args.transport, args.max_payload_bytes), _executor.execute
+        )
     except MemoryError:
         # Calls catch their own MemoryError; this is the worker itself (its
         # imports, its rings, a request buffer) not fitting.

@@ -1,8 +1,6 @@
 """Runs one encoded call and returns the encoded response; never raises.
 
-Steps: take the call's segment off the segment channel if it names one
-(before anything else about the call can fail: it is closed whatever
-happens to the call), find the request's function (unpickled from the
+Steps: find the request's function (unpickled from the
 request and kept by digest in a :class:`FunctionCache`, or found there; a
 digest it does not hold is answered with a *miss* for the gateway, which
 then attaches the function; a response to a call whose attached function
@@ -20,12 +18,13 @@ that keep the head and the tail of what it prints (``_output.py``,
   traceback instead.
 
 A call from a caller on the gateway's host (``MCQ3``, ``mystic_wire/_segments.py``)
-may bring its pickle and large buffers in a segment, which the gateway sends
-on the segment channel before the call (``_segment_channel.py``): the
-arguments are unpickled over the worker's private mapping of it, arrays in
-place. Its result, when it holds buffers of the caller's threshold or more
-(or its pickle is that large), goes back in a segment the worker writes,
-seals and sends on the channel, answered ``MCR2``; any other outcome inline.
+may bring its pickle and large buffers in a segment, which comes with the
+request over the link: the arguments are unpickled over the worker's
+private mapping of it, arrays in place, and the segment is closed whatever
+happens to the call. Its result, when it holds buffers of the caller's
+threshold or more (or its pickle is that large), goes back in a segment the
+worker writes and seals, sent with the response (``MCR2``); any other
+outcome inline.
 
 A function that returns a generator (or another iterator) has its items
 listed into the result; a call sent to stream its items (``MCS1``) gets them
@@ -46,6 +45,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+from mystic_native import Segment
 from mystic_wire import (
     CLOSE_REQUEST,
     ERROR,
@@ -68,7 +68,7 @@ from mystic_wire import (
     split_request,
 )
 
-from . import _output, _segment_channel
+from . import _output
 from ._functions import FunctionCache
 from ._items import ItemStream
 from ._output import BoundedText
@@ -96,7 +96,10 @@ class _Results:
 
 
 _RESULTS = _Results()
-_NO_SEGMENT = _segment_channel.CallSegment(0, None)
+
+#: A response: its pieces, and the descriptor of its result segment (the
+#: caller's to close once sent) or None.
+Response = tuple[list[Buffer], "int | None"]
 
 
 class _Miss(Exception):
@@ -108,31 +111,45 @@ class _Miss(Exception):
 
 def execute(
     payload: bytes | memoryview,
+    segment: Segment | None = None,
     functions: FunctionCache = _FUNCTIONS,
     streams: _Streams = _STREAMS,
-) -> list[Buffer]:
-    """Runs the call in ``payload`` (or goes on with the one streaming its
-    items); returns the response payload, as the pieces it is made of (see
-    ``encode_response_parts``)."""
+) -> Response:
+    """Runs the call in ``payload`` (``segment``: the one that came with it;
+    closed here) or goes on with the one streaming its items; returns the
+    response (see ``encode_response_parts`` for its pieces)."""
+    try:
+        return _execute(payload, segment, functions, streams)
+    finally:
+        # The arguments' segment goes as soon as nothing of the call holds it.
+        if segment is not None:
+            segment.close()
+
+
+def _execute(
+    payload: bytes | memoryview,
+    segment: Segment | None,
+    functions: FunctionCache,
+    streams: _Streams,
+) -> Response:
     magic = bytes(payload[:_MAGIC_BYTES])
     active, streams.active = streams.active, None
     if magic in (NEXT_REQUEST, CLOSE_REQUEST):
         if active is None:
             message = "the gateway asked for items, but no call is streaming them"
-            return [encode_response(ERROR, message, "", "")]
+            return [encode_response(ERROR, message, "", "")], None
         response = active.next(_encode) if magic == NEXT_REQUEST else active.close(_encode)
         if not active.over:
             streams.active = active
-        return response
+        return response, None
     if active is not None:
         active.close(_encode)
     streamed = magic == STREAM_MAGIC
     if streamed:
         payload = memoryview(payload)[_MAGIC_BYTES:]
     stdout, stderr = _output.capture("stdout"), _output.capture("stderr")
-    segment = _NO_SEGMENT
+    result_segment = None
     try:
-        segment = _segment_channel.CallSegment.take(payload)
         kind, value, kept = _run(payload, segment, functions, stdout, stderr, streamed)
         if streamed and kind == OK:
             stream = ItemStream(value, stdout, stderr)
@@ -140,24 +157,24 @@ def execute(
             if not stream.over:
                 streams.active = stream
         elif kind == OK and _RESULTS.threshold:
-            response = _encode_result(value, stdout.getvalue(), stderr.getvalue())
+            response, result_segment = _encode_result(value, stdout.getvalue(), stderr.getvalue())
         else:
             response = _encode(kind, value, stdout.getvalue(), stderr.getvalue())
-        return [KEPT_MAGIC, *response] if kept else response
+        return ([KEPT_MAGIC, *response] if kept else response), result_segment
     except _Miss as miss:
-        return [encode_miss(miss.digest)]
+        return [encode_miss(miss.digest)], None
     except BaseException as exc:  # a bug here must not end the worker
+        if result_segment is not None:
+            os.close(result_segment)
         message = f"the worker failed to handle the call: {type(exc).__name__}: {exc}"
-        return [encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())]
+        return [encode_response(ERROR, message, stdout.getvalue(), stderr.getvalue())], None
     finally:
-        # The arguments' segment goes as soon as nothing of the call holds it.
-        segment.close()
         _RESULTS.threshold, _RESULTS.borrowed = 0, None
 
 
 def _run(
     payload: bytes | memoryview,
-    segment: _segment_channel.CallSegment,
+    segment: Segment | None,
     functions: FunctionCache,
     stdout: BoundedText,
     stderr: BoundedText,
@@ -180,12 +197,14 @@ def _run(
                 kept = functions.put(digest, function, pickled.nbytes)
             if segmented:
                 header = _segments.parse_call(call)
-                (args, kwargs, spec), mapping = _segments.load_call(header, segment.fd)
+                fd = None if segment is None else segment.fileno()
+                (args, kwargs, spec), mapping = _segments.load_call(header, fd)
                 if not streamed:
                     _RESULTS.threshold = header.result_threshold
-                    _RESULTS.borrowed = mapping and _segments.Borrowed(mapping, segment.fd)
+                    _RESULTS.borrowed = mapping and _segments.Borrowed(mapping, fd)
                 # Mapped: the mapping keeps what it needs of the segment.
-                segment.close()
+                if segment is not None:
+                    segment.close()
             else:
                 args, kwargs, spec = decode_call(call)
             del pickled, call
@@ -217,29 +236,24 @@ def _run(
         sys.stdout, sys.stderr = saved
 
 
-def _encode_result(value: Any, stdout: str, stderr: str) -> list[Buffer]:
+def _encode_result(value: Any, stdout: str, stderr: str) -> Response:
     """An ``"ok"`` response for a caller that takes results in a segment:
     in one when it is large enough, inline otherwise."""
-    channel = _segment_channel.channel()
     try:
         pickled = _segments.dump((OK, value, stdout, stderr), _RESULTS.threshold)
-        if channel is None or not pickled.needs_segment(_RESULTS.threshold):
-            return [RESPONSE_MAGIC, *pickled.pieces]
+        if not pickled.needs_segment(_RESULTS.threshold):
+            return [RESPONSE_MAGIC, *pickled.pieces], None
         fd, layout = _segments.write_segment(pickled, _RESULTS.borrowed)
-        del pickled
-        # The response is whole before its segment goes: nothing can fail
-        # between the two, so no segment is left for another response.
-        response = [_segments.response_header(), _segments.encode_body(layout)]
         try:
-            channel.send(fd)
-        finally:
+            return [_segments.response_header(), _segments.encode_body(layout)], fd
+        except BaseException:
             os.close(fd)
-        return response
+            raise
     except Exception:
         # No memory or descriptors for a segment: inline, then; a result
         # that cannot be pickled: _encode says so.
         pass
-    return _encode(OK, value, stdout, stderr)
+    return _encode(OK, value, stdout, stderr), None
 
 
 def _iterate(result: Any, function: Any) -> Iterator[Any]:

@@ -1,11 +1,13 @@
 """The serve loop, one for every transport, and the worker's exit conventions.
 
-The loop says ``ready`` once, then answers requests one at a time until the
-gateway goes away. It ends in one of three ways:
+The loop drives the worker's link (``mystic_native.WorkerLink``, which
+speaks the transport, the GIL released while it waits): it says ``ready``
+once, then answers requests one at a time until the gateway goes away. It
+ends in one of three ways:
 
-- the gateway closed its end (:class:`GatewayGone`): exit status 0;
-- a protocol error (:class:`ProtocolError`) or a failed stream (``OSError``):
-  one line ``worker_shim: ...`` on stderr, exit status 1.
+- the gateway closed its end (``GatewayGone``): exit status 0;
+- a protocol error (``ProtocolError``) or a failed link (``OSError``): one
+  line ``worker_shim: ...`` on stderr, exit status 1.
 
 A function's own failures never reach the loop: ``execute`` turns them into
 responses.
@@ -13,37 +15,43 @@ responses.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
+from mystic_native import GatewayGone, ProtocolError, Segment, WorkerLink
 from mystic_wire import Buffer
 
-from ._channel import Channel, GatewayGone, ProtocolError
+#: Runs one request (its bytes, and the segment that came with it); the
+#: response's pieces, and the descriptor of its result segment (the loop's
+#: to close once sent) or None.
+Execute = Callable[[memoryview, "Segment | None"], tuple[list[Buffer], int | None]]
 
-Execute = Callable[[memoryview], list[Buffer]]
 
-
-def serve(channel: Channel, execute: Execute) -> int:
-    """Answers requests on ``channel`` until the gateway goes away; returns the
+def serve(link: WorkerLink, execute: Execute) -> int:
+    """Answers requests on ``link`` until the gateway goes away; returns the
     process exit status."""
-    receive, release, send = channel.receive, channel.release, channel.send
+    receive, send = link.receive, link.send
     try:
-        channel.ready()
+        link.ready()
         while True:
-            payload, ticket = receive()
-            response = execute(payload)
-            # The request is let go of before the response is sent: once the
-            # gateway has the response it may reuse what the request held.
-            payload.release()
-            release(ticket)
-            send(response)
+            message = receive()
+            # The message owns its bytes: what a function keeps of them
+            # (an argument unpickled in place) stays valid.
+            response, segment = execute(memoryview(message), message.segment)
+            del message
+            try:
+                send(response, segment)
+            finally:
+                if segment is not None:
+                    os.close(segment)
             del response
     except GatewayGone:
         return 0
     except ProtocolError as exc:
         return _fail(f"protocol error: {exc}")
     except OSError as exc:
-        return _fail(f"the protocol stream failed: {exc}")
+        return _fail(f"the link failed: {exc}")
 
 
 def _fail(message: str) -> int:

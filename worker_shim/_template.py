@@ -5,8 +5,8 @@ with a Unix stream socket as stdin, its control channel. The
 template imports everything a worker needs, then the ``--preload`` modules,
 freezes what it holds against the cycle collector (so that the pages stay
 shared with every worker, copy-on-write), and says ``ready``. Then, for each
-message ``fork <request> <index> <arg>...`` with four file descriptors
-attached (the worker's stdin, stdout, stderr and segment channel), it forks a middle process
+message ``fork <request> <index> <arg>...`` with three file descriptors
+attached (the worker's fds 0 to 2: its link, stdout and stderr), it forks a middle process
 and goes on to the next request; the middle forks the worker, answers
 ``forked <request> <pid>`` (or ``error <request> <reason>``) and exits, so
 the worker is re-parented to the gateway (a child subreaper), which waits for
@@ -39,8 +39,8 @@ from . import _parent
 
 PRELOAD_FAILED = 3
 MAX_MESSAGE = 64 * 1024
-# A worker's stdin, stdout, stderr and segment channel: its fds 0 to 3.
-WORKER_FDS = 4
+# A worker's link, stdout and stderr: its fds 0 to 2.
+WORKER_FDS = 3
 #: How long a new worker waits to be re-parented to the gateway.
 REPARENT_LIMIT = 2.0
 
@@ -93,7 +93,9 @@ def import_all(modules: list[str]) -> tuple[str, str] | None:
 
 def _import_worker() -> None:
     """Everything a worker imports, so that a forked one imports nothing."""
-    from . import _executor, _loop, _pipe, _segment_channel, _shm, _stdio  # noqa: F401
+    import mystic_native  # noqa: F401
+
+    from . import _executor, _loop, _stdio  # noqa: F401
 
 
 def _receive(control: socket.socket) -> tuple[bytes, list[int]]:

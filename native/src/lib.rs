@@ -4,23 +4,61 @@
 //! exports; each export lives in a file of its own:
 //!
 //! - [`wire`]: the wire format (the gateway's `mysticchallenge::wire`), for
-//!   `mystic_wire` and the worker's ring; the constants below are its.
+//!   `mystic_wire`; the constants below are its.
+//! - [`worker_link`]: a worker's channel to the gateway (`pipe`, `shm`),
+//!   handing requests ([`message`]) and the segments they bring
+//!   ([`segment`]) to Python without a copy ([`buffer`]: the buffer
+//!   protocol); [`errors`]: how a link ends; [`handover`]: descriptors
+//!   Python hands over.
 
+// `unsafe` only where Python's C interface needs it: the buffer protocol,
+// and the descriptors Python hands over.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod buffer;
+mod errors;
+#[allow(unsafe_code)]
+mod handover;
+#[allow(unsafe_code)]
+mod message;
+mod pipe;
+mod segment;
+mod shm;
 mod wire;
+mod worker_link;
 
 use pyo3::prelude::*;
 
 /// The module's contents.
 #[pymodule]
 mod _native {
-    use mysticchallenge::wire::{answers, calls, frame, items, records, segmented};
+    use mysticchallenge::wire::{answers, calls, items, records, segmented};
+    use pyo3::prelude::*;
 
     #[pymodule_export]
     use super::wire::{
-        attach, by_digest_header, call_header, decode_frame_header, encode_body,
-        encode_frame_header, encode_miss, named_handle, pack_record, parse_call, parse_response,
-        response_header, split_request, strip_kept, unpack_record,
+        attach, by_digest_header, call_header, encode_body, encode_miss, pack_record, parse_call,
+        parse_response, response_header, split_request, strip_kept, unpack_record,
     };
+
+    #[pymodule_export]
+    use super::message::Message;
+    #[pymodule_export]
+    use super::segment::Segment;
+    #[pymodule_export]
+    use super::worker_link::WorkerLink;
+
+    #[pymodule_init]
+    fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = module.py();
+        module.add("GatewayGone", py.get_type::<super::errors::GatewayGone>())?;
+        module.add(
+            "ProtocolError",
+            py.get_type::<super::errors::ProtocolError>(),
+        )?;
+        Ok(())
+    }
 
     #[pymodule_export]
     #[allow(non_upper_case_globals)]
@@ -74,10 +112,6 @@ mod _native {
     #[pymodule_export]
     const RECORD_DROP: &[u8] = &records::DROP;
     #[pymodule_export]
-    const RECORD_CALL: &[u8] = &records::CALL;
-    #[pymodule_export]
-    const RECORD_RESULT: &[u8] = &records::RESULT;
-    #[pymodule_export]
     const STATUS_OK: u32 = records::OK;
     #[pymodule_export]
     const STATUS_REFUSED: u32 = records::REFUSED;
@@ -89,10 +123,4 @@ mod _native {
     const STATUS_UNKNOWN: u32 = records::UNKNOWN;
     #[pymodule_export]
     const STATUS_BAD_REQUEST: u32 = records::BAD_REQUEST;
-
-    // Ring frames.
-    #[pymodule_export]
-    const FRAME_HEADER_BYTES: usize = frame::HEADER_BYTES;
-    #[pymodule_export]
-    const MAX_FRAME_LEN: u64 = frame::MAX_FRAME_LEN;
 }

@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use mysticchallenge::wire::segmented::{self, CallHeader, Layout, Place, Source};
-use mysticchallenge::wire::{FrameHeader, Peek, Record, WireError, answers, calls, fixed};
+use mysticchallenge::wire::{Peek, Record, WireError, answers, calls, fixed};
 use pyo3::buffer::{PyBuffer, ReadOnlyCell};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PySlice, PyTuple};
@@ -213,15 +213,6 @@ pub fn strip_kept<'py>(response: &Bound<'py, PyAny>) -> PyResult<(bool, Bound<'p
     Ok((true, slice(&view, start..payload.bytes().len())?))
 }
 
-/// The handle of the segment a request's `MCQ3` call names (0: none, or
-/// an `MCQ2` call); None when the request is too malformed to tell.
-#[pyfunction]
-pub fn named_handle(request: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
-    let payload = Payload::new(request, "request payload")?;
-    Ok(segmented::named_handle(&payload.bytes()))
-}
-
-/// The header of an `MCQ3` call; its body follows.
 #[pyfunction]
 pub fn call_header<'py>(
     py: Python<'py>,
@@ -340,18 +331,4 @@ pub fn unpack_record<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTup
         PyBytes::new(py, &record.token),
     );
     (kind, record.status, record.handle, token).into_pyobject(py)
-}
-
-/// The header of a ring frame of `length` payload bytes.
-#[pyfunction]
-pub fn encode_frame_header(py: Python<'_>, length: u64) -> Bound<'_, PyBytes> {
-    PyBytes::new(py, &FrameHeader::new(length).encode())
-}
-
-/// The payload length a ring frame's header announces, checked.
-#[pyfunction]
-pub fn decode_frame_header(data: &Bound<'_, PyAny>) -> PyResult<u64> {
-    let payload = Payload::new(data, "frame header")?;
-    let header = FrameHeader::read(&payload.bytes()).map_err(codec_error)?;
-    Ok(header.len)
 }

@@ -1,6 +1,5 @@
 //! The call conversation: what the actor and one worker process say to each
-//! other about a call, over the process's link (its transport and its
-//! segment channel). The actor (`worker.rs`) decides when a call runs and
+//! other about a call, over the process's link (its transport). The actor (`worker.rs`) decides when a call runs and
 //! what happens when the process fails; a [`Conversation`] only talks.
 //!
 //! - A call goes by digest if the process said it kept its function,
@@ -9,8 +8,8 @@
 //! - A call that streams its items is a conversation of its own: chunk
 //!   after chunk, each asked for only once the caller took the last
 //!   (`NEXT`), or no more once the caller has gone (`CLOSE`).
-//! - A result that comes back in a segment is taken off the segment channel
-//!   and held for its caller.
+//! - A call's segment goes with its request; a result's segment comes with
+//!   its response (`MCR2`), is checked and held for its caller.
 //! - Each result takes its bytes of the results budget before it is handed
 //!   on, waiting while there is no room ([`Conversation::undelivered`]).
 
@@ -24,8 +23,8 @@ use crate::budget::Budget;
 use crate::error::Direction;
 use crate::functions::{KnownFunctions, WorkerCall};
 use crate::metrics::Metrics;
-use crate::segments::{ChannelError, SegmentError, WorkerSegments};
-use crate::transport::{Transport, TransportError};
+use crate::segments::{Sealed, SegmentError};
+use crate::transport::{Incoming, Transport, TransportError};
 use crate::wire::{answers, items, segmented};
 
 /// One worker process's link, and what the actor knows of it: the
@@ -34,7 +33,6 @@ use crate::wire::{answers, items, segmented};
 #[derive(Debug)]
 pub(super) struct Conversation {
     transport: Transport,
-    segments: WorkerSegments,
     known: KnownFunctions,
     /// The largest result segment taken from the worker.
     max_payload_bytes: usize,
@@ -47,14 +45,12 @@ impl Conversation {
     /// A conversation over a process's link, once it has shaken hands.
     pub(super) fn new(
         transport: Transport,
-        segments: WorkerSegments,
         max_payload_bytes: usize,
         results: Arc<Budget>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Conversation {
             transport,
-            segments,
             known: KnownFunctions::default(),
             max_payload_bytes,
             results,
@@ -91,7 +87,7 @@ impl Conversation {
                 Bytes::from_static(items::CLOSE)
             };
             self.metrics.moved(Direction::Request, request.len());
-            response = self.transport.call(request).await?;
+            response = only_payload(self.transport.call(request, None).await?)?;
         }
         Ok(response)
     }
@@ -127,20 +123,22 @@ impl Conversation {
             self.metrics.moved(Direction::Request, request.len());
             let argument = call
                 .segments()
-                .and_then(|segments| segments.argument.as_ref());
-            if let Some((handle, segment)) = argument {
-                self.segments.send(*handle, segment).await?;
-            }
-            let response = self.transport.call(request).await?;
+                .and_then(|segments| segments.argument.as_ref())
+                .map(|(_handle, segment)| segment.fd());
+            let Incoming { payload, segment } = self.transport.call(request, argument).await?;
             // Known from now on only if the worker says it kept it (it
             // keeps none over its own bounds); by digest, it had it.
-            let (kept, start) = answers::strip_kept(&response[..]);
-            let response = response.slice(start..);
+            let (kept, start) = answers::strip_kept(&payload[..]);
+            let response = payload.slice(start..);
             if kept {
                 self.known.learned(*call.digest());
             }
-            if segmented::is_segment_response(&response[..]) {
-                return self.result_segment(call, &response, share).await;
+            match (segmented::is_segment_response(&response[..]), segment) {
+                (true, Some(segment)) => {
+                    return self.result_segment(call, &response, segment, share).await;
+                }
+                (false, None) => {}
+                _ => return Err(TransportError::UnexpectedSegment),
             }
             if !answers::is_miss(&response[..]) {
                 return Ok(response);
@@ -152,17 +150,18 @@ impl Conversation {
         }
     }
 
-    /// Takes the segment of an `MCR2` response and holds it for the caller;
-    /// the response with the handle the caller takes it by.
+    /// Checks the segment of an `MCR2` response and holds it for the
+    /// caller; the response with the handle the caller takes it by.
     async fn result_segment(
         &mut self,
         call: &WorkerCall,
         response: &[u8],
+        segment: std::os::fd::OwnedFd,
         share: Option<&Share>,
     ) -> Result<Bytes, TransportError> {
-        let result = match self.segments.receive(self.max_payload_bytes).await {
+        let result = match Sealed::check(segment, self.max_payload_bytes) {
             Ok(result) => result,
-            Err(ChannelError::Refused(SegmentError::TooLarge { size, limit })) => {
+            Err(SegmentError::TooLarge { size, limit }) => {
                 return Err(TransportError::ResponseTooLarge { size, limit });
             }
             Err(err) => return Err(err.into()),
@@ -180,5 +179,13 @@ impl Conversation {
             () = caller.session.closed() => 0,
         };
         Ok(segmented::with_handle(response, handle))
+    }
+}
+
+/// The payload of a response that must not bring a segment.
+fn only_payload(incoming: Incoming) -> Result<Bytes, TransportError> {
+    match incoming.segment {
+        None => Ok(incoming.payload),
+        Some(_) => Err(TransportError::UnexpectedSegment),
     }
 }

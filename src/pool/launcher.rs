@@ -23,10 +23,9 @@ use tracing::{info, warn};
 use super::adopted::Reaper;
 use super::process::{OsProcess, WorkerStdio, signal_group, spawn_direct};
 use super::restart::Backoff;
-use super::spawn::{Spawned, Spawner};
+use super::spawn::Spawner;
 use super::startup::StartError;
 use super::template::{Event, Reply, Template, TemplateError};
-use crate::transport::ChildStdio;
 
 /// How workers are started and with what.
 #[derive(Debug, Clone)]
@@ -74,7 +73,7 @@ pub struct Launcher {
 struct ForkRequest {
     index: usize,
     args: Vec<String>,
-    stdio: [OwnedFd; 4],
+    stdio: [OwnedFd; 3],
     reply: oneshot::Sender<Forked>,
 }
 
@@ -82,7 +81,7 @@ enum Forked {
     /// The template forked it: this pid, soon the gateway's child.
     Pid(u32),
     /// No template: start it directly, with its stdio given back.
-    Direct([OwnedFd; 4]),
+    Direct([OwnedFd; 3]),
     Failed(TemplateError),
 }
 
@@ -152,14 +151,10 @@ impl Spawner for Launcher {
         &self,
         index: usize,
         transport_args: &[String],
-        stdio: ChildStdio,
-        segments: OwnedFd,
-    ) -> Result<Spawned<OsProcess>, StartError> {
-        let WorkerStdio {
-            mut child,
-            pipes,
-            stderr,
-        } = WorkerStdio::new(stdio, segments).map_err(|err| self.spawn_failed(err))?;
+        link: OwnedFd,
+    ) -> Result<OsProcess, StartError> {
+        let WorkerStdio { mut child, stderr } =
+            WorkerStdio::new(link).map_err(|err| self.spawn_failed(err))?;
         if let (Some(forks), Some(reaper)) = (&self.forks, &self.reaper) {
             let (reply, forked) = oneshot::channel();
             let request = ForkRequest {
@@ -181,9 +176,8 @@ impl Spawner for Launcher {
                 })?;
             match forked {
                 Ok(Forked::Pid(pid)) => {
-                    let process = OsProcess::adopted(pid, stderr, index, reaper.clone())
-                        .map_err(|err| self.spawn_failed(err))?;
-                    return Ok(Spawned { process, pipes });
+                    return OsProcess::adopted(pid, stderr, index, reaper.clone())
+                        .map_err(|err| self.spawn_failed(err));
                 }
                 Ok(Forked::Direct(given_back)) => child = given_back,
                 Ok(Forked::Failed(TemplateError::Preload { module, reason })) => {
@@ -194,10 +188,9 @@ impl Spawner for Launcher {
             }
         }
         let args = self.worker_args(transport_args, true);
-        let process = spawn_direct(&self.settings.python, index, &args, child)
+        spawn_direct(&self.settings.python, index, &args, child)
             .and_then(|process| OsProcess::direct(process, stderr, index, self.reaper.clone()))
-            .map_err(|err| self.spawn_failed(err))?;
-        Ok(Spawned { process, pipes })
+            .map_err(|err| self.spawn_failed(err))
     }
 
     fn program(&self) -> String {

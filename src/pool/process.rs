@@ -3,7 +3,7 @@
 //! group) or forked by the template and adopted; either way it drains its
 //! stderr into the log ([`StderrDrain`]), and stops it (EOF, then SIGTERM
 //! to its process group, then SIGKILL). [`WorkerStdio`] makes a worker's
-//! stdin, stdout and stderr before it exists.
+//! fds 0 to 2 (its link, and its stderr twice) before it exists.
 
 use std::ffi::OsString;
 use std::io;
@@ -12,68 +12,47 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use command_fds::{CommandFdExt as _, FdMapping};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use rustix::pipe::PipeFlags;
-use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
 use super::adopted::{Adopted, Reaper};
-use super::spawn::{Stdin, Stdout, WorkerProcess};
-use super::stderr::{StderrDrain, stderr_pipe};
-use crate::transport::ChildStdio;
+use super::spawn::WorkerProcess;
+use super::stderr::{StderrDrain, stderr_socket};
 
 /// How long a worker gets after stdin EOF, and again after SIGTERM.
 const STOP_STEP: Duration = Duration::from_secs(2);
 
-/// A worker's stdin, stdout and stderr, made before it starts.
+/// A worker's fds 0 to 2, made before it starts.
 pub struct WorkerStdio {
-    /// The worker's ends, in fd order: stdin, stdout, stderr and its
-    /// segment channel (fd 3).
-    pub child: [OwnedFd; 4],
-    /// The gateway's ends of its stdin and stdout, when those are pipes.
-    pub pipes: Option<(Stdin, Stdout)>,
+    /// The worker's ends, in fd order: its link (fd 0), and its stderr
+    /// socket as its stdout and stderr.
+    pub child: [OwnedFd; 3],
     /// The gateway's end of its stderr.
     pub stderr: OwnedFd,
 }
 
 impl WorkerStdio {
-    /// Pipes, or the files the transport made, for stdin and stdout; a pipe
-    /// for stderr.
-    pub fn new(stdio: ChildStdio, segments: OwnedFd) -> io::Result<WorkerStdio> {
-        let (stderr, child_stderr) = stderr_pipe()?;
-        let (child_stdin, child_stdout, pipes) = match stdio {
-            ChildStdio::Given { stdin, stdout } => (stdin, stdout, None),
-            ChildStdio::Pipes => {
-                let (child_stdin, stdin) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
-                let (stdout, child_stdout) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
-                let stdin: Stdin = Box::new(pipe::Sender::from_owned_fd(stdin)?);
-                let stdout: Stdout = Box::new(pipe::Receiver::from_owned_fd(stdout)?);
-                (child_stdin, child_stdout, Some((stdin, stdout)))
-            }
-        };
+    /// `link` as fd 0; a new socket for stdout and stderr.
+    pub fn new(link: OwnedFd) -> io::Result<WorkerStdio> {
+        let (stderr, child_stderr) = stderr_socket()?;
+        let child_stdout = child_stderr.try_clone()?;
         Ok(WorkerStdio {
-            child: [child_stdin, child_stdout, child_stderr, segments],
-            pipes,
+            child: [link, child_stdout, child_stderr],
             stderr,
         })
     }
 }
 
-/// The worker's end of its segment channel (`worker_shim` expects it there).
-pub const SEGMENTS_FD: i32 = 3;
-
 /// Starts slot `index`'s worker as `<python> -m worker_shim <args>`, in its
-/// own process group, with `stdio` as its stdin, stdout, stderr and
-/// [`SEGMENTS_FD`].
+/// own process group, with `stdio` as its fds 0 to 2 (and nothing else).
 pub fn spawn_direct(
     python: &OsString,
     index: usize,
     args: &[String],
-    stdio: [OwnedFd; 4],
+    stdio: [OwnedFd; 3],
 ) -> io::Result<Child> {
-    let [stdin, stdout, stderr, segments] = stdio;
+    let [link, stdout, stderr] = stdio;
     let mut command = Command::new(python);
     command
         .args(["-m", "worker_shim"])
@@ -81,19 +60,13 @@ pub fn spawn_direct(
         .env("MYSTIC_GATEWAY_PID", std::process::id().to_string())
         .env("MYSTIC_WORKER_INDEX", index.to_string())
         .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::from(stdin))
+        .stdin(Stdio::from(link))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         // Its own process group: a terminal's Ctrl-C reaches the gateway only,
         // which then stops the workers in order.
         .process_group(0)
         .kill_on_drop(true);
-    command
-        .fd_mappings(vec![FdMapping {
-            parent_fd: segments,
-            child_fd: SEGMENTS_FD,
-        }])
-        .map_err(io::Error::other)?;
     command.spawn()
 }
 
@@ -267,8 +240,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_interpreter_is_an_io_error() {
-        let segments = std::fs::File::open("/dev/null").unwrap().into();
-        let stdio = WorkerStdio::new(ChildStdio::Pipes, segments).unwrap();
+        let link = std::fs::File::open("/dev/null").unwrap().into();
+        let stdio = WorkerStdio::new(link).unwrap();
         match spawn_direct(&"/nonexistent/python".into(), 0, &[], stdio.child) {
             Err(err) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
             Ok(_) => panic!("a missing interpreter started"),

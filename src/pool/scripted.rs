@@ -1,6 +1,6 @@
 //! A scripted stand-in for a worker process, for the worker actor's unit
 //! tests: it speaks the real pipe protocol (`ready`, then one base64 line per
-//! request and per response) over in-memory pipes, keeps the functions it
+//! request and per response) over its link, a real socket pair, keeps the functions it
 //! was sent by digest as a real worker does (saying so with its answer, and
 //! answering a miss for one it lacks), streams the items of a call sent to stream them (as many chunks
 //! as its arguments say, each on request, until its end or a close), and
@@ -10,6 +10,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
@@ -17,14 +18,15 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, duplex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::spawn::{Spawned, Spawner, WorkerProcess};
+use super::spawn::{Spawner, WorkerProcess};
 use super::startup::StartError;
-use crate::transport::ChildStdio;
 use crate::wire::answers::{KEPT_MAGIC, miss};
 use crate::wire::{Request, items};
 
@@ -43,9 +45,9 @@ pub enum Script {
     AlwaysMisses,
     /// Says `ready`, then dies with `status` when the first call arrives.
     CrashOnCall(ExitStatus),
-    /// As `CrashOnCall`, but its pipes stay open, as when children the
+    /// As `CrashOnCall`, but its link stays open, as when children the
     /// function forked inherited them.
-    CrashHoldingPipes(ExitStatus),
+    CrashHoldingLink(ExitStatus),
     /// Says `ready`, then dies with `status` after `after`, without a call.
     DieIdle { after: Duration, status: ExitStatus },
     /// Says `ready`, then reads calls and never answers.
@@ -109,11 +111,9 @@ impl Spawner for ScriptedSpawner {
         &self,
         _index: usize,
         transport_args: &[String],
-        stdio: ChildStdio,
-        _segments: std::os::fd::OwnedFd,
-    ) -> Result<Spawned<Self::Process>, StartError> {
-        assert_eq!(transport_args, ["--transport", "pipe"]);
-        assert!(matches!(stdio, ChildStdio::Pipes));
+        link: OwnedFd,
+    ) -> Result<Self::Process, StartError> {
+        assert_eq!(transport_args[..2], ["--transport", "pipe"]);
         let script = self
             .scripts
             .lock()
@@ -127,24 +127,22 @@ impl Spawner for ScriptedSpawner {
             log.spawns.push(Instant::now());
             1000 + log.spawns.len() as u32
         };
-        let (stdin, worker_in) = duplex(1 << 16);
-        let (worker_out, stdout) = duplex(1 << 16);
+        let link = std::os::unix::net::UnixStream::from(link);
+        link.set_nonblocking(true).expect("a socket");
+        let (requests, responses) = UnixStream::from_std(link).expect("a socket").into_split();
         let exit = Arc::new(watch::Sender::new(None));
         let worker = tokio::spawn(run(
             script,
-            worker_in,
-            worker_out,
+            requests,
+            responses,
             Arc::clone(&exit),
             Arc::clone(&self.log),
         ));
-        Ok(Spawned {
-            process: ScriptedProcess {
-                pid,
-                exit,
-                worker: worker.abort_handle(),
-                log: Arc::clone(&self.log),
-            },
-            pipes: Some((Box::new(stdin), Box::new(stdout))),
+        Ok(ScriptedProcess {
+            pid,
+            exit,
+            worker: worker.abort_handle(),
+            log: Arc::clone(&self.log),
         })
     }
 
@@ -177,7 +175,7 @@ impl WorkerProcess for ScriptedProcess {
     }
 
     /// Like a kill of the process group: the worker and whatever holds its
-    /// pipes end now.
+    /// link end now.
     fn kill(&self) {
         self.exit.send_if_modified(|status| {
             let alive = status.is_none();
@@ -209,8 +207,8 @@ impl WorkerProcess for ScriptedProcess {
 /// The scripted worker's body.
 async fn run(
     script: Script,
-    stdin: DuplexStream,
-    mut stdout: DuplexStream,
+    stdin: OwnedReadHalf,
+    mut stdout: OwnedWriteHalf,
     exit: Arc<watch::Sender<Option<ExitStatus>>>,
     log: Arc<Mutex<Log>>,
 ) {
@@ -330,7 +328,7 @@ async fn run(
                 die(*status);
                 return;
             }
-            Script::CrashHoldingPipes(status) => {
+            Script::CrashHoldingLink(status) => {
                 die(*status);
                 std::future::pending::<()>().await;
             }
@@ -343,7 +341,7 @@ async fn run(
 }
 
 /// Writes one response line; false once the gateway has gone.
-async fn answer(stdout: &mut DuplexStream, response: &[u8]) -> bool {
+async fn answer(stdout: &mut OwnedWriteHalf, response: &[u8]) -> bool {
     let mut line = BASE64.encode(response);
     line.push('\n');
     stdout.write_all(line.as_bytes()).await.is_ok()

@@ -2,7 +2,7 @@
 //! [`Spawner`] starts one, a [`WorkerProcess`] is watched and stopped. The
 //! gateway's spawner forks workers from the template or runs `<python> -m
 //! worker_shim` (`launcher.rs`, `process.rs`); unit tests hand the actor
-//! scripted processes over in-memory pipes.
+//! scripted processes that speak the pipe protocol over the link.
 
 use std::future::Future;
 use std::io;
@@ -10,35 +10,20 @@ use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use super::startup::StartError;
-use crate::transport::ChildStdio;
-
-/// The worker's protocol streams: its stdin and stdout.
-pub type Stdin = Box<dyn AsyncWrite + Send + Unpin>;
-pub type Stdout = Box<dyn AsyncRead + Send + Unpin>;
-
-/// A started process, and its stdin and stdout when they are pipes.
-pub struct Spawned<P> {
-    pub process: P,
-    pub pipes: Option<(Stdin, Stdout)>,
-}
 
 /// Starts worker processes.
 pub trait Spawner: Send + Sync + 'static {
     type Process: WorkerProcess;
 
-    /// Starts slot `index`'s worker with `transport_args` (which channel it
-    /// speaks), `stdio` (what its stdin and stdout are) and `segments` (its
-    /// end of the segment channel, its fd 3).
+    /// Starts slot `index`'s worker with `transport_args` (what its link
+    /// speaks) and `link` (its end of the link, its fd 0).
     fn spawn(
         &self,
         index: usize,
         transport_args: &[String],
-        stdio: ChildStdio,
-        segments: OwnedFd,
-    ) -> impl Future<Output = Result<Spawned<Self::Process>, StartError>> + Send;
+        link: OwnedFd,
+    ) -> impl Future<Output = Result<Self::Process, StartError>> + Send;
 
     /// What is being run, for error messages (the interpreter's path).
     fn program(&self) -> String;
@@ -54,8 +39,8 @@ pub trait WorkerProcess: Send + 'static {
     /// Kills the process (and what it started) at once.
     fn kill(&self);
 
-    /// Stops the worker: the caller has already dropped its channel (EOF
-    /// asks the worker to exit); then SIGTERM, then SIGKILL.
+    /// Stops the worker: the caller has already dropped its link (EOF asks
+    /// the worker to exit); then SIGTERM, then SIGKILL.
     fn stop(self) -> impl Future<Output = Option<ExitStatus>> + Send;
 
     /// The last lines the worker wrote to stderr, oldest first.

@@ -11,9 +11,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustix::pipe::PipeFlags;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
 use super::throttle::{BURST, Dropped, LogThrottle, PER_SECOND};
@@ -63,7 +61,9 @@ impl StderrDrain {
     /// Logs what `stderr` carries, tagged with worker slot `index` (`None`:
     /// the template) and `pid`.
     pub fn start(stderr: OwnedFd, index: Option<usize>, pid: u32) -> io::Result<StderrDrain> {
-        let stderr = pipe::Receiver::from_owned_fd(stderr)?;
+        let stderr = std::os::unix::net::UnixStream::from(stderr);
+        stderr.set_nonblocking(true)?;
+        let stderr = tokio::net::UnixStream::from_std(stderr)?;
         let tail = StderrTail::default();
         let task = tokio::spawn(drain(stderr, Source { index, pid }, tail.clone()));
         Ok(StderrDrain { tail, task })
@@ -87,10 +87,22 @@ impl Drop for StderrDrain {
     }
 }
 
-/// A pipe for a child's stderr: the read end (close-on-exec) and the write
-/// end for the child.
-pub fn stderr_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?)
+/// A socket pair for a child's stderr (and stdout): our end, which only
+/// reads, and the child's, which only writes (both close-on-exec; the
+/// spawner places the child's). A socket rather than a pipe: nobody can
+/// open it again through `/proc/<pid>/fd`.
+pub fn stderr_socket() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, Shutdown, SocketFlags, SocketType, shutdown, socketpair};
+
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    shutdown(&ours, Shutdown::Write)?;
+    shutdown(&theirs, Shutdown::Read)?;
+    Ok((ours, theirs))
 }
 
 /// Whose stderr a drain reads: worker slot `index`, or the template (`None`).

@@ -3,7 +3,7 @@
 //! asked (`worker_shim/_template.py` has the other side). This module starts
 //! it and speaks its control protocol: a Unix socket pair (the template's
 //! stdin), one line per request or reply, fields separated by tabs, the new
-//! worker's stdin, stdout and stderr attached to a request. Requests carry
+//! worker's fds 0 to 2 (its link, stdout and stderr) attached to a request. Requests carry
 //! an id and are answered in any order, so that forks overlap.
 //!
 //! The template forks each worker through a middle process that answers
@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 
 use super::process::{describe_exit, signal_group};
 use super::startup::last_words;
-use super::stderr::{StderrDrain, stderr_pipe};
+use super::stderr::{StderrDrain, stderr_socket};
 
 /// Longest message the template sends.
 const MAX_REPLY: usize = 4096;
@@ -111,7 +111,7 @@ impl Template {
         // Only our end: the template reads its end blocking.
         ours.set_nonblocking(true).map_err(TemplateError::Control)?;
         let stream = UnixStream::from_std(ours).map_err(TemplateError::Control)?;
-        let (stderr_read, stderr_write) = stderr_pipe().map_err(TemplateError::Control)?;
+        let (stderr_read, stderr_write) = stderr_socket().map_err(TemplateError::Control)?;
         let stdout = stderr_write.try_clone().map_err(TemplateError::Control)?;
         let mut command = Command::new(python);
         command.args(["-m", "worker_shim", "--template"]).args(args);
@@ -171,14 +171,14 @@ impl Template {
     }
 
     /// Asks for the worker of slot `index`, started with `args` and with
-    /// `stdio` as its stdin, stdout and stderr (ours may be closed once this
+    /// `stdio` as its fds 0 to 2 (ours may be closed once this
     /// returns); the answer is a later [`Event::Reply`] for `request`.
     pub async fn request(
         &mut self,
         request: u64,
         index: usize,
         args: &[String],
-        stdio: [BorrowedFd<'_>; 4],
+        stdio: [BorrowedFd<'_>; 3],
     ) -> io::Result<()> {
         let mut message = format!("fork\t{request}\t{index}");
         for arg in args {

@@ -27,13 +27,12 @@ use super::queue::{Job, JobReceiver, JobResult, Popped, expiry};
 use super::recycle::Recycle;
 use super::restart::Backoff;
 use super::results::Delivery;
-use super::spawn::{Spawned, Spawner, WorkerProcess};
+use super::spawn::{Spawner, WorkerProcess};
 use super::startup::StartError;
 use super::status::{StatusBoard, WorkerState};
 use crate::budget::Budget;
 use crate::error::{Direction, GatewayError};
 use crate::metrics::{Metrics, Outcome, Restart, Unserved};
-use crate::segments::WorkerSegments;
 use crate::transport::{self, TransportError};
 
 /// How long a worker whose stream broke gets to finish exiting before it is
@@ -164,27 +163,26 @@ impl<S: Spawner> WorkerActor<S> {
         });
     }
 
-    /// Prepares the channel, spawns a process and waits for its handshake;
+    /// Prepares the link, spawns a process and waits for its handshake;
     /// the process, and the conversation over its link.
     async fn start(&self) -> Result<(S::Process, Conversation), StartError> {
-        let mut prepared = self
-            .transport
-            .prepare()
-            .map_err(|source| StartError::Transport {
-                index: self.index,
-                source,
-            })?;
-        let (segments, worker_segments) =
-            WorkerSegments::pair().map_err(|err| StartError::Transport {
-                index: self.index,
-                source: TransportError::Io(err),
-            })?;
-        let stdio = prepared.child_stdio();
-        let Spawned { mut process, pipes } = self
+        let transport_failed = |source| StartError::Transport {
+            index: self.index,
+            source,
+        };
+        let mut prepared = self.transport.prepare().map_err(transport_failed)?;
+        let mut process = self
             .spawner
-            .spawn(self.index, &prepared.worker_args(), stdio, worker_segments)
+            .spawn(self.index, &prepared.worker_args(), prepared.worker_end())
             .await?;
-        let mut transport = prepared.connect(pipes);
+        let mut transport = match prepared.connect() {
+            Ok(transport) => transport,
+            Err(err) => {
+                process.kill();
+                process.stop().await;
+                return Err(transport_failed(err));
+            }
+        };
         let pid = process.pid();
         self.board.update(self.index, |slot| slot.pid = Some(pid));
 
@@ -201,7 +199,6 @@ impl<S: Spawner> WorkerActor<S> {
                 info!(worker = self.index, pid, "worker ready");
                 let conversation = Conversation::new(
                     transport,
-                    segments,
                     self.transport.max_payload_bytes(),
                     Arc::clone(&self.results),
                     Arc::clone(&self.metrics),

@@ -48,9 +48,7 @@ async fn pool_with(
         max_undelivered_bytes: 1 << 20,
     };
     adjust(&mut settings);
-    let transport = transport::Spec::Pipe {
-        max_payload_bytes: 1 << 20,
-    };
+    let transport = transport::Spec::new(transport::TransportKind::Pipe, 1 << 20, 0);
     let metrics = Arc::new(Metrics::new(1, "pipe"));
     let (pool, mut tasks) = Pool::spawn_with(
         settings,
@@ -146,7 +144,7 @@ async fn a_crash_mid_call_answers_that_call_and_the_worker_is_replaced() {
 
 #[tokio::test(start_paused = true)]
 async fn a_crash_is_seen_at_once_even_while_its_children_hold_the_pipes() {
-    let (pool, tasks, log) = pool([Script::CrashHoldingPipes(signalled(11))]).await;
+    let (pool, tasks, log) = pool([Script::CrashHoldingLink(signalled(11))]).await;
     let started = tokio::time::Instant::now();
     let err = call(&pool, b"forks").await.unwrap_err();
     assert!(

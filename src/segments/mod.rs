@@ -8,17 +8,15 @@
 //!   socket named in `GetWorkers`), one [`door::Session`] per connection,
 //!   which holds the segments a caller handed in and the results waiting
 //!   for it, and drops them all when the caller goes.
-//! - [`channel`]: each worker's end for segments (a socket pair, the
-//!   worker's fd 3): a call's segment goes just before the call, a result's
-//!   comes just before the response.
+//! - A call's segment goes to its worker with the request, over the
+//!   worker's link (`transport`); a result's comes back with the response.
 //! - [`sealed`]: a segment checked to be a memfd that nothing can change.
-//! - [`socket`]: sending and receiving the records both sockets carry,
-//!   each with at most one descriptor.
+//! - [`socket`]: sending and receiving the door's records, each with at
+//!   most one descriptor.
 //!
 //! A segment has no name: nothing is left in `/dev/shm` or anywhere else,
 //! whoever is killed; the kernel frees it when its last holder lets go.
 
-pub mod channel;
 pub mod door;
 pub mod sealed;
 pub mod socket;
@@ -28,7 +26,6 @@ use std::sync::Arc;
 use crate::error::{Direction, GatewayError};
 use crate::wire::segmented::CallHeader;
 
-pub use channel::{ChannelError, WorkerSegments};
 pub use door::{Door, Session};
 pub use sealed::{Sealed, SegmentError};
 

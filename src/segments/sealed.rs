@@ -71,6 +71,32 @@ impl Sealed {
         })
     }
 
+    /// A new segment holding `pieces` one after the other: a memfd (no
+    /// name, mode 0600), written, then sealed against writes, resizing and
+    /// further seals.
+    pub fn write(label: &str, pieces: &[&[u8]]) -> io::Result<Sealed> {
+        use rustix::fs::{MemfdFlags, Mode};
+
+        let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+        let fd = rustix::fs::memfd_create(label, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        let mut at = 0u64;
+        for piece in pieces {
+            let mut done = 0;
+            while done < piece.len() {
+                done += rustix::io::pwrite(&fd, &piece[done..], at + done as u64)?;
+            }
+            at += piece.len() as u64;
+        }
+        rustix::fs::fcntl_add_seals(&fd, SEALS)?;
+        Ok(Sealed {
+            fd,
+            len,
+            _slot: None,
+        })
+    }
+
     /// The segment, holding `slot` for as long as its descriptor lives.
     pub fn with_slot(self, slot: Held) -> Sealed {
         Sealed {

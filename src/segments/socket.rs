@@ -90,13 +90,13 @@ pub async fn receive(stream: &UnixStream) -> io::Result<(Record, Option<OwnedFd>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::records::{CALL, GET};
+    use crate::wire::records::{GET, PUT};
 
     #[tokio::test]
     async fn a_descriptor_travels_with_its_record() {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
-        let mut record = Record::new(CALL);
+        let mut record = Record::new(PUT);
         record.handle = 42;
         send(&ours, &record, Some(std::os::fd::AsFd::as_fd(&file)))
             .await

@@ -1,35 +1,45 @@
-//! How one request reaches a worker and its response comes back.
+//! How one request reaches a worker and its response comes back, over the
+//! worker's *link*: a socket pair whose other end is the worker's fd 0.
 //!
 //! The transport is chosen once, as a [`Spec`] built from the command line;
-//! the worker actor asks it to [`Spec::prepare`] each new worker's channel
+//! the worker actor asks it to [`Spec::prepare`] each new worker's link
 //! and never names an implementation.
 //!
 //! - [`TransportKind`]: the choice on the command line.
-//! - [`Spec`]: what every worker's channel is made from.
-//! - [`Prepared`]: what must exist before a worker starts (for shm, a
-//!   segment and a socket pair), the arguments and the stdio the worker
-//!   gets; [`Prepared::connect`] wires it to the started process.
-//! - [`Transport`]: the channel to one worker: a handshake, then calls.
-//! - [`pipe`]: base64 lines over the worker's stdin/stdout.
-//! - [`shm`]: shared-memory rings with a Unix-socket doorbell.
+//! - [`Spec`]: what every worker's link is made from.
+//! - [`Prepared`]: a link made before its worker starts: the worker's end,
+//!   the arguments that tell it what it speaks; [`Prepared::connect`] makes
+//!   it a [`Transport`] once the worker runs.
+//! - [`Transport`]: the link to one worker: a handshake, then calls, each a
+//!   payload and at most one segment (a sealed memfd) each way.
+//! - [`pipe`]: base64 lines over a stream socket (the original design's
+//!   protocol).
+//! - [`shm`]: shared-memory rings with eventfd doorbells; the link, a
+//!   seqpacket socket, carries descriptors.
+//!
+//! A worker gets nothing at start but sockets (its link, and its stderr):
+//! nothing another process of its user could open through `/proc` in the
+//! moment before it makes itself undumpable. Memory it is sent later.
 
 pub mod pipe;
 pub mod shm;
 
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
+use crate::segments::SegmentError;
 pub use pipe::{PipeError, PipeTransport};
 pub use shm::{DEFAULT_RING_BYTES, ShmError, ShmTransport};
 
 /// How payloads reach the workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TransportKind {
-    /// Base64 lines over the worker's stdin/stdout.
+    /// Base64 lines over the worker's link.
     Pipe,
-    /// Per-worker shared-memory rings with Unix-socket doorbells.
+    /// Per-worker shared-memory rings with eventfd doorbells.
     Shm,
 }
 
@@ -45,118 +55,102 @@ impl TransportKind {
 
 /// The transport every worker of a gateway uses, chosen once.
 #[derive(Debug, Clone)]
-pub enum Spec {
-    Pipe {
-        max_payload_bytes: usize,
-    },
-    Shm {
-        max_payload_bytes: usize,
-        ring_bytes: usize,
-    },
+pub struct Spec {
+    pub kind: TransportKind,
+    /// The largest payload either way, in bytes.
+    pub max_payload_bytes: usize,
+    /// The capacity of each shared-memory ring.
+    pub ring_bytes: usize,
 }
 
 impl Spec {
     pub fn new(kind: TransportKind, max_payload_bytes: usize, ring_bytes: usize) -> Spec {
-        match kind {
-            TransportKind::Pipe => Spec::Pipe { max_payload_bytes },
-            TransportKind::Shm => Spec::Shm {
-                max_payload_bytes,
-                ring_bytes,
-            },
+        Spec {
+            kind,
+            max_payload_bytes,
+            ring_bytes,
         }
     }
 
     /// The largest payload either way, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
-        match *self {
-            Spec::Pipe { max_payload_bytes }
-            | Spec::Shm {
-                max_payload_bytes, ..
-            } => max_payload_bytes,
-        }
+        self.max_payload_bytes
     }
 
-    /// Sets up the channel for a new worker process. Call from within the
-    /// tokio runtime.
+    /// Makes the link for a new worker (and, for shm, its rings).
     pub fn prepare(&self) -> Result<Prepared, TransportError> {
-        match *self {
-            Spec::Pipe { max_payload_bytes } => Ok(Prepared::Pipe { max_payload_bytes }),
-            Spec::Shm {
-                max_payload_bytes,
-                ring_bytes,
-            } => {
-                let prepared = shm::Prepared::new(ring_bytes, max_payload_bytes)?;
-                Ok(Prepared::Shm(Box::new(prepared)))
-            }
-        }
+        let (kind, rings) = match self.kind {
+            TransportKind::Pipe => (SocketType::STREAM, None),
+            TransportKind::Shm => (
+                SocketType::SEQPACKET,
+                Some(Box::new(shm::Prepared::new(self.ring_bytes)?)),
+            ),
+        };
+        let (ours, theirs) =
+            rustix::net::socketpair(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None)
+                .map_err(io::Error::from)?;
+        Ok(Prepared {
+            spec: self.clone(),
+            ours,
+            theirs: Some(theirs),
+            rings,
+        })
     }
 }
 
-/// What a worker's stdin and stdout are.
+/// A worker's link, made before the worker starts.
 #[derive(Debug)]
-pub enum ChildStdio {
-    /// Pipes to the gateway: the protocol runs over them.
-    Pipes,
-    /// These files, made by the transport.
-    Given { stdin: OwnedFd, stdout: OwnedFd },
-}
-
-/// A channel set up for a worker that has not started yet.
-#[derive(Debug)]
-pub enum Prepared {
-    Pipe { max_payload_bytes: usize },
-    Shm(Box<shm::Prepared>),
+pub struct Prepared {
+    spec: Spec,
+    ours: OwnedFd,
+    theirs: Option<OwnedFd>,
+    rings: Option<Box<shm::Prepared>>,
 }
 
 impl Prepared {
-    /// Command-line arguments that tell `worker_shim` which transport runs.
+    /// Command-line arguments that tell `worker_shim` what its link speaks.
     pub fn worker_args(&self) -> Vec<String> {
-        let kind = match self {
-            Prepared::Pipe { .. } => TransportKind::Pipe,
-            Prepared::Shm(_) => TransportKind::Shm,
-        };
-        vec!["--transport".into(), kind.as_str().into()]
+        vec![
+            "--transport".into(),
+            self.spec.kind.as_str().into(),
+            "--max-payload-bytes".into(),
+            self.spec.max_payload_bytes.to_string(),
+        ]
     }
 
-    /// What the worker's stdin and stdout must be (asked once).
-    pub fn child_stdio(&mut self) -> ChildStdio {
-        match self {
-            Prepared::Pipe { .. } => ChildStdio::Pipes,
-            Prepared::Shm(shm) => match shm.worker_stdio() {
-                Some((stdin, stdout)) => ChildStdio::Given { stdin, stdout },
-                None => ChildStdio::Pipes,
-            },
-        }
+    /// The worker's end of the link (its fd 0). Taken once, by the spawner.
+    pub fn worker_end(&mut self) -> OwnedFd {
+        self.theirs.take().expect("the worker's end is taken once")
     }
 
-    /// Wires the channel to the started worker; `pipes` are its stdin and
-    /// stdout when [`Prepared::child_stdio`] asked for pipes.
-    pub fn connect(
-        self,
-        pipes: Option<(
-            impl AsyncWrite + Send + Unpin + 'static,
-            impl AsyncRead + Send + Unpin + 'static,
-        )>,
-    ) -> Transport {
-        match self {
-            Prepared::Pipe { max_payload_bytes } => {
-                let (stdin, stdout) = pipes.expect("the pipe transport asks for pipes");
-                Transport::Pipe(PipeTransport::new(stdin, stdout, max_payload_bytes))
-            }
-            Prepared::Shm(shm) => Transport::Shm(Box::new(shm.connect())),
-        }
+    /// Our end, ready for the worker's handshake. Call from within the
+    /// tokio runtime.
+    pub fn connect(self) -> Result<Transport, TransportError> {
+        let limit = self.spec.max_payload_bytes;
+        Ok(match self.rings {
+            None => Transport::Pipe(PipeTransport::new(self.ours, limit)?),
+            Some(rings) => Transport::Shm(Box::new(rings.connect(self.ours, limit)?)),
+        })
     }
+}
+
+/// What came back from a worker for one request.
+#[derive(Debug)]
+pub struct Incoming {
+    pub payload: Bytes,
+    /// The segment that came with it (a result's), unchecked.
+    pub segment: Option<OwnedFd>,
 }
 
 /// A failure of one exchange with a worker.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The worker closed its end: it exited or is about to.
-    #[error("the worker closed its protocol stream")]
+    #[error("the worker closed its link")]
     Closed,
 
     #[error("i/o error talking to the worker: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[from] io::Error),
 
     /// The worker broke the pipe protocol.
     #[error("the worker broke the protocol: {0}")]
@@ -170,13 +164,13 @@ pub enum TransportError {
     #[error("the worker asked for the function the call had just brought it")]
     UnexpectedMiss,
 
-    /// The segment channel failed, or the worker broke its protocol.
-    #[error(transparent)]
-    Segments(#[from] crate::segments::ChannelError),
+    /// The worker's result segment is not one the gateway takes.
+    #[error("the worker's result segment was refused: {0}")]
+    Segment(#[from] SegmentError),
 
-    /// The worker answered with a result segment to a call whose caller
-    /// cannot take one.
-    #[error("the worker put its result in shared memory for a caller that cannot map it")]
+    /// The worker answered with a result segment where none belongs, or
+    /// named one it did not send.
+    #[error("the worker's response and the segment with it do not match")]
     UnexpectedSegment,
 
     /// The worker's response was over the payload limit. It was read and
@@ -185,7 +179,19 @@ pub enum TransportError {
     ResponseTooLarge { size: usize, limit: usize },
 }
 
-/// The channel to one worker process.
+impl TransportError {
+    /// An i/o error on the link: the worker's end closed, or a real one.
+    pub fn from_io(err: io::Error) -> TransportError {
+        match err.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset => TransportError::Closed,
+            _ => TransportError::Io(err),
+        }
+    }
+}
+
+/// The link to one worker process.
 #[derive(Debug)]
 pub enum Transport {
     Pipe(PipeTransport),
@@ -193,7 +199,8 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Waits for the worker to say it is ready.
+    /// Waits for the worker to say it is ready (for shm, handing it its
+    /// rings on the way).
     pub async fn handshake(&mut self) -> Result<(), TransportError> {
         match self {
             Transport::Pipe(pipe) => pipe.handshake().await,
@@ -201,14 +208,36 @@ impl Transport {
         }
     }
 
-    /// Sends one request and waits for its response.
+    /// Sends one request (`segment` with it) and waits for its response.
     ///
     /// Not cancel-safe: if the future is dropped midway, the worker must be
     /// replaced.
-    pub async fn call(&mut self, request: Bytes) -> Result<Bytes, TransportError> {
+    pub async fn call(
+        &mut self,
+        request: Bytes,
+        segment: Option<BorrowedFd<'_>>,
+    ) -> Result<Incoming, TransportError> {
         match self {
-            Transport::Pipe(pipe) => pipe.call(request).await,
-            Transport::Shm(shm) => shm.call(request).await,
+            Transport::Pipe(pipe) => pipe.call(request, segment).await,
+            Transport::Shm(shm) => shm.call(request, segment).await,
         }
+    }
+}
+
+/// Payloads at least this large are coded or copied off the async runtime.
+const BLOCKING_THRESHOLD: usize = 256 * 1024;
+
+/// Runs a CPU-bound step inline for small inputs and on the blocking pool
+/// for large ones, so that a big payload does not stall other calls.
+async fn off_runtime_if_large<T: Send + 'static>(
+    len: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    if len < BLOCKING_THRESHOLD {
+        return work();
+    }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
     }
 }

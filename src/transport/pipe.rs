@@ -1,17 +1,21 @@
-//! The pipe transport: the original line protocol over the worker's
-//! stdin/stdout.
+//! The pipe transport: the original design's line protocol, over the
+//! worker's link (a stream socket).
 //!
 //! The worker writes `ready\n` once. Each request is one line, the base64 of
-//! the payload plus `\n`; each response is one line in the same form. Lines
-//! are bounded by the payload limit: an oversized response is read to its end
-//! and discarded, so the stream stays in step and the worker stays usable.
+//! the payload plus `\n`; each response is one line in the same form. A line
+//! may bring one descriptor, on its first byte: a request's call segment, a
+//! response's result segment. Lines are bounded by the payload limit: an
+//! oversized response is read to its end and discarded, so the stream stays
+//! in step and the worker stays usable.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::TransportError;
+use super::{Incoming, TransportError, off_runtime_if_large};
+use crate::passing::AsyncSocket;
 
 /// Ways a worker breaks the line protocol.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,9 @@ pub enum PipeError {
 
     #[error("the response line is not valid base64: {0}")]
     NotBase64(#[source] base64::DecodeError),
+
+    #[error("a line came with {0} descriptors; at most one may come with it")]
+    Descriptors(usize),
 }
 
 /// What a worker writes once it can take calls.
@@ -30,25 +37,23 @@ const READY_LINE: &[u8] = b"ready";
 /// whatever else a broken worker printed).
 const HANDSHAKE_LINE_LIMIT: usize = 1024;
 
-/// Payloads at least this large are base64-coded off the async runtime.
-const BLOCKING_CODEC_THRESHOLD: usize = 256 * 1024;
+/// Bytes read from the link at once, at least.
+const READ_BYTES: usize = 64 << 10;
 
-/// Read buffer for the worker's stdout.
-const READ_BUFFER_BYTES: usize = 1 << 20;
-
-/// The line buffer is kept between calls up to this size; one that grew
+/// The read buffer is kept between calls up to this size; one that grew
 /// past it for a large response is given back.
-const KEEP_LINE_BYTES: usize = 4 << 20;
+const KEEP_BYTES: usize = 4 << 20;
 
-type Writer = Box<dyn AsyncWrite + Send + Unpin>;
-type Reader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
-
-/// One worker's stdin (requests) and stdout (responses).
+/// Our end of one worker's link.
 pub struct PipeTransport {
-    requests: Writer,
-    responses: Reader,
+    link: AsyncSocket,
     max_payload_bytes: usize,
-    line: Vec<u8>,
+    /// Bytes read from the link; `buffer[start..end]` not yet taken.
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Descriptors that came with the line being read.
+    fds: Vec<OwnedFd>,
 }
 
 impl std::fmt::Debug for PipeTransport {
@@ -59,51 +64,62 @@ impl std::fmt::Debug for PipeTransport {
     }
 }
 
+/// A line read whole: where it lies in the buffer, without its `\n`.
+struct Line {
+    start: usize,
+    end: usize,
+    segment: Option<OwnedFd>,
+}
+
 impl PipeTransport {
-    /// Wraps the worker's stdin and stdout.
-    pub fn new(
-        requests: impl AsyncWrite + Send + Unpin + 'static,
-        responses: impl AsyncRead + Send + Unpin + 'static,
-        max_payload_bytes: usize,
-    ) -> Self {
-        PipeTransport {
-            requests: Box::new(requests),
-            responses: BufReader::with_capacity(READ_BUFFER_BYTES, Box::new(responses)),
+    /// Our end of the link (a stream socket). Call from within the tokio
+    /// runtime.
+    pub fn new(link: OwnedFd, max_payload_bytes: usize) -> std::io::Result<Self> {
+        Ok(PipeTransport {
+            link: AsyncSocket::new(link)?,
             max_payload_bytes,
-            line: Vec::new(),
-        }
+            buffer: Vec::new(),
+            start: 0,
+            end: 0,
+            fds: Vec::new(),
+        })
     }
 
     /// Waits for the `ready` line.
     pub async fn handshake(&mut self) -> Result<(), TransportError> {
-        self.read_line(HANDSHAKE_LINE_LIMIT).await?;
-        if self.line != READY_LINE {
-            let shown = String::from_utf8_lossy(&self.line[..self.line.len().min(80)]).into_owned();
+        let line = self.read_line(HANDSHAKE_LINE_LIMIT).await?;
+        let text = &self.buffer[line.start..line.end];
+        if text != READY_LINE || line.segment.is_some() {
+            let shown = String::from_utf8_lossy(&text[..text.len().min(80)]).into_owned();
             return Err(PipeError::NotReady(shown).into());
         }
         Ok(())
     }
 
-    /// Writes one request line and reads one response line.
-    pub async fn call(&mut self, request: Bytes) -> Result<Bytes, TransportError> {
+    /// Writes one request line (`segment` with it) and reads one response
+    /// line.
+    pub async fn call(
+        &mut self,
+        request: Bytes,
+        segment: Option<BorrowedFd<'_>>,
+    ) -> Result<Incoming, TransportError> {
         let line = off_runtime_if_large(request.len(), move || encode_line(&request)).await;
-        self.requests.write_all(&line).await?;
-        self.requests.flush().await?;
+        let fds: Vec<BorrowedFd<'_>> = segment.into_iter().collect();
+        self.link
+            .send_all(&line, &fds)
+            .await
+            .map_err(TransportError::from_io)?;
         drop(line);
 
-        self.read_line(base64::encoded_len(self.max_payload_bytes, true).unwrap_or(usize::MAX))
-            .await?;
-        let line = std::mem::take(&mut self.line);
-        let decoded = off_runtime_if_large(line.len(), move || {
-            let decoded = BASE64.decode(&line);
-            (decoded, line)
-        })
-        .await;
-        let (decoded, mut line) = decoded;
-        line.clear();
-        if line.capacity() <= KEEP_LINE_BYTES {
-            self.line = line;
-        }
+        let limit = base64::encoded_len(self.max_payload_bytes, true).unwrap_or(usize::MAX);
+        let line = self.read_line(limit).await?;
+        let text = &self.buffer[line.start..line.end];
+        let decoded = if text.len() < super::BLOCKING_THRESHOLD {
+            BASE64.decode(text)
+        } else {
+            let text = text.to_vec();
+            off_runtime_if_large(text.len(), move || BASE64.decode(text)).await
+        };
         let payload = decoded.map_err(PipeError::NotBase64)?;
         if payload.len() > self.max_payload_bytes {
             return Err(TransportError::ResponseTooLarge {
@@ -111,48 +127,92 @@ impl PipeTransport {
                 limit: self.max_payload_bytes,
             });
         }
-        Ok(Bytes::from(payload))
-    }
-
-    /// Reads one line, without its `\n`, into `self.line`. A line longer
-    /// than `limit` is consumed to its end and refused.
-    async fn read_line(&mut self, limit: usize) -> Result<(), TransportError> {
-        self.line.clear();
-        let cap = limit.saturating_add(1) as u64;
-        let read = (&mut self.responses)
-            .take(cap)
-            .read_until(b'\n', &mut self.line)
-            .await?;
-        if self.line.last() == Some(&b'\n') {
-            self.line.pop();
-            return Ok(());
-        }
-        if read == 0 || self.line.len() as u64 != cap {
-            return Err(TransportError::Closed);
-        }
-        let seen = self.line.len() + self.discard_rest_of_line().await?;
-        self.line.clear();
-        Err(TransportError::ResponseTooLarge {
-            size: seen / 4 * 3,
-            limit: self.max_payload_bytes,
+        Ok(Incoming {
+            payload: Bytes::from(payload),
+            segment: line.segment,
         })
     }
 
-    /// Skips to the end of the current line; returns how many bytes it skipped.
-    async fn discard_rest_of_line(&mut self) -> Result<usize, TransportError> {
+    /// Reads one line and the descriptor that came with it. A line longer
+    /// than `limit` is consumed to its end and refused. The line's bytes
+    /// stay in the buffer until the next read.
+    async fn read_line(&mut self, limit: usize) -> Result<Line, TransportError> {
+        self.forget_taken();
+        let mut searched = self.start;
         let mut skipped = 0;
         loop {
-            let buffer = self.responses.fill_buf().await?;
-            if buffer.is_empty() {
+            if let Some(at) = self.buffer[searched..self.end]
+                .iter()
+                .position(|&byte| byte == b'\n')
+            {
+                let newline = searched + at;
+                let line = Line {
+                    start: self.start,
+                    end: newline,
+                    segment: self.take_segment()?,
+                };
+                self.start = newline + 1;
+                if skipped > 0 {
+                    return Err(TransportError::ResponseTooLarge {
+                        size: (skipped + newline - line.start) / 4 * 3,
+                        limit: self.max_payload_bytes,
+                    });
+                }
+                return Ok(line);
+            }
+            if self.end - self.start > limit {
+                // Over the limit: forget what came so far, read on to the end.
+                skipped += self.end - self.start;
+                self.start = self.end;
+            }
+            searched = self.end;
+            let searched_from = searched - self.start;
+            self.make_room();
+            searched = self.start + searched_from;
+            let read = self
+                .link
+                .receive(&mut self.buffer[self.end..], &mut self.fds)
+                .await
+                .map_err(TransportError::from_io)?;
+            if read == 0 {
                 return Err(TransportError::Closed);
             }
-            if let Some(end) = buffer.iter().position(|&byte| byte == b'\n') {
-                self.responses.consume(end + 1);
-                return Ok(skipped + end);
+            self.end += read;
+        }
+    }
+
+    /// Drops the bytes of lines already taken, and a buffer grown large.
+    fn forget_taken(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buffer.len() > KEEP_BYTES {
+                self.buffer = Vec::new();
             }
-            let len = buffer.len();
-            self.responses.consume(len);
-            skipped += len;
+        }
+    }
+
+    /// Makes room for at least [`READ_BYTES`] more after `end`: moves what
+    /// is unread to the front, then grows the buffer if that was not enough.
+    fn make_room(&mut self) {
+        if self.start > 0 {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buffer.len() - self.end < READ_BYTES {
+            let len = (self.end + READ_BYTES).max(self.buffer.len() * 2);
+            self.buffer.resize(len, 0);
+        }
+    }
+
+    fn take_segment(&mut self) -> Result<Option<OwnedFd>, PipeError> {
+        match self.fds.len() {
+            0 | 1 => Ok(self.fds.pop()),
+            many => {
+                self.fds.clear();
+                Err(PipeError::Descriptors(many))
+            }
         }
     }
 }
@@ -164,46 +224,43 @@ fn encode_line(payload: &[u8]) -> Vec<u8> {
     line.into_bytes()
 }
 
-/// Runs a CPU-bound step inline for small inputs and on the blocking pool for
-/// large ones, so that base64 of a big payload does not stall other calls.
-async fn off_runtime_if_large<T: Send + 'static>(
-    len: usize,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    if len < BLOCKING_CODEC_THRESHOLD {
-        return work();
-    }
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => value,
-        Err(err) => std::panic::resume_unwind(err.into_panic()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use tokio::io::{DuplexStream, duplex};
+    use std::os::fd::AsFd;
 
-    /// A transport wired to an in-memory "worker": returns the transport and
-    /// the worker's ends (its stdin to read, its stdout to write).
-    fn wired(limit: usize) -> (PipeTransport, BufReader<DuplexStream>, DuplexStream) {
-        let (gateway_out, worker_in) = duplex(1 << 16);
-        let (worker_out, gateway_in) = duplex(1 << 16);
+    use super::*;
+    use crate::passing;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixStream;
+
+    /// A transport wired to an in-process "worker": the transport and the
+    /// worker's end of the link.
+    fn wired(limit: usize) -> (PipeTransport, UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
         (
-            PipeTransport::new(gateway_out, gateway_in, limit),
-            BufReader::new(worker_in),
-            worker_out,
+            PipeTransport::new(ours.into(), limit).unwrap(),
+            UnixStream::from_std(theirs).unwrap(),
         )
+    }
+
+    async fn read_request(worker: &mut UnixStream) -> Vec<u8> {
+        let mut line = Vec::new();
+        BufReader::new(worker)
+            .read_until(b'\n', &mut line)
+            .await
+            .unwrap();
+        line
     }
 
     #[tokio::test]
     async fn handshake_wants_ready() {
-        let (mut transport, _stdin, mut stdout) = wired(1024);
-        stdout.write_all(b"ready\n").await.unwrap();
+        let (mut transport, mut worker) = wired(1024);
+        worker.write_all(b"ready\n").await.unwrap();
         transport.handshake().await.unwrap();
 
-        let (mut transport, _stdin, mut stdout) = wired(1024);
-        stdout.write_all(b"Traceback\n").await.unwrap();
+        let (mut transport, mut worker) = wired(1024);
+        worker.write_all(b"Traceback\n").await.unwrap();
         let err = transport.handshake().await.unwrap_err();
         assert!(
             matches!(err, TransportError::Pipe(PipeError::NotReady(_))),
@@ -213,8 +270,8 @@ mod tests {
 
     #[tokio::test]
     async fn handshake_sees_eof_as_closed() {
-        let (mut transport, _stdin, stdout) = wired(1024);
-        drop(stdout);
+        let (mut transport, worker) = wired(1024);
+        drop(worker);
         assert!(matches!(
             transport.handshake().await,
             Err(TransportError::Closed)
@@ -223,61 +280,90 @@ mod tests {
 
     #[tokio::test]
     async fn call_round_trips_through_base64_lines() {
-        let (mut transport, mut stdin, mut stdout) = wired(1024);
-        let worker = tokio::spawn(async move {
-            let mut line = String::new();
-            stdin.read_line(&mut line).await.unwrap();
-            let request = BASE64.decode(line.trim_end()).unwrap();
+        let (mut transport, mut worker) = wired(1024);
+        let echo = tokio::spawn(async move {
+            let line = read_request(&mut worker).await;
+            let request = BASE64.decode(line.trim_ascii_end()).unwrap();
             assert_eq!(request, b"\x00payload\n");
-            stdout.write_all(&encode_line(b"answer")).await.unwrap();
-            stdout.write_all(&encode_line(b"")).await.unwrap();
-            (stdin, stdout)
+            worker.write_all(&encode_line(b"answer")).await.unwrap();
+            // A zero-length payload is an empty line.
+            assert_eq!(read_request(&mut worker).await, b"\n");
+            worker.write_all(b"\n").await.unwrap();
+            worker
         });
         let response = transport
-            .call(Bytes::from_static(b"\x00payload\n"))
+            .call(Bytes::from_static(b"\x00payload\n"), None)
             .await
             .unwrap();
-        assert_eq!(&response[..], b"answer");
-        let _ends = worker.await.unwrap();
-        // A zero-length payload is an empty line.
-        let (mut stdin, _stdout) = _ends;
-        let writer = tokio::spawn(async move {
-            let mut line = String::new();
-            stdin.read_line(&mut line).await.unwrap();
-            line
+        assert_eq!(&response.payload[..], b"answer");
+        assert!(response.segment.is_none());
+        let empty = transport.call(Bytes::new(), None).await.unwrap();
+        assert!(empty.payload.is_empty());
+        drop(echo.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn segments_come_with_their_lines() {
+        let (mut transport, worker) = wired(1024);
+        let sent = crate::segments::Sealed::write("test", &[b"argument"]).unwrap();
+        let worker =
+            std::os::unix::net::UnixStream::from(OwnedFd::from(worker.into_std().unwrap()));
+        worker.set_nonblocking(false).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut buf, mut fds) = (vec![0u8; 64], Vec::new());
+            let read = passing::receive(worker.as_fd(), &mut buf, &mut fds, true).unwrap();
+            assert_eq!(&buf[..read], b"YQ==\n");
+            assert_eq!(fds.len(), 1, "the call segment comes with its line");
+            let line = encode_line(b"result");
+            passing::send_all_blocking(worker.as_fd(), &line, &[fds[0].as_fd()]).unwrap();
+            worker
         });
-        let empty = transport.call(Bytes::new()).await.unwrap();
-        assert!(empty.is_empty());
-        assert_eq!(writer.await.unwrap(), "\n");
+        let response = transport
+            .call(Bytes::from_static(b"a"), Some(sent.fd()))
+            .await
+            .unwrap();
+        assert_eq!(&response.payload[..], b"result");
+        let back = crate::segments::Sealed::check(response.segment.unwrap(), 100).unwrap();
+        assert_eq!(back.len(), 8);
+        drop(peer.join().unwrap());
     }
 
     #[tokio::test]
     async fn oversized_response_is_refused_and_the_stream_stays_in_step() {
-        let (mut transport, _stdin, mut stdout) = wired(16);
-        let big = vec![7u8; 4096];
+        let (mut transport, mut worker) = wired(16);
+        let big = vec![7u8; 300_000];
         let writer = tokio::spawn(async move {
-            stdout.write_all(&encode_line(&big)).await.unwrap();
-            stdout.write_all(&encode_line(b"small")).await.unwrap();
-            stdout
+            worker.write_all(&encode_line(&big)).await.unwrap();
+            worker.write_all(&encode_line(b"small")).await.unwrap();
+            worker
         });
-        let err = transport.call(Bytes::from_static(b"a")).await.unwrap_err();
+        let err = transport
+            .call(Bytes::from_static(b"a"), None)
+            .await
+            .unwrap_err();
         match err {
             TransportError::ResponseTooLarge { size, limit } => {
                 assert_eq!(limit, 16);
-                assert!(size >= 4000, "{size}");
+                assert!(size >= 299_000, "{size}");
             }
             other => panic!("unexpected {other}"),
         }
-        let response = transport.call(Bytes::from_static(b"b")).await.unwrap();
-        assert_eq!(&response[..], b"small");
+        let response = transport
+            .call(Bytes::from_static(b"b"), None)
+            .await
+            .unwrap();
+        assert_eq!(&response.payload[..], b"small");
         drop(writer.await.unwrap());
     }
 
     #[tokio::test]
     async fn garbage_response_is_a_protocol_error() {
-        let (mut transport, _stdin, mut stdout) = wired(1024);
-        stdout.write_all(b"not base64!\n").await.unwrap();
-        let err = transport.call(Bytes::from_static(b"a")).await.unwrap_err();
+        let (mut transport, mut worker) = wired(1024);
+        worker.write_all(b"not base64!\n").await.unwrap();
+        let err = transport
+            .call(Bytes::from_static(b"a"), None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, TransportError::Pipe(PipeError::NotBase64(_))),
             "{err}"
@@ -286,28 +372,27 @@ mod tests {
 
     #[tokio::test]
     async fn eof_midline_is_closed() {
-        let (mut transport, _stdin, mut stdout) = wired(1024);
-        stdout.write_all(b"YWJj").await.unwrap();
-        drop(stdout);
+        let (mut transport, mut worker) = wired(1024);
+        worker.write_all(b"YWJj").await.unwrap();
+        drop(worker);
         assert!(matches!(
-            transport.call(Bytes::from_static(b"a")).await,
+            transport.call(Bytes::from_static(b"a"), None).await,
             Err(TransportError::Closed)
         ));
     }
 
     #[tokio::test]
     async fn large_payloads_pass_through_the_blocking_codec() {
-        let (mut transport, mut stdin, mut stdout) = wired(4 << 20);
+        let (mut transport, mut worker) = wired(4 << 20);
         let payload: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 251) as u8).collect();
         let expected = payload.clone();
         let echo = tokio::spawn(async move {
-            let mut line = Vec::new();
-            stdin.read_until(b'\n', &mut line).await.unwrap();
-            stdout.write_all(&line).await.unwrap();
-            (stdin, stdout)
+            let line = read_request(&mut worker).await;
+            worker.write_all(&line).await.unwrap();
+            worker
         });
-        let response = transport.call(Bytes::from(payload)).await.unwrap();
-        assert_eq!(&response[..], &expected[..]);
+        let response = transport.call(Bytes::from(payload), None).await.unwrap();
+        assert_eq!(&response.payload[..], &expected[..]);
         drop(echo.await.unwrap());
     }
 }

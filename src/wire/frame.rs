@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! 0   magic "MCF1"
-//! 4   flags (u32), reserved: 0
+//! 4   flags (u32): bits 0-7 how many descriptors the link socket carries
+//!     for this frame, bit 8 set when the payload itself went by the link
+//!     (spilled: a sealed memfd, the frame carries no payload bytes);
+//!     every other bit is zero
 //! 8   payload length (u64), at most 2^48
 //! 16  the payload, then zero padding to the next multiple of 16 bytes
 //! ```
@@ -20,6 +23,11 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"MCF1");
 /// Size of an encoded [`FrameHeader`], and the alignment of every frame.
 pub const HEADER_BYTES: usize = 16;
 
+/// Flag bit: the payload was too large for the ring and went by the link.
+const SPILLED: u32 = 1 << 8;
+/// Flag bits that count the descriptors sent alongside the frame.
+const DESCRIPTORS: u32 = 0xff;
+
 /// Longest payload a header may announce (256 TiB): far beyond any real
 /// payload, and small enough that lengths plus padding never overflow.
 pub const MAX_FRAME_LEN: u64 = 1 << 48;
@@ -31,7 +39,7 @@ pub const MAX_FRAME_LEN: u64 = 1 << 48;
 pub struct FrameHeader {
     /// Always [`FRAME_MAGIC`].
     pub magic: u32,
-    /// Reserved; zero.
+    /// Descriptor count and the spilled bit (see the module doc).
     pub flags: u32,
     /// Payload bytes that follow the header.
     pub len: u64,
@@ -50,6 +58,40 @@ impl FrameHeader {
             flags: 0,
             len,
         }
+    }
+
+    /// A header for a payload of `len` bytes that comes with `descriptors`
+    /// descriptors on the link, the payload itself among them when
+    /// `spilled` (then the ring carries no payload bytes).
+    pub fn with_descriptors(
+        len: u64,
+        descriptors: usize,
+        spilled: bool,
+    ) -> Result<Self, WireError> {
+        if descriptors > crate::passing::MAX_FDS || (spilled && descriptors == 0) {
+            return Err(WireError::FrameFlags(descriptors as u32));
+        }
+        let spilled_bit = if spilled { SPILLED } else { 0 };
+        Ok(FrameHeader {
+            flags: descriptors as u32 | spilled_bit,
+            ..FrameHeader::new(len)
+        })
+    }
+
+    /// How many descriptors the link carries for this frame.
+    pub fn descriptors(&self) -> usize {
+        (self.flags & DESCRIPTORS) as usize
+    }
+
+    /// Whether the payload went by the link rather than the ring.
+    pub fn is_spilled(&self) -> bool {
+        self.flags & SPILLED != 0
+    }
+
+    /// Bytes the frame takes in the ring, header and padding included.
+    pub fn ring_bytes(&self) -> u64 {
+        let carried = if self.is_spilled() { 0 } else { self.len };
+        HEADER_BYTES as u64 + carried + padding(carried)
     }
 
     /// The header's 16 wire bytes (serialized on the stack: no allocation).
@@ -79,7 +121,10 @@ impl FrameHeader {
         if header.magic != FRAME_MAGIC {
             return Err(WireError::FrameMagic(header.magic));
         }
-        if header.flags != 0 {
+        let known = header.flags & !(DESCRIPTORS | SPILLED) == 0;
+        let counted = header.descriptors() <= crate::passing::MAX_FDS;
+        let spill_sent = !header.is_spilled() || header.descriptors() > 0;
+        if !(known && counted && spill_sent) {
             return Err(WireError::FrameFlags(header.flags));
         }
         if header.len > MAX_FRAME_LEN {
@@ -121,9 +166,15 @@ mod tests {
             FrameHeader::decode(&bytes),
             Err(WireError::FrameMagic(magic))
         );
-        let mut bytes = FrameHeader::new(5).encode();
-        bytes[4] = 1;
-        assert_eq!(FrameHeader::decode(&bytes), Err(WireError::FrameFlags(1)));
+        for flags in [5, 0x100, 0x200, 0x1_0001] {
+            let mut bytes = FrameHeader::new(5).encode();
+            bytes[4..8].copy_from_slice(&u32::to_le_bytes(flags));
+            assert_eq!(
+                FrameHeader::decode(&bytes),
+                Err(WireError::FrameFlags(flags)),
+                "{flags:#x}"
+            );
+        }
         // Found by the fuzzer: a length near u64::MAX overflowed the padding sum.
         let bytes = FrameHeader::new(u64::MAX).encode();
         assert_eq!(
@@ -134,6 +185,20 @@ mod tests {
             FrameHeader::read(&bytes[1..]),
             Err(WireError::FrameHeaderLength(15))
         );
+    }
+
+    #[test]
+    fn flags_count_descriptors_and_mark_a_spill() {
+        let header = FrameHeader::with_descriptors(1 << 20, 2, true).unwrap();
+        assert_eq!(&header.encode()[4..8], &[2, 1, 0, 0]);
+        let back = FrameHeader::decode(&header.encode()).unwrap();
+        assert_eq!((back.descriptors(), back.is_spilled()), (2, true));
+        assert_eq!(back.ring_bytes(), 16);
+        let plain = FrameHeader::with_descriptors(17, 1, false).unwrap();
+        assert_eq!((plain.descriptors(), plain.is_spilled()), (1, false));
+        assert_eq!(plain.ring_bytes(), 48);
+        assert!(FrameHeader::with_descriptors(1, 5, false).is_err());
+        assert!(FrameHeader::with_descriptors(1, 0, true).is_err());
     }
 
     #[test]

@@ -196,7 +196,6 @@ mod tests {
                 proptest::prop_assert!(function.end <= split.call);
                 proptest::prop_assert!(split.arguments() <= bytes.len());
             }
-            let _ = segmented::named_handle(bytes);
             if let Ok(call) = segmented::parse_call(bytes) {
                 proptest::prop_assert!(call.inline.end == bytes.len());
             }

@@ -1,9 +1,8 @@
-//! The records of the segment sockets (the door callers hand segments
-//! through, and each worker's segment channel): 32 bytes each, with at most
-//! one descriptor attached.
+//! The records of the door callers hand segments through: 32 bytes each,
+//! with at most one descriptor attached.
 //!
 //! ```text
-//! 0   kind (4 bytes: HELO, PUT , GET , DROP, CALL, RSLT)
+//! 0   kind (4 bytes: HELO, PUT , GET , DROP)
 //! 4   status (u32): a reply's; 0 done
 //! 8   handle (u64): a segment's, in the caller's session
 //! 16  token (16 bytes): the session's, in the gateway's greeting
@@ -25,10 +24,6 @@ pub const PUT: [u8; 4] = *b"PUT ";
 pub const GET: [u8; 4] = *b"GET ";
 /// A caller lets go of a segment it handed in (no reply).
 pub const DROP: [u8; 4] = *b"DROP";
-/// Gateway to worker: the segment of the call that follows.
-pub const CALL: [u8; 4] = *b"CALL";
-/// Worker to gateway: the segment of the response that follows.
-pub const RESULT: [u8; 4] = *b"RSLT";
 
 /// A reply's status: done.
 pub const OK: u32 = 0;

@@ -23,7 +23,6 @@ use std::ops::Range;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 
-use super::calls::{self, ATTACHED_HEADER, FUNCTION_MAGIC};
 use super::records::{TOKEN_BYTES, Token};
 use super::{DIGEST_BYTES, Digest, Peek, WireError};
 
@@ -240,38 +239,6 @@ pub fn with_handle(response: &[u8], handle: u64) -> Bytes {
     out.freeze()
 }
 
-/// The handle of the segment a request's `MCQ3` call names, reading only
-/// fixed offsets (so that whoever receives the segment can take it before
-/// anything else about the request can fail): 0 for none or an `MCQ2`
-/// call, None when the request is too malformed to tell.
-pub fn named_handle<P: Peek + ?Sized>(request: &P) -> Option<u64> {
-    let mut call = 0;
-    if request.has_at(0, FUNCTION_MAGIC) {
-        let length = request.u32_at(FUNCTION_MAGIC.len())?;
-        call = ATTACHED_HEADER.checked_add(usize::try_from(length).ok()?)?;
-    }
-    if request.has_at(call, calls::CALL_MAGIC) {
-        return Some(0);
-    }
-    match CallHeader::parse(&Tail(request, call)) {
-        Ok(Some(header)) => Some(header.handle),
-        _ => None,
-    }
-}
-
-/// The bytes of `.0` from `.1` on.
-struct Tail<'a, P: ?Sized>(&'a P, usize);
-
-impl<P: Peek + ?Sized> Peek for Tail<'_, P> {
-    fn len(&self) -> usize {
-        self.0.len().saturating_sub(self.1)
-    }
-
-    fn peek<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
-        self.0.peek(self.1.checked_add(at)?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,11 +280,6 @@ mod tests {
             CallHeader::parse(&call[..40]),
             Err(WireError::CallHeaderCut)
         );
-        let attached = [&b"MCA2\x01\x00\x00\x00f"[..], &call].concat();
-        assert_eq!(named_handle(&attached[..]), Some(9));
-        assert_eq!(named_handle(&b"MCQ2"[..]), Some(0));
-        assert_eq!(named_handle(&attached[..40]), None);
-        assert_eq!(named_handle(&b"MCA2\xff\xff\xff\xff"[..]), None);
     }
 
     #[test]

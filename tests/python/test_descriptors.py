@@ -7,6 +7,7 @@ close-on-exec."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import struct
@@ -15,6 +16,7 @@ import numpy as np
 
 from distribute_challenge import _segment_door, compute_this
 from distribute_challenge._pb import gateway_pb2
+from mystic_native import WorkerLink
 from mystic_wire import (
     ERROR,
     _records,
@@ -99,18 +101,30 @@ def test_a_malformed_call_leaves_no_segment_for_the_next_caller(start_gateway):
 
 def test_received_descriptors_are_close_on_exec():
     """Whatever the receiver starts (a worker's function running a program)
-    inherits none of the segments it received."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    inherits none of the segments it received: neither a worker's link nor
+    the client's records hand out an inheritable descriptor."""
+    gateway, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     read_end, write_end = os.pipe()
     os.set_inheritable(read_end, True)
     try:
-        _records.send(ours, _records.Record(_records.CALL, handle=7), read_end)
-        record, fd = _records.receive(theirs)
-        assert (record.kind, record.handle) == (_records.CALL, 7)
+        # A worker's link (the pipe transport): a request line with a segment.
+        link = WorkerLink(os.dup(worker.fileno()), "pipe", MIB)
+        link.ready()
+        line = base64.b64encode(b"request") + b"\n"
+        socket.send_fds(gateway, [line], [read_end])
+        message = link.receive()
+        assert bytes(message) == b"request"
+        assert message.segment is not None
+        assert not os.get_inheritable(message.segment.fileno())
+        message.segment.close()
+        # The client's records.
+        _records.send(gateway, _records.Record(_records.PUT, handle=7), read_end)
+        record, fd = _records.receive(worker)
+        assert (record.kind, record.handle) == (_records.PUT, 7)
         assert fd is not None and not os.get_inheritable(fd)
         os.close(fd)
     finally:
         for end in (read_end, write_end):
             os.close(end)
-        ours.close()
-        theirs.close()
+        gateway.close()
+        worker.close()

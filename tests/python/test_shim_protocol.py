@@ -1,11 +1,13 @@
 """The worker shim's pipe protocol, spoken directly to ``python -m worker_shim``
-(no gateway): handshake, round trips, fd hygiene, exit statuses."""
+over its link (a socket pair, its fd 0), without a gateway: handshake, round
+trips, fd hygiene, exit statuses."""
 
 from __future__ import annotations
 
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -33,23 +35,25 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class Shim:
-    """One worker process speaking the line protocol on its stdin/stdout."""
+    """One worker process speaking the line protocol on its link."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker_shim", *(args or ("--transport", "pipe"))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "MYSTIC_GATEWAY_PID": str(os.getpid()), **(env or {})},
-        )
+        self.link, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker_shim", *(args or ("--transport", "pipe"))],
+                stdin=theirs,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "MYSTIC_GATEWAY_PID": str(os.getpid()), **(env or {})},
+            )
+        self.lines = self.link.makefile("rb")
 
     def readline(self) -> bytes:
-        return self.process.stdout.readline()
+        return self.lines.readline()
 
     def send_line(self, line: bytes) -> None:
-        self.process.stdin.write(line)
-        self.process.stdin.flush()
+        self.link.sendall(line)
 
     def call(self, function, *args, **kwargs):
         return decode_response(self.exchange(encode_request(function, args, kwargs, ())))
@@ -63,8 +67,8 @@ class Shim:
         return bytes(strip_kept(base64.b64decode(line[:-1], validate=True))[1])
 
     def close(self) -> tuple[int, str]:
-        """Closes stdin (EOF) and returns the exit status and stderr."""
-        self.process.stdin.close()
+        """Ends the link (EOF) and returns the exit status and stderr."""
+        self.link.shutdown(socket.SHUT_WR)
         status = self.process.wait(timeout=30)
         return status, self.stderr()
 
@@ -82,8 +86,9 @@ def shim():
     if worker.process.poll() is None:
         worker.process.kill()
         worker.process.wait()
-    for stream in (worker.process.stdin, worker.process.stdout, worker.process.stderr):
-        stream.close()
+    worker.lines.close()
+    worker.link.close()
+    worker.process.stderr.close()
 
 
 def square(x):
@@ -210,12 +215,13 @@ def test_a_line_that_is_not_base64_exits_1(shim):
     assert "protocol error" in stderr
 
 
-def test_shm_whose_stdio_is_no_segment_and_doorbell_exits_1_with_one_line():
-    # Pipes instead of the segment (stdout) and the doorbell (stdin).
+def test_shm_whose_link_says_no_hello_exits_1_with_one_line():
+    # A stream socket that says something else instead of the handshake.
     worker = Shim("--transport", "shm")
+    worker.send_line(b"not a handshake\n")
     status, stderr = worker.close()
     assert status == 1
-    assert "cannot attach to shared memory" in stderr
+    assert "protocol error" in stderr
     assert len(stderr.strip().splitlines()) == 1
 
 
@@ -232,13 +238,14 @@ def test_the_worker_dies_with_its_parent():
     # A parent that starts a worker, waits for `ready`, prints its pid and exits.
     parent_code = textwrap.dedent(
         """
-        import os, subprocess, sys
+        import os, socket, subprocess, sys
+        link, theirs = socket.socketpair()
         worker = subprocess.Popen(
             [sys.executable, "-m", "worker_shim", "--transport", "pipe"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stdin=theirs, stdout=subprocess.DEVNULL,
             env={**os.environ, "MYSTIC_GATEWAY_PID": str(os.getpid())},
         )
-        assert worker.stdout.readline() == b"ready\\n"
+        assert link.makefile("rb").readline() == b"ready\\n"
         print(worker.pid, flush=True)
         os._exit(0)
         """

@@ -6,6 +6,7 @@ import ast
 import importlib.util
 import inspect
 import pathlib
+import sys
 
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
 from mystic_native import _native
@@ -44,7 +45,7 @@ def _native_stubs() -> dict[str, ast.AST]:
     tree = ast.parse((REPO / "mystic_native" / "_native.pyi").read_text())
     stubs: dict[str, ast.AST] = {}
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             stubs[node.name] = node
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             stubs[node.target.id] = node
@@ -62,5 +63,16 @@ def test_the_extension_s_stubs_match_its_signatures_and_types():
         if isinstance(stub, ast.FunctionDef):
             parameters = inspect.signature(value).parameters
             assert list(parameters) == [arg.arg for arg in stub.args.args], name
+        elif isinstance(stub, ast.ClassDef):
+            assert isinstance(value, type), name
+            assert [ast.unparse(base) for base in stub.bases] == [
+                base.__name__ for base in value.__bases__ if base is not object
+            ], name
+            for member in stub.body:
+                # The buffer protocol shows as ``__buffer__`` from Python 3.12 on.
+                if getattr(member, "name", "") == "__buffer__" and sys.version_info < (3, 12):
+                    continue
+                if isinstance(member, ast.FunctionDef):
+                    assert hasattr(value, member.name), f"{name}.{member.name}"
         else:
             assert type(value).__name__ == ast.unparse(stub.annotation), name

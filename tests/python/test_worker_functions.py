@@ -27,7 +27,9 @@ def run(payload: bytes, functions: FunctionCache) -> bytes:
 
 
 def answer(payload: bytes, functions: FunctionCache) -> bytes:
-    return b"".join(execute(memoryview(payload), functions))
+    pieces, segment = execute(memoryview(payload), functions=functions)
+    assert segment is None
+    return b"".join(pieces)
 
 
 def test_an_attached_function_is_kept_and_later_calls_by_digest_use_it():

@@ -1,6 +1,8 @@
 //! Memory that rings live in: the [`Mapping`] contract, the sealed memfd
-//! behind it ([`SealedMemory`]), and raw writes into a mapping to set up a
-//! segment before any peer maps it. With `ring`, this is one of the two
+//! behind it ([`SealedMemory`]), raw writes into a mapping to set up the
+//! rings before any peer maps them, and [`MappedFile`]: a memfd another
+//! process made, mapped here (a worker's view of its rings; a segment, to
+//! read or to unpickle from in place). With `ring`, this is one of the two
 //! modules of the crate that hold `unsafe` code.
 //!
 //! [`HeapMapping`], plain heap memory standing in for a segment, exists for
@@ -138,6 +140,187 @@ impl SealedMemory {
             _map: map,
         };
         Ok((Arc::new(memory), OwnedFd::from(file)))
+    }
+}
+
+/// How a [`MappedFile`] is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAs {
+    /// Shared, read-write: both processes see each other's writes (rings).
+    Shared,
+    /// Private, copy-on-write: writes stay this process's (a segment
+    /// unpickled in place: its arrays writable, as inline ones are).
+    Private,
+    /// Shared, read-only (a segment only read).
+    ReadOnly,
+}
+
+/// A memfd mapped in full, kept mapped while the value (or an `Arc` of it)
+/// lives.
+pub struct MappedFile {
+    base: SharedPtr,
+    len: usize,
+    how: MapAs,
+    _map: Map,
+}
+
+enum Map {
+    Writable(memmap2::MmapMut),
+    ReadOnly(memmap2::Mmap),
+}
+
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedFile")
+            .field("len", &self.len)
+            .field("how", &self.how)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A memfd that cannot be mapped safely, or failed to map.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("the memfd is not sealed against changes")]
+    NotSealed,
+    #[error("the memfd holds {size} bytes, fewer than {wanted}")]
+    TooSmall { size: usize, wanted: usize },
+    #[error("cannot map the memfd: {0}")]
+    Map(#[from] std::io::Error),
+}
+
+impl MappedFile {
+    /// Maps all of `fd`, which must hold at least `wanted` bytes and be
+    /// sealed against changing size (else a page cut off under the mapping
+    /// would fault on its next touch).
+    pub fn map(fd: &OwnedFd, how: MapAs, wanted: usize) -> Result<Arc<MappedFile>, MapError> {
+        use rustix::fs::SealFlags;
+
+        let seals = rustix::fs::fcntl_get_seals(fd).map_err(|err| MapError::Map(err.into()))?;
+        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+            return Err(MapError::NotSealed);
+        }
+        let size = rustix::fs::fstat(fd)
+            .map_err(|err| MapError::Map(err.into()))?
+            .st_size;
+        let size = usize::try_from(size).unwrap_or(0);
+        if size < wanted.max(1) {
+            return Err(MapError::TooSmall { size, wanted });
+        }
+        let file = std::fs::File::from(fd.try_clone()?);
+        let mut options = memmap2::MmapOptions::new();
+        options.len(size);
+        // SAFETY: the file is a memfd sealed against shrinking and growing
+        // (checked above), so every page of the mapping stays backed for as
+        // long as it lives; its contents may change under a shared mapping,
+        // which its readers expect (the rings copy through raw pointers and
+        // check every counter they read; a sealed segment cannot be written
+        // at all).
+        let map = unsafe {
+            match how {
+                MapAs::Shared => Map::Writable(options.map_mut(&file)?),
+                MapAs::Private => Map::Writable(options.map_copy(&file)?),
+                MapAs::ReadOnly => Map::ReadOnly(options.map(&file)?),
+            }
+        };
+        let base = match &map {
+            Map::Writable(map) => map.as_ptr(),
+            Map::ReadOnly(map) => map.as_ptr(),
+        };
+        let base = NonNull::new(base.cast_mut()).expect("mmap never returns null");
+        Ok(Arc::new(MappedFile {
+            base: SharedPtr(base),
+            len: size,
+            how,
+            _map: map,
+        }))
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.0.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether writes through the mapping are allowed.
+    pub fn is_writable(&self) -> bool {
+        self.how != MapAs::ReadOnly
+    }
+
+    /// Copies `len` bytes at `offset` out, or None if they lie outside.
+    pub fn read(&self, offset: usize, len: usize) -> Option<Vec<u8>> {
+        if offset.checked_add(len)? > self.len {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        // SAFETY: the range is inside the mapping (checked above), mapped
+        // while `self` lives; `out` has room for `len` bytes and is a
+        // separate allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+        Some(out)
+    }
+}
+
+/// A memfd sealed against every write and change of size, mapped
+/// read-only: its bytes can never change, so they are lent out as a plain
+/// slice (a payload that came in a segment of its own, read in place).
+#[derive(Debug)]
+pub struct FrozenBytes(Arc<MappedFile>);
+
+impl FrozenBytes {
+    /// Maps `fd`, which must be sealed against writes, shrinking and growing.
+    pub fn map(fd: &OwnedFd) -> Result<FrozenBytes, MapError> {
+        use rustix::fs::SealFlags;
+
+        let seals = rustix::fs::fcntl_get_seals(fd).map_err(|err| MapError::Map(err.into()))?;
+        if !seals.contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW) {
+            return Err(MapError::NotSealed);
+        }
+        Ok(FrozenBytes(MappedFile::map(fd, MapAs::ReadOnly, 0)?))
+    }
+}
+
+impl AsRef<[u8]> for FrozenBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `len` bytes from the base are mapped while the
+        // `MappedFile` lives (the `Arc` keeps it); the file is sealed
+        // against writes (checked in `map`, and a seal is never removed),
+        // so no process can change the bytes while the slice is borrowed.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.0.len()) }
+    }
+}
+
+impl MappedFile {
+    /// The mapping as memory rings may live in, if it is shared and
+    /// writable.
+    pub fn for_rings(self: Arc<Self>) -> Option<Arc<dyn Mapping>> {
+        (self.how == MapAs::Shared).then(|| Arc::new(RingMemory(self)) as Arc<dyn Mapping>)
+    }
+}
+
+/// A writable [`MappedFile`], as [`Mapping`] wants.
+struct RingMemory(Arc<MappedFile>);
+
+// SAFETY: built only from a writable mapping (`MappedFile::for_rings`):
+// `base` points to `len` bytes mapped read-write until the `MappedFile` is
+// dropped, which the `Arc` prevents while this lives; page-aligned (so
+// 64-byte aligned); the seals keep the file at its size.
+unsafe impl Mapping for RingMemory {
+    fn base(&self) -> NonNull<u8> {
+        self.0.base.0
+    }
+
+    fn size(&self) -> usize {
+        self.0.len
     }
 }
 

@@ -12,7 +12,7 @@
 //! pointers; no Rust reference to the shared data bytes is created.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::mapping::Mapping;
 
@@ -160,11 +160,66 @@ impl RingMemory {
     }
 }
 
+/// A word in shared memory through which a side says it is about to sleep
+/// (the doorbells ring only a side that did: `doorbell.rs`).
+pub struct SleepFlag {
+    mapping: Arc<dyn Mapping>,
+    offset: usize,
+}
+
+impl SleepFlag {
+    /// The flag at `offset` of `mapping` (4-byte aligned, inside it).
+    pub fn new(mapping: Arc<dyn Mapping>, offset: usize) -> Result<SleepFlag, BadFlag> {
+        let fits = offset
+            .checked_add(4)
+            .is_some_and(|end| end <= mapping.size());
+        if !fits || offset % 4 != 0 {
+            return Err(BadFlag(offset, mapping.size()));
+        }
+        Ok(SleepFlag { mapping, offset })
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: `new` checked that the word lies inside the mapping, which
+        // `self.mapping` keeps alive; the base is 64-byte aligned and the
+        // offset a multiple of 4, so the pointer is aligned for `AtomicU32`.
+        // Both processes touch the word only atomically.
+        unsafe { AtomicU32::from_ptr(self.mapping.base().as_ptr().add(self.offset).cast()) }
+    }
+
+    /// Says this side is about to sleep. SYNC POINT: SeqCst, with the
+    /// fence in the waker's [`SleepFlag::take`]: either this side sees what
+    /// the waker published, or the waker sees the flag and rings.
+    pub fn raise(&self) {
+        self.word().store(1, Ordering::SeqCst);
+    }
+
+    /// Says this side is awake after all.
+    pub fn lower(&self) {
+        self.word().store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the side was about to sleep (the flag is lowered): then it
+    /// must be rung. SYNC POINT: the fence orders the publication before
+    /// this look (pairs with [`SleepFlag::raise`]).
+    pub fn take(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.word().swap(0, Ordering::SeqCst) == 1
+    }
+}
+
+/// A flag that does not fit the mapping or is misaligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a flag at offset {0} does not fit a mapping of {1} bytes")]
+pub struct BadFlag(pub usize, pub usize);
+
 /// The writing end of a ring.
 pub struct Producer {
     memory: RingMemory,
     /// Our own `head`: the shared copy is only ever written from this.
     head: u64,
+    /// Bytes copied in after `head`, not yet published.
+    staged: u64,
 }
 
 /// The reading end of a ring.
@@ -187,6 +242,7 @@ pub fn create(
     Ok((
         Producer {
             head: 0,
+            staged: 0,
             ..producer
         },
         consumer,
@@ -202,7 +258,11 @@ pub fn attach_producer(
     // SYNC POINT: pairs with the consumer's Release store of `tail` (none
     // yet); reading our own counter needs no ordering.
     let head = memory.head().load(Ordering::Relaxed);
-    Ok(Producer { memory, head })
+    Ok(Producer {
+        memory,
+        head,
+        staged: 0,
+    })
 }
 
 /// Attaches the reading end to a ring in `mapping`, resuming at its `tail`.
@@ -216,12 +276,12 @@ pub fn attach_consumer(
 }
 
 impl Producer {
-    /// Bytes that can be written now.
+    /// Bytes that can be written now (staged bytes count as written).
     pub fn free(&self) -> Result<usize, CorruptRing> {
         // SYNC POINT: Acquire pairs with the consumer's Release store of
         // `tail` in `Consumer::read`: the bytes it released are no longer read.
         let tail = self.memory.tail().load(Ordering::Acquire);
-        let used = self.head.wrapping_sub(tail);
+        let used = self.head.wrapping_add(self.staged).wrapping_sub(tail);
         let capacity = self.memory.capacity();
         if used > capacity as u64 {
             return Err(CorruptRing {
@@ -233,19 +293,35 @@ impl Producer {
         Ok(capacity - used as usize)
     }
 
+    /// Copies as much of `src` as fits after what is staged already,
+    /// without publishing it (see [`Producer::publish`]); returns how much.
+    pub fn stage(&mut self, src: &[u8]) -> Result<usize, CorruptRing> {
+        let len = src.len().min(self.free()?);
+        if len > 0 {
+            self.memory
+                .copy_in(self.head.wrapping_add(self.staged), &src[..len]);
+            self.staged += len as u64;
+        }
+        Ok(len)
+    }
+
+    /// Makes what was staged readable, all at once; returns how much.
+    pub fn publish(&mut self) -> usize {
+        let staged = std::mem::take(&mut self.staged);
+        if staged > 0 {
+            self.head = self.head.wrapping_add(staged);
+            // SYNC POINT: Release pairs with the consumer's Acquire load of
+            // `head` in `Consumer::available`: the bytes copied in are
+            // visible before the new head is.
+            self.memory.head().store(self.head, Ordering::Release);
+        }
+        staged as usize
+    }
+
     /// Writes as much of `src` as fits and publishes it; returns how much.
     pub fn write(&mut self, src: &[u8]) -> Result<usize, CorruptRing> {
-        let len = src.len().min(self.free()?);
-        if len == 0 {
-            return Ok(0);
-        }
-        self.memory.copy_in(self.head, &src[..len]);
-        self.head = self.head.wrapping_add(len as u64);
-        // SYNC POINT: Release pairs with the consumer's Acquire load of
-        // `head` in `Consumer::available`: the bytes copied above are visible
-        // before the new head is.
-        self.memory.head().store(self.head, Ordering::Release);
-        Ok(len)
+        self.stage(src)?;
+        Ok(self.publish())
     }
 }
 
@@ -265,6 +341,33 @@ impl Consumer {
             });
         }
         Ok(filled as usize)
+    }
+
+    /// Copies up to `dst.len()` readable bytes out without releasing them;
+    /// returns how many.
+    pub fn peek(&self, dst: &mut [u8]) -> Result<usize, CorruptRing> {
+        let len = dst.len().min(self.available()?);
+        // SAFETY: `dst` is a live Rust slice of at least `len` bytes, outside
+        // the mapping.
+        unsafe { self.memory.copy_out(self.tail, dst.as_mut_ptr(), len) };
+        Ok(len)
+    }
+
+    /// Where the next `len` readable bytes lie, if all of them are readable
+    /// and in one piece (not across the ring's end): read them in place,
+    /// then [`Consumer::skip`] them. The pointer stays valid while the
+    /// consumer (and its mapping) lives; the producer does not write there
+    /// until they are skipped.
+    pub fn in_place(&self, len: usize) -> Result<Option<*const u8>, CorruptRing> {
+        if len > self.available()? {
+            return Ok(None);
+        }
+        let [(start, first), _] = self.memory.runs(self.tail, len);
+        if first < len {
+            return Ok(None);
+        }
+        // SAFETY: `runs` keeps `start + len` within the data area.
+        Ok(Some(unsafe { self.memory.data().add(start).cast_const() }))
     }
 
     /// Reads up to `dst.len()` bytes and releases their space; returns how many.
