@@ -13,7 +13,8 @@ against the other, interleaved in one run, with a local
     .venv/bin/python benches/python/channel.py --version before=/tmp/before --version after=.
 
 Each block runs in a fresh process with ``PYTHONPATH`` set to its checkout
-and a temporary working directory, against the checkout's
+(and the environment variables given after it, if any) and a temporary
+working directory, against the checkout's
 ``target/release/mysticchallenge --workers 4``. Rounds alternate the order.
 """
 
@@ -146,9 +147,12 @@ def pool_block(args: argparse.Namespace) -> dict:
     return {"latencies": latencies, "map_rate": rate}
 
 
-def run_block(checkout: pathlib.Path, transport: str, args: argparse.Namespace) -> dict:
+def run_block(
+    checkout: pathlib.Path, variables: list[str], transport: str, args: argparse.Namespace
+) -> dict:
     binary = checkout / "target" / "release" / "mysticchallenge"
     env = dict(os.environ, PYTHONPATH=str(checkout))
+    env.update(variable.split("=", 1) for variable in variables)
     command = [sys.executable, __file__, "--block", str(binary), transport]
     command += ["--calls", str(args.calls), "--map", str(args.map)]
     command += ["--sizes-calls", str(args.sizes_calls)]
@@ -197,7 +201,9 @@ def _size(size: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="append", default=[], help="NAME=CHECKOUT")
+    parser.add_argument(
+        "--version", action="append", default=[], help="NAME=CHECKOUT [VARIABLE=VALUE...]"
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--map", type=int, default=20_000)
@@ -214,8 +220,9 @@ def main() -> None:
     for number in range(args.rounds):
         order = versions if number % 2 == 0 else versions[::-1]
         for name, checkout in order:
+            path, *variables = checkout.split()
             for transport in ("pipe", "shm") if number % 2 == 0 else ("shm", "pipe"):
-                figures = run_block(pathlib.Path(checkout).resolve(), transport, args)
+                figures = run_block(pathlib.Path(path).resolve(), variables, transport, args)
                 results.setdefault(f"{name} {transport}", []).append(figures)
         results.setdefault("ProcessPoolExecutor(4)", []).append(pool_block(args))
         print(f"round {number + 1}/{args.rounds}", file=sys.stderr)
