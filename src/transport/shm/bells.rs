@@ -15,14 +15,12 @@
 //! busy (BENCHMARKS.md, "Doorbells"), and the socket's sends wake the peer
 //! synchronously, holding it back until the ringer sleeps.
 //!
-//! The worker's side waits blocking (the extension, the GIL released) and
-//! spins a little first, when its last wait was short; the gateway's side
-//! waits on tokio ([`AsyncBell`]). A worker also wakes when its link's
+//! The worker's side waits blocking (the extension, the GIL released),
+//! without spinning first; the gateway's side waits on tokio ([`AsyncBell`]). A worker also wakes when its link's
 //! socket closes (the gateway has gone), which it watches beside its bell.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd};
 use tokio::io::Interest;
@@ -111,9 +109,12 @@ impl AsyncBell {
                 return Ok(());
             }
             let mut guard = self.fd.readable().await?;
-            if !drain(self.fd.get_ref().as_fd())? {
-                guard.clear_ready();
-            }
+            // A read takes the whole count, so the bell is quiet after it
+            // either way: clearing tokio's readiness now spares the next
+            // wait a read that would find nothing (a ring after this read
+            // is a new event, which tokio keeps).
+            drain(self.fd.get_ref().as_fd())?;
+            guard.clear_ready();
         }
     }
 }
@@ -124,17 +125,10 @@ impl AsFd for AsyncBell {
     }
 }
 
-/// How long a worker spins before it sleeps: as long as its last wait
-/// took, if that was short (a busy caller sends the next call at once),
-/// up to this; not at all after a long wait.
-pub const MAX_SPIN: Duration = Duration::from_micros(50);
-
 /// The worker's bell, waited on blocking.
 #[derive(Debug)]
 pub struct Bell {
     fd: OwnedFd,
-    /// How long the last wait took.
-    last_wait: Duration,
 }
 
 /// Why a blocking wait ended without what it waited for.
@@ -151,47 +145,24 @@ pub enum WaitError<E> {
 
 impl Bell {
     pub fn new(bell: OwnedFd) -> Bell {
-        Bell {
-            fd: bell,
-            last_wait: MAX_SPIN,
-        }
+        Bell { fd: bell }
     }
 
-    /// Waits until `ready` holds: spins a little, then says it sleeps
-    /// (`mine`), looks once more and sleeps on the bell, or until `link`
-    /// (the link's socket) closes.
+    /// Waits until `ready` holds: says it sleeps (`mine`), looks once more
+    /// and sleeps on the bell, or until `link` (the link's socket) closes.
+    ///
+    /// It does not spin first: spinning wins only where the peer has a core
+    /// of its own, and a pool of workers on a few cores (the usual case)
+    /// lost 20% of its `map` rate to it (BENCHMARKS.md).
     pub fn wait_until<E>(
         &mut self,
         mine: &SleepFlag,
         link: BorrowedFd<'_>,
         mut ready: impl FnMut() -> Result<bool, E>,
     ) -> Result<(), WaitError<E>> {
-        let started = Instant::now();
-        let spin = if self.last_wait < MAX_SPIN {
-            self.last_wait.max(Duration::from_micros(5))
-        } else {
-            Duration::ZERO
-        };
-        let outcome = self.wait(mine, link, spin, &mut ready);
-        self.last_wait = started.elapsed();
-        outcome
-    }
-
-    fn wait<E>(
-        &self,
-        mine: &SleepFlag,
-        link: BorrowedFd<'_>,
-        spin: Duration,
-        ready: &mut impl FnMut() -> Result<bool, E>,
-    ) -> Result<(), WaitError<E>> {
-        let spinning = Instant::now();
         loop {
             if ready().map_err(WaitError::Ready)? {
                 return Ok(());
-            }
-            if spinning.elapsed() < spin {
-                std::hint::spin_loop();
-                continue;
             }
             mine.raise();
             if ready().map_err(WaitError::Ready)? {
@@ -220,6 +191,7 @@ impl Bell {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::super::mapping::HeapMapping;
     use super::*;
