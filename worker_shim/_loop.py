@@ -3,7 +3,7 @@
 The loop drives the worker's link (``mystic_native.WorkerLink``, which
 speaks the transport, the GIL released while it waits): it says ``ready``
 once, then answers requests one at a time until the gateway goes away. It
-ends in one of three ways:
+ends in one of two ways:
 
 - the gateway closed its end (``GatewayGone``): exit status 0;
 - a protocol error (``ProtocolError``) or a failed link (``OSError``): one

@@ -20,7 +20,7 @@ use super::adopted::{Adopted, Reaper};
 use super::spawn::WorkerProcess;
 use super::stderr::{StderrDrain, stderr_socket};
 
-/// How long a worker gets after stdin EOF, and again after SIGTERM.
+/// How long a worker gets after its link closes, and again after SIGTERM.
 const STOP_STEP: Duration = Duration::from_secs(2);
 
 /// A worker's fds 0 to 2, made before it starts.

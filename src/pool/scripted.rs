@@ -207,8 +207,8 @@ impl WorkerProcess for ScriptedProcess {
 /// The scripted worker's body.
 async fn run(
     script: Script,
-    stdin: OwnedReadHalf,
-    mut stdout: OwnedWriteHalf,
+    incoming: OwnedReadHalf,
+    mut outgoing: OwnedWriteHalf,
     exit: Arc<watch::Sender<Option<ExitStatus>>>,
     log: Arc<Mutex<Log>>,
 ) {
@@ -219,7 +219,7 @@ async fn run(
         die(status);
         return;
     }
-    if stdout.write_all(b"ready\n").await.is_err() {
+    if outgoing.write_all(b"ready\n").await.is_err() {
         return;
     }
     if let Script::DieIdle { after, status } = script {
@@ -227,7 +227,7 @@ async fn run(
         die(status);
         return;
     }
-    let mut requests = BufReader::new(stdin);
+    let mut requests = BufReader::new(incoming);
     let mut line = String::new();
     let mut functions = HashSet::new();
     // A call streaming its items: its arguments, and the chunks still to send.
@@ -236,7 +236,7 @@ async fn run(
         line.clear();
         match requests.read_line(&mut line).await {
             Ok(0) | Err(_) => {
-                // EOF on stdin: the gateway asks the worker to exit.
+                // EOF on the link: the gateway asks the worker to exit.
                 die(exit_code(0));
                 return;
             }
@@ -257,7 +257,7 @@ async fn run(
                 streaming = Some((arguments, left - 1));
                 [&items::CHUNK_MAGIC[..], b"chunk"].concat()
             };
-            if !answer(&mut stdout, &response).await {
+            if !answer(&mut outgoing, &response).await {
                 return;
             }
             continue;
@@ -280,7 +280,7 @@ async fn run(
             || (!request.is_attached() && !functions.contains(request.digest()));
         if misses {
             let miss = miss(request.digest());
-            if !answer(&mut stdout, &miss).await {
+            if !answer(&mut outgoing, &miss).await {
                 return;
             }
             continue;
@@ -298,7 +298,7 @@ async fn run(
             log.lock().unwrap().chunks += 1;
             streaming = Some((request.arguments().to_vec(), count.saturating_sub(1)));
             let chunk = [said, &items::CHUNK_MAGIC[..], b"chunk"].concat();
-            if !answer(&mut stdout, &chunk).await {
+            if !answer(&mut outgoing, &chunk).await {
                 return;
             }
             continue;
@@ -307,19 +307,19 @@ async fn run(
             Script::Serve { delay } => {
                 tokio::time::sleep(*delay).await;
                 let echo = [said, b"echo:", request.arguments()].concat();
-                if !answer(&mut stdout, &echo).await {
+                if !answer(&mut outgoing, &echo).await {
                     return;
                 }
             }
             Script::KeepsNone => {
                 let echo = [said, b"echo:", request.arguments()].concat();
-                if !answer(&mut stdout, &echo).await {
+                if !answer(&mut outgoing, &echo).await {
                     return;
                 }
             }
             Script::Forgetful => {
                 let echo = [said, b"echo:", request.arguments()].concat();
-                if !answer(&mut stdout, &echo).await {
+                if !answer(&mut outgoing, &echo).await {
                     return;
                 }
                 functions.clear();
@@ -341,8 +341,8 @@ async fn run(
 }
 
 /// Writes one response line; false once the gateway has gone.
-async fn answer(stdout: &mut OwnedWriteHalf, response: &[u8]) -> bool {
+async fn answer(outgoing: &mut OwnedWriteHalf, response: &[u8]) -> bool {
     let mut line = BASE64.encode(response);
     line.push('\n');
-    stdout.write_all(line.as_bytes()).await.is_ok()
+    outgoing.write_all(line.as_bytes()).await.is_ok()
 }
