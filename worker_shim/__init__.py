@@ -7,11 +7,10 @@ workers, or ``<python> -m worker_shim --transport pipe|shm ...`` for each. Map:
 - ``_template.py``: the template (``--template``) that imports all this once
   and forks workers on the gateway's request.
 - ``_parent.py``: die with the gateway (``PR_SET_PDEATHSIG``).
-- ``_stdio.py``: move the protocol off fds 0/1 so user code cannot touch it.
-- ``_channel.py``: the channel interface the loop drives, and its two errors.
-- ``_loop.py``: the one serve loop and the exit statuses of a running worker.
-- ``_pipe.py``: the pipe transport's channel (base64 lines on the protocol fds).
-- ``_shm.py``: the shared-memory transport's channel (rings and doorbell).
+- ``_dumpable.py``: close the process to the other processes of its user.
+- ``_stdio.py``: move the link off fd 0 so user code cannot touch it.
+- ``_loop.py``: the one serve loop over the link (``mystic_native.WorkerLink``,
+  which speaks either transport in Rust) and the exit statuses of a worker.
 - ``_executor.py``: run one encoded call and encode its outcome.
 - ``_items.py``: a call that streams its items, chunk by chunk.
 - ``_output.py``: what a call prints, its head and tail kept within a bound.
