@@ -5,6 +5,12 @@
 //! [`FrameWriter`] and [`FrameReader`] are resumable: each `pump` moves as
 //! many bytes as the ring allows now, so a payload larger than the ring
 //! streams through it while the peer drains it.
+//!
+//! A reader wakes the writer for the space it freed only while the frame
+//! is still incomplete: a writer waits for space only in the middle of a
+//! frame (a frame that fits is published whole), and each side sends one
+//! frame and then waits for the answer under the same sleep flag, so a wake
+//! after the last piece would be a second, useless wake-up for every call.
 
 use super::ring::{Consumer, CorruptRing, Producer};
 use crate::wire::WireError;

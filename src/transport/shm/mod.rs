@@ -226,11 +226,13 @@ impl ShmTransport {
             } = self;
             loop {
                 let (frame, moved) = reader.pump(&mut side.incoming).map_err(ShmError::from)?;
-                if moved > 0 {
-                    wake(&side.peer, worker_bell.as_fd())?;
-                }
                 if let Some(frame) = frame {
                     break frame;
+                }
+                if moved > 0 {
+                    // Part of a frame: the worker may be waiting for the
+                    // space freed (`frame.rs`).
+                    wake(&side.peer, worker_bell.as_fd())?;
                 }
                 let incoming = &side.incoming;
                 let bytes = bell.wait_until(&side.mine, || {

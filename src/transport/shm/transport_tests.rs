@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
+use super::frame::FrameWriter;
 use super::link::{self, SPILL_BYTES};
 use super::worker::{Payload, WorkerError, WorkerSide};
 use super::{Prepared, ShmTransport, rings};
@@ -224,4 +225,24 @@ async fn a_worker_whose_gateway_goes_mid_frame_hears_so() {
     transport.side.outgoing.write(b"part").unwrap();
     drop(transport);
     assert!(matches!(worker.join().unwrap(), Err(WorkerError::Gone)));
+}
+
+#[tokio::test]
+async fn a_reader_that_takes_a_whole_frame_does_not_wake_the_writer() {
+    let (mut transport, link) = pair(1 << 30).await;
+    let worker = worker(link, 1 << 30, |side| side.receive().map(drop));
+    transport.handshake().await.unwrap();
+    // The gateway says it sleeps (as it will, waiting for the answer), then
+    // sends a frame that fits; the worker takes it whole.
+    transport.side.mine.raise();
+    let pieces: [&[u8]; 1] = [b"hello"];
+    transport
+        .send_frame(FrameWriter::new(FrameHeader::new(5), &pieces))
+        .await
+        .unwrap();
+    worker.join().unwrap().unwrap();
+    assert!(
+        transport.side.mine.take(),
+        "the worker woke the gateway for nothing"
+    );
 }

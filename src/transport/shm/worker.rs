@@ -127,12 +127,13 @@ impl WorkerSide {
         let mut reader = FrameReader::new(max);
         let frame = loop {
             let (frame, moved) = reader.pump(&mut self.side.incoming)?;
-            if moved > 0 {
-                // The gateway may be waiting for the space freed.
-                wake(&self.side.peer, self.gateway_bell.as_fd()).map_err(WorkerError::Io)?;
-            }
             if let Some(frame) = frame {
                 break frame;
+            }
+            if moved > 0 {
+                // Part of a frame: the gateway may be waiting for the space
+                // freed (`frame.rs`).
+                wake(&self.side.peer, self.gateway_bell.as_fd()).map_err(WorkerError::Io)?;
             }
             self.wait(|side| Ok(side.incoming.available()? > 0))?;
         };
