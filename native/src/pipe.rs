@@ -9,11 +9,13 @@
 //! allows or one with more than one descriptor breaks the protocol.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mysticchallenge::passing;
+use mysticchallenge::transport::lines::LineBuffer;
 use mysticchallenge::transport::shm::worker::Payload;
 use pyo3::prelude::*;
 
@@ -21,18 +23,9 @@ use crate::errors::{GatewayGone, ProtocolError};
 use crate::message::Message;
 use crate::segment::Segment;
 
-/// Most bytes read from the link at once.
-const READ_BYTES: usize = 64 << 10;
-/// A read buffer that grew past this for a large request is given back.
-const KEEP_BYTES: usize = 4 << 20;
-
 pub struct PipeLink {
     link: OwnedFd,
-    /// Bytes read from the link; `buffer[start..end]` not yet taken. Its
-    /// length is its capacity, so a read never zeroes memory again.
-    buffer: Vec<u8>,
-    start: usize,
-    end: usize,
+    lines: LineBuffer,
     /// The largest request payload, and the longest line that may carry
     /// one (its base64).
     max_payload_bytes: usize,
@@ -43,9 +36,7 @@ impl PipeLink {
     pub fn new(link: OwnedFd, max_payload_bytes: usize) -> PipeLink {
         PipeLink {
             link,
-            buffer: vec![0; READ_BYTES],
-            start: 0,
-            end: 0,
+            lines: LineBuffer::new(),
             max_payload_bytes,
             max_line: base64::encoded_len(max_payload_bytes, true).unwrap_or(usize::MAX),
         }
@@ -59,11 +50,10 @@ impl PipeLink {
     /// Waits for the next request line (the GIL released) and decodes it.
     pub fn receive(&mut self, py: Python<'_>) -> PyResult<Message> {
         let (payload, segment) = py.detach(|| {
-            let (start, end, segment) = self.read_line()?;
-            let payload = BASE64.decode(&self.buffer[start..end]).map_err(|err| {
+            let (line, segment) = self.read_line()?;
+            let payload = BASE64.decode(self.lines.bytes(line)).map_err(|err| {
                 ProtocolError::new_err(format!("a request line is not base64 ({err})"))
             })?;
-            self.forget_if_empty();
             if payload.len() > self.max_payload_bytes {
                 return Err(ProtocolError::new_err(format!(
                     "a request of {} bytes, over the limit of {}",
@@ -80,79 +70,38 @@ impl PipeLink {
         Ok(Message::new(Payload::Owned(payload), segment))
     }
 
-    /// Reads one line: where it lies in the buffer (without its `\n`) and
+    /// Reads one line: where it lies in the buffer (without its `\n`), and
     /// the descriptor it came with.
-    fn read_line(&mut self) -> PyResult<(usize, usize, Option<OwnedFd>)> {
+    fn read_line(&mut self) -> PyResult<(Range<usize>, Option<OwnedFd>)> {
         let mut fds = Vec::new();
-        let mut searched = self.start;
         loop {
-            if let Some(at) = self.buffer[searched..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
-                let (start, newline) = (self.start, searched + at);
-                self.start = newline + 1;
+            if let Some(line) = self.lines.take_line() {
                 if fds.len() > 1 {
                     return Err(ProtocolError::new_err(
                         "a request line came with more than one descriptor",
                     ));
                 }
-                return Ok((start, newline, fds.pop()));
+                return Ok((line, fds.pop()));
             }
-            if self.end - self.start > self.max_line {
+            if self.lines.pending() > self.max_line {
                 return Err(ProtocolError::new_err(format!(
                     "a request line is over {} bytes, longer than the payload limit allows",
                     self.max_line
                 )));
             }
-            let searched_from = self.end - self.start;
-            self.make_room();
-            searched = self.start + searched_from;
-            let read = passing::receive(
-                self.link.as_fd(),
-                &mut self.buffer[self.end..],
-                &mut fds,
-                true,
-            );
-            match read {
-                Ok(0) if self.start == self.end => {
+            match passing::receive(self.link.as_fd(), self.lines.spare(), &mut fds, true) {
+                Ok(0) if self.lines.pending() == 0 => {
                     return Err(GatewayGone::new_err("the gateway closed the link"));
                 }
                 Ok(0) => {
                     return Err(ProtocolError::new_err(format!(
                         "the link ended inside a request line ({} bytes)",
-                        self.end - self.start
+                        self.lines.pending()
                     )));
                 }
-                Ok(read) => self.end += read,
+                Ok(read) => self.lines.filled(read),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(link_failed(err)),
-            }
-        }
-    }
-
-    /// Makes room for at least [`READ_BYTES`] more after `end`: moves what
-    /// is unread to the front, then grows the buffer if that is not enough.
-    fn make_room(&mut self) {
-        if self.start > 0 {
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buffer.len() - self.end < READ_BYTES {
-            let grown = (self.buffer.len() * 2).max(self.end + READ_BYTES);
-            self.buffer.resize(grown, 0);
-        }
-    }
-
-    /// Once every byte read is taken, starts the buffer afresh, giving back
-    /// what a large request made it grow to.
-    fn forget_if_empty(&mut self) {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            if self.buffer.len() > KEEP_BYTES {
-                self.buffer = vec![0; READ_BYTES];
             }
         }
     }

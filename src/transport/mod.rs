@@ -13,7 +13,7 @@
 //! - [`Transport`]: the link to one worker: a handshake, then calls, each a
 //!   payload and at most one segment (a sealed memfd) each way.
 //! - [`pipe`]: base64 lines over a stream socket (the original design's
-//!   protocol).
+//!   protocol); [`lines`]: the line buffer both of its ends read through.
 //! - [`shm`]: shared-memory rings with eventfd doorbells; the link, a
 //!   seqpacket socket, carries descriptors.
 //!
@@ -21,6 +21,7 @@
 //! nothing another process of its user could open through `/proc` in the
 //! moment before it makes itself undumpable. Memory it is sent later.
 
+pub mod lines;
 pub mod pipe;
 pub mod shm;
 

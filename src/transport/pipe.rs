@@ -8,12 +8,14 @@
 //! oversized response is read to its end and discarded, so the stream stays
 //! in step and the worker stays usable.
 
+use std::ops::Range;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
+use super::lines::LineBuffer;
 use super::{Incoming, TransportError, off_runtime_if_large};
 use crate::passing::AsyncSocket;
 
@@ -37,21 +39,11 @@ const READY_LINE: &[u8] = b"ready";
 /// whatever else a broken worker printed).
 const HANDSHAKE_LINE_LIMIT: usize = 1024;
 
-/// Bytes read from the link at once, at least.
-const READ_BYTES: usize = 64 << 10;
-
-/// The read buffer is kept between calls up to this size; one that grew
-/// past it for a large response is given back.
-const KEEP_BYTES: usize = 4 << 20;
-
 /// Our end of one worker's link.
 pub struct PipeTransport {
     link: AsyncSocket,
     max_payload_bytes: usize,
-    /// Bytes read from the link; `buffer[start..end]` not yet taken.
-    buffer: Vec<u8>,
-    start: usize,
-    end: usize,
+    lines: LineBuffer,
     /// Descriptors that came with the line being read.
     fds: Vec<OwnedFd>,
 }
@@ -66,8 +58,7 @@ impl std::fmt::Debug for PipeTransport {
 
 /// A line read whole: where it lies in the buffer, without its `\n`.
 struct Line {
-    start: usize,
-    end: usize,
+    bytes: Range<usize>,
     segment: Option<OwnedFd>,
 }
 
@@ -78,9 +69,7 @@ impl PipeTransport {
         Ok(PipeTransport {
             link: AsyncSocket::new(link)?,
             max_payload_bytes,
-            buffer: Vec::new(),
-            start: 0,
-            end: 0,
+            lines: LineBuffer::new(),
             fds: Vec::new(),
         })
     }
@@ -88,7 +77,7 @@ impl PipeTransport {
     /// Waits for the `ready` line.
     pub async fn handshake(&mut self) -> Result<(), TransportError> {
         let line = self.read_line(HANDSHAKE_LINE_LIMIT).await?;
-        let text = &self.buffer[line.start..line.end];
+        let text = self.lines.bytes(line.bytes);
         if text != READY_LINE || line.segment.is_some() {
             let shown = String::from_utf8_lossy(&text[..text.len().min(80)]).into_owned();
             return Err(PipeError::NotReady(shown).into());
@@ -113,7 +102,7 @@ impl PipeTransport {
 
         let limit = base64::encoded_len(self.max_payload_bytes, true).unwrap_or(usize::MAX);
         let line = self.read_line(limit).await?;
-        let text = &self.buffer[line.start..line.end];
+        let text = self.lines.bytes(line.bytes);
         let decoded = if text.len() < super::BLOCKING_THRESHOLD {
             BASE64.decode(text)
         } else {
@@ -137,72 +126,35 @@ impl PipeTransport {
     /// than `limit` is consumed to its end and refused. The line's bytes
     /// stay in the buffer until the next read.
     async fn read_line(&mut self, limit: usize) -> Result<Line, TransportError> {
-        self.forget_taken();
-        let mut searched = self.start;
         let mut skipped = 0;
         loop {
-            if let Some(at) = self.buffer[searched..self.end]
-                .iter()
-                .position(|&byte| byte == b'\n')
-            {
-                let newline = searched + at;
+            if let Some(bytes) = self.lines.take_line() {
                 let line = Line {
-                    start: self.start,
-                    end: newline,
                     segment: self.take_segment()?,
+                    bytes,
                 };
-                self.start = newline + 1;
                 if skipped > 0 {
                     return Err(TransportError::ResponseTooLarge {
-                        size: (skipped + newline - line.start) / 4 * 3,
+                        size: (skipped + line.bytes.len()) / 4 * 3,
                         limit: self.max_payload_bytes,
                     });
                 }
                 return Ok(line);
             }
-            if self.end - self.start > limit {
+            if self.lines.pending() > limit {
                 // Over the limit: forget what came so far, read on to the end.
-                skipped += self.end - self.start;
-                self.start = self.end;
+                skipped += self.lines.pending();
+                self.lines.skip_pending();
             }
-            searched = self.end;
-            let searched_from = searched - self.start;
-            self.make_room();
-            searched = self.start + searched_from;
             let read = self
                 .link
-                .receive(&mut self.buffer[self.end..], &mut self.fds)
+                .receive(self.lines.spare(), &mut self.fds)
                 .await
                 .map_err(TransportError::from_io)?;
             if read == 0 {
                 return Err(TransportError::Closed);
             }
-            self.end += read;
-        }
-    }
-
-    /// Drops the bytes of lines already taken, and a buffer grown large.
-    fn forget_taken(&mut self) {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            if self.buffer.len() > KEEP_BYTES {
-                self.buffer = Vec::new();
-            }
-        }
-    }
-
-    /// Makes room for at least [`READ_BYTES`] more after `end`: moves what
-    /// is unread to the front, then grows the buffer if that was not enough.
-    fn make_room(&mut self) {
-        if self.start > 0 {
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buffer.len() - self.end < READ_BYTES {
-            let len = (self.end + READ_BYTES).max(self.buffer.len() * 2);
-            self.buffer.resize(len, 0);
+            self.lines.filled(read);
         }
     }
 
