@@ -29,6 +29,8 @@
 #![deny(unsafe_code)]
 
 pub mod budget;
+#[cfg(test)]
+mod captured_log;
 pub mod config;
 pub mod descriptors;
 pub mod error;

@@ -192,6 +192,7 @@ async fn read_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::captured_log::CapturedLog;
     use crate::pool::throttle::REPORT_EVERY;
     use tokio::io::AsyncWriteExt;
 
@@ -207,30 +208,9 @@ mod tests {
         assert_eq!(lines.last().map(String::as_str), Some("line 24"));
     }
 
-    /// What the drain logs, as text.
-    #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Log {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_flood_logs_a_burst_and_a_count_and_the_tail_keeps_its_last_lines() {
-        let log = Log::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _logging = tracing::subscriber::set_default(subscriber);
+        let (log, _logging) = CapturedLog::install();
         let (mut stderr, reader) = tokio::io::duplex(64 * 1024);
         let tail = StderrTail::default();
         let source = Source {
@@ -249,7 +229,7 @@ mod tests {
         // Then silence: the count is logged when it is due, without waiting
         // for the next line or the end.
         tokio::time::sleep(2 * REPORT_EVERY).await;
-        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let text = log.text();
         let logged = text.lines().filter(|line| line.contains(" line ")).count();
         assert_eq!(logged, BURST as usize, "{text}");
         let dropped = flood - u64::from(BURST);
@@ -257,7 +237,7 @@ mod tests {
         assert_eq!(text.matches(&report).count(), 1, "{text}");
         drop(stderr);
         drained.await.unwrap();
-        let after = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let after = log.text();
         assert_eq!(after, text, "nothing more to say at the end");
 
         let lines = tail.lines();

@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tracing_subscriber::fmt::MakeWriter;
 
 use super::*;
+use crate::captured_log::CapturedLog;
 use crate::server::connections::{Call, OpenCallsLayer};
 
 const DEADLINES: Deadlines = Deadlines {
@@ -346,45 +346,9 @@ async fn stopping_sends_every_connection_a_goaway_and_lets_calls_finish() {
     assert!(server.listener.is_closed());
 }
 
-/// A log that keeps every line written to it.
-#[derive(Debug, Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Log {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Log {
-    type Writer = Log;
-
-    fn make_writer(&'a self) -> Log {
-        self.clone()
-    }
-}
-
-impl Log {
-    fn count(&self, text: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(text)
-            .count()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn running_out_of_descriptors_is_logged_once_per_episode() {
-    let log = Log::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(log.clone())
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (log, _logging) = CapturedLog::install();
     let server = Server::start(Places::new(4, None));
     for _ in 0..50 {
         server.fail_accept(Errno::MFILE);

@@ -22,14 +22,19 @@ const RING_BYTES: usize = 64 << 10;
 /// A test that hangs fails instead.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-async fn pair(max_payload_bytes: usize) -> (ShmTransport, OwnedFd) {
-    let (ours, theirs) = rustix::net::socketpair(
+/// A worker's link: our end and the worker's.
+fn link_sockets() -> (OwnedFd, OwnedFd) {
+    rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
     )
-    .unwrap();
+    .unwrap()
+}
+
+async fn pair(max_payload_bytes: usize) -> (ShmTransport, OwnedFd) {
+    let (ours, theirs) = link_sockets();
     let transport = Prepared::new(RING_BYTES)
         .unwrap()
         .connect(ours, max_payload_bytes)
@@ -197,13 +202,7 @@ async fn a_worker_that_dies_mid_frame_ends_the_call_with_an_error() {
 
 #[test]
 fn a_worker_whose_gateway_is_gone_hears_so() {
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (ours, theirs) = link_sockets();
     drop(ours);
     assert!(matches!(
         WorkerSide::connect(theirs, 1 << 20),
