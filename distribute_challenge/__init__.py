@@ -9,14 +9,17 @@ Map of the package:
 - ``_outcome.py``: a response turned into the result (or the exception raised).
 - ``_mapping.py``: ``map``, ``starmap``, their async twins and ``.stream()``,
   over one ``ExecuteStream``.
-- ``_client.py``: cached gRPC channels (sync per process, asyncio per loop).
+- ``_client.py``: the extension's clients, one per target per process, and
+  how calls made from asyncio finish on its loop.
 - ``_target.py``: the server address: one gateway, a list, or a DNS name.
 - ``_token.py``: the token, and where it may be sent in plaintext.
 - ``_gateways.py``: each gateway of a target on its own (``get_workers``).
 - ``_status.py``: gRPC status codes → the exceptions below, in one function.
 - ``_retry.py``: sending a call again while the gateway's queue is full.
 - ``_by_value.py``: which modules' functions travel by value.
-- ``_pb/``: gRPC stubs generated from ``proto/`` by ``tools/gen_stubs.py``.
+- ``_pb/``: gRPC stubs generated from ``proto/`` by ``tools/gen_stubs.py``,
+  for a plain grpcio client of the proto (the ``grpc`` extra); the client
+  itself does not use them.
 
 The payload format, the depmodules spec and the exception tree are the
 ``mystic_wire`` package, shared with ``worker_shim``; the exceptions are

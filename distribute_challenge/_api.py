@@ -19,7 +19,6 @@ again inline, as is every call when shared memory cannot be used.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 import time
@@ -28,8 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
-import grpc
-
+from mystic_native import CallFailed, Client
 from mystic_wire import (
     Function,
     attach,
@@ -42,7 +40,6 @@ from mystic_wire._segments import is_segment_response
 from . import _client, _gateways, _mapping, _retry, _segment_door, _token
 from ._by_value import pickle_module_by_value_if_needed
 from ._outcome import finish
-from ._pb import gateway_pb2
 from ._segment_door import Door, DoorError
 from ._segmented import SegmentedRequest
 from ._status import function_unknown, raise_from_rpc_error, segment_unknown
@@ -367,7 +364,7 @@ class _Prepared:
         if self.segmented is None:
             self._inline()
 
-    def request(self, attached: bool) -> gateway_pb2.ExecuteRequest:
+    def request(self, attached: bool) -> bytes:
         call = self._call
         if self.segmented is not None:
             try:
@@ -375,10 +372,9 @@ class _Prepared:
             except DoorError:
                 call = self._inline()
         assert call is not None
-        payload = attach(self.capture.function, call) if attached else call
-        return gateway_pb2.ExecuteRequest(payload=payload)
+        return attach(self.capture.function, call) if attached else call
 
-    def failed(self, error: grpc.RpcError) -> bool:
+    def failed(self, error: CallFailed) -> bool:
         """An attempt failed with ``error``; whether to send it again at once
         (inline: the gateway no longer holds the call's segment or session)."""
         if self.segmented is None:
@@ -432,21 +428,19 @@ class Call:
     def run(self) -> Any:
         """Runs the call and blocks until its result (works inside a running event loop)."""
         target = self._remote._settings.target()
-        stub = _client.sync_stub(target)
-        door = self._sync_door(target, stub)
+        client = _client.client(target)
+        door = self._sync_door(target, client)
         prepared = _Prepared(self, target, door)
         retry = prepared.retry
         attached = prepared.capture.attach()
         try:
             while True:
                 try:
-                    response = stub.Execute(
-                        prepared.request(attached),
-                        timeout=retry.attempt_timeout(),
-                        metadata=prepared.metadata,
+                    response = client.execute(
+                        prepared.request(attached), prepared.metadata, retry.attempt_timeout()
                     )
                     break
-                except grpc.RpcError as exc:
+                except CallFailed as exc:
                     if prepared.failed(exc):
                         continue
                     if not attached and function_unknown(exc):
@@ -462,26 +456,27 @@ class Call:
             raise
         if attached:
             prepared.capture.delivered()
-        return prepared.finish(response.payload)
+        return prepared.finish(response)
 
     async def async_run(self) -> Any:
-        """Runs the call with ``grpc.aio`` on the running event loop."""
+        """Runs the call on the running event loop."""
         target = self._remote._settings.target()
-        stub = _client.async_stub(target)
-        door = await self._async_door(target, stub)
+        client = _client.client(target)
+        door = await self._async_door(target, client)
         prepared = _Prepared(self, target, door)
         retry = prepared.retry
         attached = prepared.capture.attach()
         try:
             while True:
                 try:
-                    response = await stub.Execute(
+                    response = await _client.run_on_loop(
+                        client.execute_async,
                         prepared.request(attached),
-                        timeout=retry.attempt_timeout(),
-                        metadata=prepared.metadata,
+                        prepared.metadata,
+                        retry.attempt_timeout(),
                     )
                     break
-                except grpc.RpcError as exc:
+                except CallFailed as exc:
                     if prepared.failed(exc):
                         continue
                     if not attached and function_unknown(exc):
@@ -491,13 +486,13 @@ class Call:
                     delay = retry.next_delay(exc)
                     if delay is None:
                         raise_from_rpc_error(exc, prepared.target, retry.summary())
-                await asyncio.sleep(delay)
+                await _sleep(delay)
         except BaseException:
             prepared.close()
             raise
         if attached:
             prepared.capture.delivered()
-        return prepared.finish(response.payload)
+        return prepared.finish(response)
 
     def _known_door(self, target: Target) -> tuple[bool, Door | None]:
         """Whether ``target``'s door needs no looking for (known, or shared
@@ -506,34 +501,31 @@ class Call:
             return True, None
         return _segment_door.cached(target)
 
-    def _sync_door(self, target: Target, stub: Any) -> Door | None:
+    def _sync_door(self, target: Target, client: Client) -> Door | None:
         """The door to ``target``'s gateway, looked for (``GetWorkers``) on first use."""
         known, door = self._known_door(target)
         if known:
             return door
+        metadata = self._remote._settings.metadata(target)
         try:
-            info = stub.GetWorkers(**self._door_question(target))
-        except grpc.RpcError:
+            info = client.get_workers(metadata, _segment_door.DISCOVERY_TIMEOUT)
+        except CallFailed:
             info = None
-        return _segment_door.remember(target, info)
+        return _segment_door.remember(target, _gateways.workers_info(info))
 
-    async def _async_door(self, target: Target, stub: Any) -> Door | None:
+    async def _async_door(self, target: Target, client: Client) -> Door | None:
         """As :meth:`_sync_door`, on the running event loop."""
         known, door = self._known_door(target)
         if known:
             return door
+        metadata = self._remote._settings.metadata(target)
         try:
-            info = await stub.GetWorkers(**self._door_question(target))
-        except grpc.RpcError:
+            info = await _client.run_on_loop(
+                client.get_workers_async, metadata, _segment_door.DISCOVERY_TIMEOUT
+            )
+        except CallFailed:
             info = None
-        return _segment_door.remember(target, info)
-
-    def _door_question(self, target: Target) -> dict[str, Any]:
-        return {
-            "request": gateway_pb2.GetWorkersRequest(),
-            "timeout": _segment_door.DISCOVERY_TIMEOUT,
-            "metadata": self._remote._settings.metadata(target),
-        }
+        return _segment_door.remember(target, _gateways.workers_info(info))
 
     def _prepare(self) -> _Prepared:
         """The request as it would go inline (no gateway is asked anything)."""
@@ -593,3 +585,11 @@ def _length(iterable: Any) -> int | None:
 def _others(target: Target) -> int:
     """How many other gateways a refused call can be sent to at once."""
     return len(_gateways.members(target)) - 1 if target.balanced else 0
+
+
+async def _sleep(seconds: float) -> None:
+    # asyncio is imported by whoever runs the loop; importing it with this
+    # module would cost every `import distribute_challenge` a quarter of its time.
+    import asyncio
+
+    await asyncio.sleep(seconds)

@@ -14,7 +14,6 @@ by value by cloudpickle itself.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 import site
 import sys
@@ -57,4 +56,6 @@ def _installed_roots() -> tuple[str, ...]:
 
 @functools.cache
 def _installed_top_level_names() -> frozenset[str]:
+    import importlib.metadata  # only when a function is first pickled: slow to import
+
     return frozenset(importlib.metadata.packages_distributions())

@@ -1,128 +1,137 @@
-"""gRPC channels and stubs, cached so that calls share connections.
+"""The client's connections, cached so that calls share them, and how calls
+made from asyncio finish on its loop.
 
-- Sync (``Call.run``): one ``grpc.Channel`` per target per process. A process
-  made by ``fork`` does not reuse its parent's channel: the cache remembers the
-  pid that made each channel.
-- Async (``Call.async_run``): a ``grpc.aio`` channel belongs to the event loop
-  it was made on, so there is one per target per running loop, in a
-  ``WeakKeyDictionary`` keyed by the loop. Each ``asyncio.run`` gets fresh
-  channels; a closed loop's channels go away with the loop.
+- One ``mystic_native.Client`` per target per process (:func:`client`): its
+  connections (one HTTP/2 connection per gateway, in Rust) serve blocking
+  calls and asyncio calls alike, on any loop and across ``asyncio.run``
+  calls. A process made by ``fork`` does not reuse its parent's client (the
+  cache remembers the pid that made each; the parent's connections and the
+  threads behind them stayed in the parent).
+- One ``Completions`` per running loop (:func:`run_on_loop`): a call made from
+  asyncio runs in Rust and its outcome lands in a queue whose eventfd the
+  loop watches; calls that finish together are handed out in one wake-up of
+  the loop. Cancelling the awaiting task cancels the call.
 
-Every channel lifts gRPC's message size limits (the gateway enforces its own)
-and keeps its connections to itself (no global subchannel pool), so that the
-channel a forked child makes does not pick up its parent's connection.
-
-A channel to a ``unix:`` socket sends ``localhost`` as the ``:authority``:
-gRPC's own default there is the percent-encoded socket path
-(``tmp%2Fgateway.sock``), which is not a valid authority, and the gateway's
-HTTP/2 server (h2) resets every such stream with ``PROTOCOL_ERROR``.
-
-A balanced target (a list of gateways or a DNS name, see ``_target.py``)
-gets gRPC's ``round_robin`` policy through the channel's default service
-config: each call goes to the next gateway whose connection is ready; a
-gateway that goes away drops out of the rotation (calls running there fail
-with ``UNAVAILABLE``) and comes back into it once gRPC reconnects. Reconnect
-attempts back off from 1 s to at most ``MAX_RECONNECT_BACKOFF_MS`` (gRPC's
-own default is 120 s), so a restarted gateway is used again within seconds.
+A balanced target (a list of gateways or a DNS name, see ``_target.py``) is
+spread as gRPC's ``round_robin`` does: each call goes to the next gateway;
+one that cannot be reached is passed over for a while (1 s, doubling to at
+most 5 s) and used again once it answers; a DNS name is resolved again when
+a dial fails. Calls running on a gateway that goes away fail with
+``UNAVAILABLE``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import itertools
 import os
 import threading
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import grpc
-import grpc.aio
+from mystic_native import Client, Completions
 
-from ._pb import gateway_pb2_grpc
 from ._target import Target
 
-MAX_RECONNECT_BACKOFF_MS = 5000
-CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    # Each channel owns its connections: a child process must not reuse, from
-    # gRPC's global subchannel pool, a connection its parent opened.
-    ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
-)
-ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-# The :authority of calls over a Unix socket (see the module docstring).
-UNIX_AUTHORITY = "localhost"
+if TYPE_CHECKING:
+    # asyncio is imported by whoever runs a loop; importing it here would
+    # cost every `import distribute_challenge` a quarter of its time.
+    import asyncio
 
 _lock = threading.Lock()
-_sync_stubs: dict[Target, tuple[int, grpc.Channel, gateway_pb2_grpc.GatewayStub]] = {}
-_async_stubs: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[Target, gateway_pb2_grpc.GatewayStub]
-] = weakref.WeakKeyDictionary()
+_clients: dict[Target, tuple[int, Client]] = {}
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopCalls] = (
+    weakref.WeakKeyDictionary()
+)
+_tokens = itertools.count(1)
 
 
-def sync_stub(target: Target) -> gateway_pb2_grpc.GatewayStub:
-    """The blocking stub for ``target`` in this process."""
+def client(target: Target) -> Client:
+    """The client of ``target`` in this process."""
     pid = os.getpid()
+    cached = _clients.get(target)
+    if cached is not None and cached[0] == pid:
+        return cached[1]
     with _lock:
-        cached = _sync_stubs.get(target)
+        cached = _clients.get(target)
         if cached is not None and cached[0] == pid:
-            return cached[2]
-        # A channel inherited across fork is dropped, never closed: the parent owns it.
-        if target.tls:
-            channel = grpc.secure_channel(
-                target.address, _credentials(target), options=channel_options(target)
-            )
-        else:
-            channel = grpc.insecure_channel(target.address, options=channel_options(target))
-        stub = gateway_pb2_grpc.GatewayStub(channel)
-        _sync_stubs[target] = (pid, channel, stub)
-        return stub
+            return cached[1]
+        made = _make(target)
+        _clients[target] = (pid, made)
+        return made
 
 
-def async_stub(target: Target) -> gateway_pb2_grpc.GatewayStub:
-    """The asyncio stub for ``target`` on the running event loop."""
-    loop = asyncio.get_running_loop()
-    with _lock:
-        stubs = _async_stubs.get(loop)
-        if stubs is None:
-            stubs = _async_stubs[loop] = {}
-        stub = stubs.get(target)
-        if stub is None:
-            options = channel_options(target)
-            if target.tls:
-                channel = grpc.aio.secure_channel(
-                    target.address, _credentials(target), options=options
-                )
-            else:
-                channel = grpc.aio.insecure_channel(target.address, options=options)
-            stub = stubs[target] = gateway_pb2_grpc.GatewayStub(channel)
-        return stub
-
-
-def channel_options(target: Target) -> tuple[tuple[str, object], ...]:
-    """The options of a channel to ``target``: ``CHANNEL_OPTIONS``, plus
-    ``round_robin`` for a balanced target and the authority (the name TLS
-    checks) when the address does not carry one."""
-    options = CHANNEL_OPTIONS
-    if target.balanced:
-        options += (("grpc.service_config", ROUND_ROBIN),)
-    if target.authority:
-        # TLS checks the gateway's certificate against this name.
-        options += (("grpc.default_authority", target.authority),)
+def _make(target: Target) -> Client:
+    if target.is_dns:
+        places: list[str] = []
+        dns = target.authority
     elif target.is_unix:
-        options += (("grpc.default_authority", UNIX_AUTHORITY),)
-    return options
+        places = [f"unix:{path}" for path in target.gateways] or [target.address]
+        dns = None
+    else:
+        places = list(target.gateways) or [target.address]
+        dns = None
+    return Client(
+        places, dns=dns, tls=target.tls, ca_pem=_ca_pem(target), authority=target.authority
+    )
 
 
-def _credentials(target: Target) -> grpc.ChannelCredentials:
-    root_certificates = None
-    if target.ca_file:
-        try:
-            with open(target.ca_file, "rb") as file:
-                root_certificates = file.read()
-        except OSError as exc:
-            raise ValueError(
-                f"cannot read the CA file {target.ca_file!r} named by $DISTRIBUTE_CA_FILE: "
-                f"{exc.strerror}; point it at a PEM file or unset it to trust the system roots"
-            ) from exc
-    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+def _ca_pem(target: Target) -> bytes | None:
+    if not target.ca_file:
+        return None
+    try:
+        with open(target.ca_file, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ValueError(
+            f"cannot read the CA file {target.ca_file!r} named by $DISTRIBUTE_CA_FILE: "
+            f"{exc.strerror}; point it at a PEM file or unset it to trust the system roots"
+        ) from exc
+
+
+async def run_on_loop(start: Callable[..., None], *args: Any) -> Any:
+    """Starts a call with ``start(completions, token, *args)`` (a method of the
+    extension's ``Client`` or ``Stream`` whose name ends in ``_async``) and
+    awaits its outcome on the running loop; cancelling the awaiting task
+    cancels the call."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    calls = _loop_calls(loop)
+    token = next(_tokens)
+    future = loop.create_future()
+    calls.waiting[token] = future
+    try:
+        start(calls.completions, token, *args)
+        return await future
+    except BaseException:
+        if calls.waiting.pop(token, None) is not None:
+            calls.completions.cancel(token)
+        raise
+
+
+class _LoopCalls:
+    """The calls of one loop: their completion queue and their futures."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = os.getpid()
+        self.completions = Completions()
+        self.waiting: dict[int, asyncio.Future] = {}
+        loop.add_reader(self.completions.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        for token, ok, value in self.completions.drain():
+            future = self.waiting.pop(token, None)
+            if future is None or future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+def _loop_calls(loop: asyncio.AbstractEventLoop) -> _LoopCalls:
+    calls = _loops.get(loop)
+    if calls is None or calls.pid != os.getpid():
+        calls = _loops[loop] = _LoopCalls(loop)
+    return calls

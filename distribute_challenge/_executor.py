@@ -28,7 +28,6 @@ workers' threads: a callback that blocks holds up every call's outcome.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import queue
@@ -37,9 +36,12 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mystic_wire import DistributeError
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import _gateways, _mapping
 from ._api import Call, DepModule, RemoteFunction, make_settings
@@ -180,6 +182,8 @@ class Executor(concurrent.futures.Executor):
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if self._loop is None:
+            import asyncio  # with the first call: see _api._sleep
+
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
                 target=_serve, args=(loop,), name="distribute_challenge executor", daemon=True
@@ -330,6 +334,8 @@ def _results(
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
     """The executor's thread: its loop, until stopped; then what is left on
     it is cancelled and the loop closed, as ``asyncio.run`` does."""
+    import asyncio
+
     asyncio.set_event_loop(loop)
     try:
         loop.run_forever()

@@ -16,17 +16,78 @@ answers it raises what the first one failed with.
 
 from __future__ import annotations
 
+import enum
 import socket
 from dataclasses import dataclass
 
-import grpc
-
+from mystic_native import CallFailed, get_workers_of_each
 from mystic_wire import DistributeError, ServerUnavailable
 
 from . import _client
-from ._pb import gateway_pb2
 from ._status import raise_from_rpc_error
 from ._target import Target
+
+
+class WorkerState(enum.IntEnum):
+    """A worker's state, as the gateway's ``WorkerState`` numbers it."""
+
+    UNSPECIFIED = 0
+    STARTING = 1
+    IDLE = 2
+    BUSY = 3
+    RESTARTING = 4
+    STOPPED = 5
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker of a gateway."""
+
+    index: int
+    pid: int
+    state: WorkerState
+    calls_served: int
+    restarts: int
+    recycled: int
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    """A gateway's answer to ``GetWorkers``."""
+
+    count: int
+    """Its number of workers."""
+    transport: str
+    """``pipe`` or ``shm``."""
+    ready: int
+    """Workers ready for calls."""
+    segment_socket: str
+    """The same-host segment door's socket, or empty."""
+    workers: tuple[WorkerInfo, ...]
+
+
+def workers_info(answer: tuple | None) -> GatewayInfo | None:
+    """The ``GetWorkers`` answer as the extension gives it, as a :class:`GatewayInfo`."""
+    if answer is None:
+        return None
+    count, transport, ready, segment_socket, workers = answer
+    return GatewayInfo(
+        count,
+        transport,
+        ready,
+        segment_socket,
+        tuple(
+            WorkerInfo(index, pid, _state(state), served, restarts, recycled)
+            for index, pid, state, served, restarts, recycled in workers
+        ),
+    )
+
+
+def _state(number: int) -> WorkerState:
+    try:
+        return WorkerState(number)
+    except ValueError:
+        return WorkerState.UNSPECIFIED
 
 
 @dataclass(frozen=True)
@@ -35,7 +96,7 @@ class GatewayWorkers:
 
     target: Target
     """The gateway alone (``target.url`` names it)."""
-    info: gateway_pb2.GetWorkersResponse | None
+    info: GatewayInfo | None
     """Its workers (count, transport, each worker's pid, state, calls served), if it answered."""
     error: DistributeError | None = None
     """Why it did not answer."""
@@ -69,23 +130,19 @@ def survey(
     """Asks every gateway of ``target`` for its workers, all at once (one that
     cannot be reached costs its own wait, not the others')."""
     gateways = members(target)
-    pending = [
-        _client.sync_stub(member).GetWorkers.future(
-            gateway_pb2.GetWorkersRequest(), timeout=timeout, metadata=metadata
-        )
-        for member in gateways
-    ]
+    outcomes = get_workers_of_each(
+        [_client.client(member) for member in gateways], metadata, timeout
+    )
     answers = []
-    for member, future in zip(gateways, pending, strict=True):
-        try:
-            info = future.result()
-        except grpc.RpcError as exc:
-            try:
-                raise_from_rpc_error(exc, member)
-            except DistributeError as error:
-                answers.append(GatewayWorkers(member, None, error))
+    for member, (ok, value) in zip(gateways, outcomes, strict=True):
+        if ok:
+            answers.append(GatewayWorkers(member, workers_info(value)))
             continue
-        answers.append(GatewayWorkers(member, info))
+        assert isinstance(value, CallFailed)
+        try:
+            raise_from_rpc_error(value, member)
+        except DistributeError as error:
+            answers.append(GatewayWorkers(member, None, error))
     return answers
 
 

@@ -8,10 +8,12 @@ call), takes the gateway's results, and hands out what can be delivered (in
 input order, or as they come). Two drivers run it, one per world:
 
 - sync (:func:`iterate`): the calls are encoded and the input is consumed in
-  the caller's thread, between results; gRPC's own thread sends the messages
-  from a queue.
-- async (:func:`aiterate`): one task sends from a queue, the caller's task
-  reads, so that neither waits for the other.
+  the caller's thread, between results (read with the GIL released);
+- async (:func:`aiterate`): the same on the running loop, each message of
+  results awaited.
+
+Either way messages are handed to the extension's ``Stream``, which sends
+them from its own task, so that sending never waits for reading.
 
 Bounds: at most ``window`` calls are in flight (sent and not yet delivered:
 in order, a result that waits for an earlier one counts), so the client and
@@ -36,20 +38,15 @@ one brought it), and if one is refused twice, every later call carries it.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import queue
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import grpc
-import grpc.aio
-
+from mystic_native import CallFailed, Stream
 from mystic_wire import DistributeError, attach, describe_depmodules, encode_call
 
 from . import _client, _outcome
-from ._pb import gateway_pb2
 from ._status import FUNCTION_UNKNOWN, call_error, raise_from_rpc_error
 
 if TYPE_CHECKING:
@@ -61,7 +58,6 @@ BATCH_BYTES = 64 << 10
 BATCH_CALLS = 1024
 # When the gateway does not say (an older one, or none answered yet).
 DEFAULT_WINDOW = 256
-WINDOW_HEADER = "mystic-window"
 CALL_TIMEOUT_HEADER = "mystic-call-timeout"
 
 Args = tuple[tuple, dict]
@@ -130,6 +126,10 @@ def grpc_timeout(seconds: float) -> str:
     return f"{min(math.ceil(seconds), 10**8 - 1)}S"
 
 
+# One call of a message: (id, payload, items).
+StreamCall = tuple[int, bytes, bool]
+
+
 class _Pending(NamedTuple):
     call: bytes
     # How often the gateway did not know its function.
@@ -154,9 +154,9 @@ class Calls:
         # they came.
         self._done: dict[int, tuple[str, Any]] = {}
         self._ready: deque[tuple[str, Any]] = deque()
-        self._outbox: list[gateway_pb2.StreamCall] = []
+        self._outbox: list[StreamCall] = []
         self._outbox_bytes = 0
-        self._messages: list[gateway_pb2.StreamRequest] = []
+        self._messages: list[list[StreamCall]] = []
         self._closed_input = False
         # The first call carries the function if the gateway may not hold it:
         # the gateway keeps it for the stream's later calls, sent by digest.
@@ -167,16 +167,11 @@ class Calls:
         self._total_known = total is not None
         self._bar = _progress_bar(total) if settings.progress else None
 
-    def suggest_window(self, metadata: Any) -> None:
-        """Takes the gateway's suggested window, unless one was given."""
-        if self.settings.window is not None:
-            return
-        for key, value in metadata or ():
-            if key == WINDOW_HEADER:
-                try:
-                    self.window = max(1, int(value))
-                except ValueError:
-                    pass
+    def suggest_window(self, window: int | None) -> None:
+        """Takes the gateway's suggested window (its ``mystic-window``
+        header), unless one was given."""
+        if self.settings.window is None and window is not None:
+            self.window = max(1, window)
 
     def room(self) -> int:
         """How many more calls may be sent now."""
@@ -210,44 +205,45 @@ class Calls:
             self._outbox_bytes + len(call) > BATCH_BYTES or len(self._outbox) >= BATCH_CALLS
         ):
             self._flush()
-        self._outbox.append(gateway_pb2.StreamCall(id=call_id, payload=call, items=self._items))
+        self._outbox.append((call_id, call, self._items))
         self._outbox_bytes += len(call)
 
     def _flush(self) -> None:
         if self._outbox:
-            self._messages.append(gateway_pb2.StreamRequest(calls=self._outbox))
+            self._messages.append(self._outbox)
             self._outbox, self._outbox_bytes = [], 0
 
-    def messages(self) -> list[gateway_pb2.StreamRequest | None]:
+    def messages(self) -> list[list[StreamCall] | None]:
         """The messages to send now; None last once no more calls will come."""
         self._flush()
-        messages: list[gateway_pb2.StreamRequest | None] = list(self._messages)
+        messages: list[list[StreamCall] | None] = list(self._messages)
         self._messages = []
         if self.input_done and not self._closed_input:
             self._closed_input = True
             messages.append(None)
         return messages
 
-    def take(self, response: gateway_pb2.StreamResponse) -> None:
-        """Records the results of one message from the gateway."""
-        for result in response.results:
-            pending = self._pending.get(result.id)
+    def take(self, results: list[tuple[int, str, Any]]) -> None:
+        """Records the results of one message from the gateway: ``(id,
+        "payload" | "items", bytes)`` or ``(id, "error", (code, kind,
+        message))`` each."""
+        for call_id, outcome, value in results:
+            pending = self._pending.get(call_id)
             if pending is None:
                 raise DistributeError(
-                    f"the gateway answered call {result.id} of the stream, which it was not "
+                    f"the gateway answered call {call_id} of the stream, which it was not "
                     "sent; use the same distribute_challenge version as the gateway"
                 )
-            outcome = result.WhichOneof("outcome")
             if outcome == "items":
-                self._ready.append(("items", result.items))
+                self._ready.append(("items", value))
             elif outcome == "payload":
-                self._answered(result.id)
-                self._finish(result.id, "payload", result.payload)
-            elif result.error.kind == FUNCTION_UNKNOWN:
-                self._unknown(result.id, pending)
+                self._answered(call_id)
+                self._finish(call_id, "payload", value)
+            elif value[1] == FUNCTION_UNKNOWN:
+                self._unknown(call_id, pending)
             else:
-                self._answered(result.id)
-                self._finish(result.id, "error", call_error(result.error, self.plan.target))
+                self._answered(call_id)
+                self._finish(call_id, "error", call_error(value, self.plan.target))
 
     def _answered(self, call_id: int) -> None:
         if call_id in self._carried:
@@ -323,36 +319,27 @@ def iterate(
     """Runs the calls of ``inputs`` over one stream, in this thread (from the
     first ``next``: nothing happens before)."""
     calls = Calls(plan, settings, total, items)
-    stub = _client.sync_stub(plan.target)
-    outbox: queue.SimpleQueue[gateway_pb2.StreamRequest | None] = queue.SimpleQueue()
-
-    def requests() -> Iterator[gateway_pb2.StreamRequest]:
-        while (message := outbox.get()) is not None:
-            yield message
-
-    responses = stub.ExecuteStream(
-        requests(), timeout=calls.settings.timeout, metadata=plan.metadata
-    )
     try:
-        if calls.settings.window is None:
-            calls.suggest_window(responses.initial_metadata())
+        stream = _client.client(plan.target).open_stream(plan.metadata, calls.settings.timeout)
+    except CallFailed as exc:
+        calls.close()
+        raise_from_rpc_error(exc, plan.target)
+    try:
+        calls.suggest_window(stream.window)
         while True:
             yield from calls.deliverable()
             _fill(calls, inputs)
-            for message in calls.messages():
-                outbox.put(message)
+            _send(stream, calls.messages())
             if calls.finished:
                 return
-            try:
-                response = next(responses)
-            except StopIteration:
-                raise _ended_early() from None
-            calls.take(response)
-    except grpc.RpcError as exc:
+            results = stream.receive()
+            if results is None:
+                raise _ended_early()
+            calls.take(results)
+    except CallFailed as exc:
         raise_from_rpc_error(exc, plan.target)
     finally:
-        outbox.put(None)  # ends the sending thread's iterator, whatever happened
-        responses.cancel()
+        stream.close()
         calls.close()
 
 
@@ -362,22 +349,16 @@ async def aiterate(
     """Runs the calls of ``inputs`` (an iterator, or an async iterator) over
     one stream on the running event loop."""
     calls = Calls(plan, settings, total, items)
-    stub = _client.async_stub(plan.target)
-    call = stub.ExecuteStream(timeout=calls.settings.timeout, metadata=plan.metadata)
-    outbox: asyncio.Queue[gateway_pb2.StreamRequest | None] = asyncio.Queue()
-
-    async def send() -> None:
-        try:
-            while (message := await outbox.get()) is not None:
-                await call.write(message)
-            await call.done_writing()
-        except (grpc.RpcError, asyncio.InvalidStateError):
-            pass  # the stream ended: the reader hears why
-
-    sender = asyncio.get_running_loop().create_task(send())
+    client = _client.client(plan.target)
     try:
-        if calls.settings.window is None:
-            calls.suggest_window(await call.initial_metadata())
+        stream = await _client.run_on_loop(
+            client.open_stream_async, plan.metadata, calls.settings.timeout
+        )
+    except CallFailed as exc:
+        calls.close()
+        raise_from_rpc_error(exc, plan.target)
+    try:
+        calls.suggest_window(stream.window)
         while True:
             for value in calls.deliverable():
                 yield value
@@ -386,21 +367,28 @@ async def aiterate(
                 await _afill(calls, inputs)
             else:
                 _fill(calls, inputs)
-            for message in calls.messages():
-                outbox.put_nowait(message)
+            _send(stream, calls.messages())
             if calls.finished:
                 return
-            response = await call.read()
-            if response is grpc.aio.EOF:
+            results = await _client.run_on_loop(stream.receive_async)
+            if results is None:
                 raise _ended_early()
-            calls.take(response)
-    except grpc.RpcError as exc:
+            calls.take(results)
+    except CallFailed as exc:
         raise_from_rpc_error(exc, plan.target)
     finally:
-        call.cancel()
-        sender.cancel()
+        stream.close()
         calls.close()
-        await asyncio.wait({sender})  # its cancellation done, not left pending
+
+
+def _send(stream: Stream, messages: list[list[StreamCall] | None]) -> None:
+    """Hands ``messages`` to the stream; None ends its calls. One the stream
+    cannot take (it ended) is dropped: the next receive says why."""
+    for message in messages:
+        if message is None:
+            stream.finish_sending()
+        else:
+            stream.send(message)
 
 
 def as_calls(iterable: Any, star: bool) -> Any:

@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import Callable
 
-import grpc
+from mystic_native import CallFailed
 
 from ._status import QUEUE_WAIT, refusal
 
@@ -86,7 +86,7 @@ class BusyRetry:
             return None
         return max(self._deadline - self._clock(), 0.0)
 
-    def next_delay(self, error: grpc.RpcError) -> float | None:
+    def next_delay(self, error: CallFailed) -> float | None:
         """How long to wait before sending the call again after ``error``, or
         None when the call must fail with ``error``."""
         kind = refusal(error)

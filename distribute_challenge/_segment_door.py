@@ -31,11 +31,14 @@ import socket
 import struct
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from mystic_wire import _records
 
-from ._pb import gateway_pb2
 from ._target import Target
+
+if TYPE_CHECKING:
+    from ._gateways import GatewayInfo
 
 RECHECK_AFTER = 30.0
 DISCOVERY_TIMEOUT = 5.0
@@ -176,7 +179,7 @@ def cached(target: Target) -> tuple[bool, Door | None]:
     return time.monotonic() - since < RECHECK_AFTER, None
 
 
-def remember(target: Target, info: gateway_pb2.GetWorkersResponse | None) -> Door | None:
+def remember(target: Target, info: GatewayInfo | None) -> Door | None:
     """Connects to the door ``info`` (the gateway's ``GetWorkers`` answer,
     None if it gave none) announces, and keeps it for ``target``."""
     door = None

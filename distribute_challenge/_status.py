@@ -19,8 +19,11 @@ anything else                                    DistributeError
 A call of a stream that fails in the gateway comes back as a ``CallError``
 with the same code and kind (:func:`call_error`).
 
-A ``RESOURCE_EXHAUSTED`` without the metadata key (e.g. raised by gRPC itself)
+A ``RESOURCE_EXHAUSTED`` without the metadata key (e.g. raised by a proxy)
 counts as too large when its message says a message was too large.
+
+A failed call comes from the extension as ``mystic_native.CallFailed``, whose
+``args`` are ``(code, message, kind)``; :class:`StatusCode` names the codes.
 
 Only ``queue-full`` and ``queue-wait`` (:func:`refusal`) are retried, by
 ``_retry.py``: nothing ran. ``queue-wait`` is the refusal of a gateway
@@ -30,11 +33,11 @@ time).
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import NoReturn
 
-import grpc
-
+from mystic_native import CallFailed
 from mystic_wire import (
     AuthenticationError,
     CallTimeout,
@@ -45,8 +48,30 @@ from mystic_wire import (
     WorkerCrashed,
 )
 
-from ._pb import gateway_pb2
 from ._target import Target
+
+
+class StatusCode(enum.IntEnum):
+    """gRPC's status codes."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
 
 ERROR_KIND_KEY = "mystic-error"
 PAYLOAD_TOO_LARGE = "payload-too-large"
@@ -58,86 +83,92 @@ SEGMENT_UNKNOWN = "segment-unknown"
 _TOO_LARGE_WORDS = re.compile(r"too large|larger than", re.IGNORECASE)
 
 
-def refusal(exc: grpc.RpcError) -> str | None:
+def refusal(exc: CallFailed) -> str | None:
     """``QUEUE_FULL`` or ``QUEUE_WAIT`` when the gateway refused the call before
     any worker took it (nothing ran); None for every other failure."""
-    if _call_attr(exc, "code") != grpc.StatusCode.RESOURCE_EXHAUSTED:
+    code, _, kind = parts(exc)
+    if code != StatusCode.RESOURCE_EXHAUSTED:
         return None
-    kind = _error_kind(exc)
     return kind if kind in (QUEUE_FULL, QUEUE_WAIT) else None
 
 
-def function_unknown(exc: grpc.RpcError) -> bool:
+def function_unknown(exc: CallFailed) -> bool:
     """The gateway does not hold the function a call named by digest (it
     restarted, or evicted it): the call is sent again with it attached."""
-    return (
-        _call_attr(exc, "code") == grpc.StatusCode.FAILED_PRECONDITION
-        and _error_kind(exc) == FUNCTION_UNKNOWN
-    )
+    code, _, kind = parts(exc)
+    return code == StatusCode.FAILED_PRECONDITION and kind == FUNCTION_UNKNOWN
 
 
-def segment_unknown(exc: grpc.RpcError) -> bool:
+def segment_unknown(exc: CallFailed) -> bool:
     """The gateway holds no session or segment by the name a call gave (the
     client's segment connection closed, or the gateway restarted): the call
     is sent again inline."""
-    return (
-        _call_attr(exc, "code") == grpc.StatusCode.FAILED_PRECONDITION
-        and _error_kind(exc) == SEGMENT_UNKNOWN
-    )
+    code, _, kind = parts(exc)
+    return code == StatusCode.FAILED_PRECONDITION and kind == SEGMENT_UNKNOWN
 
 
-def raise_from_rpc_error(exc: grpc.RpcError, target: Target, retried: str = "") -> NoReturn:
+def raise_from_rpc_error(exc: CallFailed, target: Target, retried: str = "") -> NoReturn:
     """Raises the client exception for a failed call to ``target``, chained to ``exc``.
     ``retried`` says how often a busy call was sent (see ``_retry.py``)."""
-    code = _call_attr(exc, "code") or grpc.StatusCode.UNKNOWN
-    details = _call_attr(exc, "details") or "no details"
-    raise error_for(code, details, _error_kind(exc), target, retried) from exc
+    code, details, kind = parts(exc)
+    raise error_for(code, details, kind, target, retried) from exc
 
 
-def call_error(error: gateway_pb2.CallError, target: Target) -> DistributeError:
-    """The client exception for one call of a stream that failed in the gateway."""
-    code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
-    return error_for(code, error.message or "no details", error.kind or None, target)
+def call_error(error: tuple[int, str, str], target: Target) -> DistributeError:
+    """The client exception for one call of a stream that failed in the
+    gateway, from its ``(code, kind, message)``."""
+    code, kind, message = error
+    return error_for(_code(code), message or "no details", kind or None, target)
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+def parts(exc: CallFailed) -> tuple[StatusCode, str, str | None]:
+    """``(code, details, kind)`` of a failed call."""
+    code, details, kind = exc.args
+    return _code(code), details or "no details", kind
+
+
+def _code(number: int) -> StatusCode:
+    try:
+        return StatusCode(number)
+    except ValueError:
+        return StatusCode.UNKNOWN
 
 
 def error_for(
-    code: grpc.StatusCode, details: str, kind: str | None, target: Target, retried: str = ""
+    code: StatusCode, details: str, kind: str | None, target: Target, retried: str = ""
 ) -> DistributeError:
     """The client exception for a call to ``target`` that failed with ``code``
     (and the ``mystic-error`` word ``kind``, if any)."""
     where = target.where()
-    if code == grpc.StatusCode.UNAVAILABLE and target.balanced:
+    if code == StatusCode.UNAVAILABLE and target.balanced:
         return ServerUnavailable(
             f"a gateway of {target.url} was unavailable for the call: {details}. Either the "
             "gateway running it went away (the others keep taking new calls: call again) or "
             "none of them is running: check them and server= (or $DISTRIBUTE_SERVER)."
         )
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == StatusCode.UNAVAILABLE:
         return ServerUnavailable(
             f"{where} is unavailable: {details}. Check that the gateway is running and that "
             "server= (or $DISTRIBUTE_SERVER) points at it, then retry."
         )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code == StatusCode.DEADLINE_EXCEEDED:
         return CallTimeout(
             f"the call did not finish in time ({where}: {details}). Raise "
             "compute_this(timeout=...) or the gateway's --call-timeout, or make the call "
             "shorter."
         )
-    if code == grpc.StatusCode.ABORTED:
+    if code == StatusCode.ABORTED:
         return WorkerCrashed(
             f"the worker running the call died ({where}: {details}). The call was not "
             "retried: look for os._exit, crashes in C extensions or memory limits in the "
             "function, then call again."
         )
-    if code == grpc.StatusCode.UNAUTHENTICATED:
+    if code == StatusCode.UNAUTHENTICATED:
         return AuthenticationError(
             f"{where} refused the call's credentials: {details}. Pass token= to "
             "compute_this or set $DISTRIBUTE_TOKEN to the gateway's token."
         )
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if code == StatusCode.RESOURCE_EXHAUSTED:
         if kind == PAYLOAD_TOO_LARGE or (kind is None and _TOO_LARGE_WORDS.search(details)):
             return PayloadTooLarge(
                 f"the call's payload is too large for {where}: {details}. Send less data "
@@ -150,27 +181,9 @@ def error_for(
             "compute_this(busy_timeout=...), or start the gateway with more --workers or a "
             "larger --queue-capacity."
         )
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
+    if code == StatusCode.INVALID_ARGUMENT:
         return DistributeError(
             f"{where} refused the request as malformed: {details}. Use the same "
             "distribute_challenge version for the client and the workers."
         )
     return DistributeError(f"the call to {where} failed with status {code.name}: {details}")
-
-
-def _error_kind(exc: grpc.RpcError) -> str | None:
-    metadata = _call_attr(exc, "trailing_metadata") or ()
-    for key, value in metadata:
-        if key == ERROR_KIND_KEY:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
-
-
-def _call_attr(exc: grpc.RpcError, name: str):
-    method = getattr(exc, name, None)
-    if method is None:
-        return None
-    try:
-        return method()
-    except Exception:
-        return None

@@ -12,7 +12,10 @@ listed in ``_native.pyi``:
 - a worker's link to the gateway (``WorkerLink``), which hands the worker
   its requests (``Message``) and the segments they bring (``Segment``)
   without a copy, and sends its responses; it raises ``GatewayGone`` when
-  the gateway has gone and ``ProtocolError`` when it broke the protocol.
+  the gateway has gone and ``ProtocolError`` when it broke the protocol;
+- the client's calls (``Client``: one target's connections; ``Stream``: an
+  open ``ExecuteStream``; ``Completions``: how calls made from asyncio
+  finish on its loop); a failed call raises ``CallFailed``.
 """
 
 from ._native import (
@@ -43,10 +46,14 @@ from ._native import (
     STATUS_UNKNOWN,
     STREAM_MAGIC,
     TOKEN_BYTES,
+    CallFailed,
+    Client,
+    Completions,
     GatewayGone,
     Message,
     ProtocolError,
     Segment,
+    Stream,
     WorkerLink,
     __version__,
     attach,
@@ -54,6 +61,7 @@ from ._native import (
     call_header,
     encode_body,
     encode_miss,
+    get_workers_of_each,
     pack_record,
     parse_call,
     parse_response,
@@ -67,6 +75,9 @@ __all__ = [
     "ALIGNMENT",
     "CHUNK_MAGIC",
     "CLOSE_REQUEST",
+    "CallFailed",
+    "Client",
+    "Completions",
     "DIGEST_BYTES",
     "FUNCTION_MAGIC",
     "GatewayGone",
@@ -94,6 +105,7 @@ __all__ = [
     "STATUS_UNKNOWN",
     "STREAM_MAGIC",
     "Segment",
+    "Stream",
     "TOKEN_BYTES",
     "WorkerLink",
     "__version__",
@@ -102,6 +114,7 @@ __all__ = [
     "call_header",
     "encode_body",
     "encode_miss",
+    "get_workers_of_each",
     "pack_record",
     "parse_call",
     "parse_response",

@@ -135,3 +135,83 @@ class WorkerLink:
     def send(self, pieces: list[_Buffer], segment: int | None = None) -> None:
         """Sends one response made of ``pieces``, with the result ``segment``
         (a descriptor the caller keeps) if given."""
+
+# The client's calls (``distribute_challenge`` drives them).
+
+_Metadata = Sequence[tuple[str, str]]
+_Workers = tuple[int, str, int, str, list[tuple[int, int, int, int, int, int]]]
+_Result = tuple[int, str, bytes | tuple[int, str, str]]
+
+class CallFailed(Exception):
+    """A call failed: ``args`` are ``(code, message, kind)``: the gRPC status
+    code, its message and the gateway's ``mystic-error`` word (or None)."""
+
+class Completions:
+    """One asyncio loop's finished calls: readable ``fileno()`` when some
+    finished; ``drain()`` hands them out as ``(token, ok, value)``."""
+
+    def __init__(self) -> None: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> list[tuple[int, bool, object]]: ...
+    def cancel(self, token: int) -> None:
+        """Cancels the call of ``token`` (nothing if it finished)."""
+
+class Stream:
+    """An open ``ExecuteStream``."""
+
+    @property
+    def window(self) -> int | None:
+        """The gateway's suggested window (``mystic-window``)."""
+    def send(self, calls: list[tuple[int, _Buffer, bool]]) -> bool:
+        """One message of calls ``(id, payload, items)``; False once ended."""
+    def finish_sending(self) -> None: ...
+    def receive(self) -> list[_Result] | None:
+        """The next message's results, None at the end (GIL released)."""
+    def receive_async(self, completions: Completions, token: int) -> None: ...
+    def close(self) -> None:
+        """Cancels the stream."""
+
+class Client:
+    """The connections to one target: ``gateways`` (``HOST:PORT`` or
+    ``unix:PATH``), or a DNS name ``dns`` (``NAME:PORT``)."""
+
+    def __init__(
+        self,
+        gateways: list[str],
+        *,
+        dns: str | None = None,
+        tls: bool = False,
+        ca_pem: bytes | None = None,
+        authority: str | None = None,
+    ) -> None: ...
+    def execute(self, payload: _Buffer, metadata: _Metadata, timeout: float | None = None) -> bytes:
+        """One call, blocking with the GIL released."""
+    def execute_async(
+        self,
+        completions: Completions,
+        token: int,
+        payload: _Buffer,
+        metadata: _Metadata,
+        timeout: float | None = None,
+    ) -> None: ...
+    def get_workers(self, metadata: _Metadata, timeout: float | None = None) -> _Workers: ...
+    def get_workers_async(
+        self,
+        completions: Completions,
+        token: int,
+        metadata: _Metadata,
+        timeout: float | None = None,
+    ) -> None: ...
+    def open_stream(self, metadata: _Metadata, timeout: float | None = None) -> Stream: ...
+    def open_stream_async(
+        self,
+        completions: Completions,
+        token: int,
+        metadata: _Metadata,
+        timeout: float | None = None,
+    ) -> None: ...
+
+def get_workers_of_each(
+    clients: list[Client], metadata: _Metadata, timeout: float | None = None
+) -> list[tuple[bool, _Workers | CallFailed]]:
+    """``get_workers`` of every client at once."""

@@ -80,6 +80,12 @@ impl Budget {
         Ok(self.held(len))
     }
 
+    /// Takes `len` bytes past the bound if need be, for a holder that
+    /// keeps its own count (and gives them back with [`Budget::give_back`]).
+    pub fn take_past_bound(&self, len: usize) {
+        self.used.fetch_add(len, Ordering::Relaxed);
+    }
+
     /// Takes `len` bytes, past the bound if need be: for what is held
     /// already and only counted (the holder decides what to do about a
     /// full budget).

@@ -2,6 +2,8 @@
 //! persistent Python workers.
 //!
 //! - [`config`]: the command line and the validated settings.
+//! - [`client`]: the client's side of the gRPC service, for the Python
+//!   client through the extension.
 //! - [`budget`]: byte budgets (bytes arriving, results undelivered).
 //! - [`error`]: [`GatewayError`] and its one mapping to gRPC statuses.
 //! - [`server`]: the accept loop, the tonic services (gateway, health), one
@@ -31,6 +33,7 @@
 pub mod budget;
 #[cfg(test)]
 mod captured_log;
+pub mod client;
 pub mod config;
 pub mod descriptors;
 pub mod error;

@@ -20,6 +20,13 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 GATEWAY = pathlib.Path(
     os.environ.get("MYSTIC_GATEWAY_BIN") or REPO / "target" / "release" / "mysticchallenge"
 )
+# A plain grpcio channel's options for the benchmarks that time grpcio
+# itself (the bare echo): no message size limits, its own connections.
+GRPCIO_OPTIONS = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.use_local_subchannel_pool", 1),
+)
 ECHO_SERVER = pathlib.Path(
     os.environ.get("MYSTIC_ECHO_SERVER_BIN")
     or REPO / "target" / "release" / "examples" / "echo_server"

@@ -65,7 +65,7 @@ def client_microseconds(remote) -> tuple[float, int]:
     request = prepared.request(False) if callable(prepared.request) else prepared.request
     response = mystic_wire.encode_response(mystic_wire.OK, None, "", "")
     finish = in_process_microseconds(lambda: _outcome.finish(response))
-    return prepare + finish, len(request.payload)
+    return prepare + finish, len(request)
 
 
 def worker_microseconds() -> float:
@@ -139,10 +139,9 @@ def main() -> None:
     worker = worker_microseconds()
     with echo_server() as echo_url:
         import grpc
+        from _servers import GRPCIO_OPTIONS
 
-        from distribute_challenge._client import CHANNEL_OPTIONS
-
-        channel = grpc.insecure_channel(echo_url.removeprefix("grpc://"), options=CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(echo_url.removeprefix("grpc://"), options=GRPCIO_OPTIONS)
         echo = gateway_pb2_grpc.GatewayStub(channel)
         gateways = {}
         contexts = []

@@ -67,7 +67,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from _servers import ECHO_SERVER, GATEWAY, REPO, DidNotStart, echo_server, gateway
+from _servers import ECHO_SERVER, GATEWAY, GRPCIO_OPTIONS, REPO, DidNotStart, echo_server, gateway
 
 import distribute_challenge
 from distribute_challenge import DistributeError, compute_this
@@ -77,12 +77,7 @@ POOL = "pool"
 ECHO = "grpc-echo"
 CONTESTANTS = ["pipe", "shm", "shm-unix", POOL, ECHO]
 KIB, MIB = 1 << 10, 1 << 20
-# What the client's channels set too: no message size limits, own connections.
-ECHO_CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.use_local_subchannel_pool", 1),
-)
+ECHO_CHANNEL_OPTIONS = GRPCIO_OPTIONS
 
 
 def noop():

@@ -19,10 +19,9 @@ import statistics
 import time
 
 import grpc
-from _servers import echo_server, gateway
+from _servers import GRPCIO_OPTIONS, echo_server, gateway
 
 from distribute_challenge import compute_this
-from distribute_challenge._client import CHANNEL_OPTIONS
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
 
 SIZES = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20]
@@ -71,7 +70,7 @@ def measure_gateway(transport: str, sizes: list[int], data: bytes, calls: int) -
 
 def measure_bare(sizes: list[int], data: bytes, calls: int) -> dict:
     with echo_server() as url:
-        channel = grpc.insecure_channel(url.removeprefix("grpc://"), options=CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(url.removeprefix("grpc://"), options=GRPCIO_OPTIONS)
         stub = gateway_pb2_grpc.GatewayStub(channel)
         results = {}
         for size in sizes:

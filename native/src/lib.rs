@@ -8,23 +8,33 @@
 //! - [`worker_link`]: a worker's channel to the gateway (`pipe`, `shm`),
 //!   handing requests ([`message`]) and the segments they bring
 //!   ([`segment`]) to Python without a copy ([`buffer`]: the buffer
-//!   protocol); [`errors`]: how a link ends; [`handover`]: descriptors
-//!   Python hands over.
+//!   protocol); [`errors`]: how a link ends, how a call fails;
+//!   [`handover`]: descriptors Python hands over.
+//! - [`client`]: the Python client's calls, over the crate's gRPC client
+//!   ([`stream`]: an open stream; [`completions`]: how calls made from
+//!   asyncio finish on its loop; [`answer`]: what they return), on one
+//!   [`runtime`] per process ([`process`]: what belongs to it).
 
 // `unsafe` only where Python's C interface needs it: the buffer protocol,
 // and the descriptors Python hands over.
 #![deny(unsafe_code)]
 
+mod answer;
 #[allow(unsafe_code)]
 mod buffer;
+mod client;
+mod completions;
 mod errors;
 #[allow(unsafe_code)]
 mod handover;
 #[allow(unsafe_code)]
 mod message;
 mod pipe;
+mod process;
+mod runtime;
 mod segment;
 mod shm;
+mod stream;
 mod wire;
 mod worker_link;
 
@@ -49,6 +59,13 @@ mod _native {
     #[pymodule_export]
     use super::worker_link::WorkerLink;
 
+    #[pymodule_export]
+    use super::client::{Client, get_workers_of_each};
+    #[pymodule_export]
+    use super::completions::Completions;
+    #[pymodule_export]
+    use super::stream::Stream;
+
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = module.py();
@@ -57,6 +74,7 @@ mod _native {
             "ProtocolError",
             py.get_type::<super::errors::ProtocolError>(),
         )?;
+        module.add("CallFailed", py.get_type::<super::errors::CallFailed>())?;
         Ok(())
     }
 

@@ -13,7 +13,10 @@
 //! which the client retries; a request alone is always let in, so that no
 //! request is refused forever. A request whose gRPC length prefix is over
 //! the message limit is not counted: tonic refuses it as too large as soon
-//! as it reads the prefix, and that is the answer its caller should get.
+//! as it reads the prefix, and that is the answer its caller should get. So
+//! a frame that holds no more than part of a prefix (HTTP/2 may cut one
+//! anywhere, down to a byte, when the connection's window is nearly spent)
+//! is counted but never refused: the prefix decides once it is whole.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -124,6 +127,12 @@ struct Framing {
 const PREFIX_BYTES: usize = 5;
 
 impl Framing {
+    /// Whether the last bytes followed were part of a message's prefix
+    /// that is not whole yet.
+    fn in_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
     /// Follows `data`; returns the bytes of the messages it completed, and
     /// each length it read (for the limit check).
     fn advance(&mut self, mut data: &[u8], lengths: &mut Vec<usize>) -> usize {
@@ -189,7 +198,9 @@ impl HttpBody for Counted {
                 this.oversized = true;
                 return Poll::Ready(Some(Ok(frame)));
             }
-            if let Err(full) = this.budget.try_take(this.held, data.len()) {
+            if data.len() < PREFIX_BYTES && lengths.is_empty() && this.framing.in_prefix() {
+                this.budget.take_past_bound(data.len());
+            } else if let Err(full) = this.budget.try_take(this.held, data.len()) {
                 let err = GatewayError::ReceivingFull {
                     receiving: full.used - this.held,
                     size: this.held + data.len(),
@@ -251,5 +262,36 @@ mod tests {
         assert_eq!(framing.advance(&third[2..7], &mut lengths), 0);
         assert_eq!(framing.advance(&third[7..], &mut lengths), 10);
         assert_eq!(lengths, [3, 0, 5]);
+    }
+
+    #[tokio::test]
+    async fn part_of_a_prefix_is_not_refused_and_the_whole_prefix_decides() {
+        use http_body_util::BodyExt as _;
+
+        let budget = Budget::new(16);
+        let _other_request = budget.count(16);
+        // An oversized message's prefix, cut in two by HTTP/2.
+        let frames = [&[0u8, 0, 0][..], &[1, 0][..]]
+            .map(|piece| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(piece))));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut counted = Counted {
+            body: Body::new(body),
+            budget: Arc::clone(&budget),
+            refusals: Refusals::new(Arc::new(crate::metrics::Metrics::new(1, "pipe"))),
+            message_limit: 255,
+            held: 0,
+            framing: Framing::default(),
+            complete: 0,
+            oversized: false,
+        };
+        assert!(
+            counted.frame().await.unwrap().is_ok(),
+            "part of a prefix was refused"
+        );
+        assert!(counted.frame().await.unwrap().is_ok());
+        assert!(
+            counted.oversized,
+            "the whole prefix (256 bytes) is over the limit"
+        );
     }
 }

@@ -16,7 +16,7 @@ mod listener;
 mod places;
 mod refusals;
 mod serve;
-mod service;
+pub(crate) mod service;
 mod stream;
 mod tls;
 mod unix_socket;
@@ -51,8 +51,8 @@ use crate::pb::gateway_server::GatewayServer;
 /// [`stream::BATCH_BYTES`] of other calls or results sent with it.
 const MESSAGE_OVERHEAD: usize = stream::BATCH_BYTES + (64 << 10);
 /// HTTP/2 flow-control windows sized for large payloads.
-const STREAM_WINDOW_BYTES: u32 = 8 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
 /// Who may call: the token callers must present, and the TLS identity.
 #[derive(Debug, Default)]

@@ -21,7 +21,6 @@ import time
 
 import grpc
 
-from distribute_challenge._client import UNIX_AUTHORITY
 from distribute_challenge._pb import gateway_pb2, gateway_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -137,8 +136,9 @@ class GatewayProcess:
         if self._channel is None:
             options = []
             if self.url.startswith("unix:"):
-                # A valid :authority, as the client sends (distribute_challenge/_client.py).
-                options.append(("grpc.default_authority", UNIX_AUTHORITY))
+                # A valid :authority, as the client sends (src/client/target.rs):
+                # grpcio's own is the percent-encoded path, which h2 refuses.
+                options.append(("grpc.default_authority", "localhost"))
             self._channel = grpc.insecure_channel(self.url.removeprefix("grpc://"), options=options)
         return gateway_pb2_grpc.GatewayStub(self._channel)
 

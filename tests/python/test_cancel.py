@@ -21,7 +21,7 @@ import time
 import cloudpickle
 import pytest
 
-from distribute_challenge import ServerBusy, _client, compute_this
+from distribute_challenge import ServerBusy, _client, _gateways, compute_this
 from distribute_challenge._pb import gateway_pb2
 from distribute_challenge._target import parse_server
 from mystic_wire import encode_request
@@ -127,8 +127,9 @@ def test_a_queued_call_cancelled_by_its_client_never_runs(start_gateway, tmp_pat
                 await queued
             # A round trip on the same connection: the cancellation has reached
             # the gateway before the worker is released.
-            stub = _client.async_stub(parse_server(gateway.url))
-            info = await stub.GetWorkers(gateway_pb2.GetWorkersRequest(), timeout=30)
+            client = _client.client(parse_server(gateway.url))
+            answer = await _client.run_on_loop(client.get_workers_async, (), 30)
+            info = _gateways.workers_info(answer)
             assert [w.pid for w in info.workers] == [worker]
             return markers
 

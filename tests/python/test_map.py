@@ -319,7 +319,7 @@ def test_the_function_travels_with_the_first_call_of_a_stream_only():
     for x in range(5):
         calls.add((x,), {})
     (message,) = calls.messages()
-    magics = [call.payload[:4] for call in message.calls]
+    magics = [payload[:4] for _, payload, _ in message]
     assert magics == [FUNCTION_MAGIC] + [REQUEST_MAGIC] * 4
 
 

@@ -17,34 +17,23 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import pytest
 
 from distribute_challenge import PayloadTooLarge, ServerBusy, _retry, compute_this
 from distribute_challenge._retry import FIRST_DELAY, MAX_DELAY, BusyRetry
-
-S = grpc.StatusCode
-
-
-class Refused(grpc.RpcError):
-    """A failed call as the stubs report it."""
-
-    def __init__(self, code, kind=None, details="refused"):
-        self._code, self._kind, self._details = code, kind, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
-
-    def trailing_metadata(self):
-        return (("mystic-error", self._kind),) if self._kind else ()
+from distribute_challenge._status import StatusCode as S
+from distribute_challenge._status import parts
+from mystic_native import CallFailed
 
 
-QUEUE_FULL = Refused(S.RESOURCE_EXHAUSTED, "queue-full", "the gateway's queue is full")
+def refused(code, kind=None, details="refused"):
+    """A failed call as the client reports it."""
+    return CallFailed(code, details, kind)
+
+
+QUEUE_FULL = refused(S.RESOURCE_EXHAUSTED, "queue-full", "the gateway's queue is full")
 # What a gateway started with --max-queue-wait sends (that flag is not in the gateway yet).
-QUEUE_WAIT = Refused(S.RESOURCE_EXHAUSTED, "queue-wait", "no worker was free in time")
+QUEUE_WAIT = refused(S.RESOURCE_EXHAUSTED, "queue-wait", "no worker was free in time")
 
 
 class Clock:
@@ -101,16 +90,16 @@ def test_the_real_jitter_stays_in_bounds():
 @pytest.mark.parametrize(
     "error",
     [
-        Refused(S.RESOURCE_EXHAUSTED, "payload-too-large", "over the limit"),
-        Refused(S.RESOURCE_EXHAUSTED, None, "Sent message larger than max"),
-        Refused(S.RESOURCE_EXHAUSTED, None, "queue is full"),  # not from the gateway
-        Refused(S.ABORTED, "worker-crashed"),
-        Refused(S.DEADLINE_EXCEEDED, "call-timeout"),
-        Refused(S.UNAVAILABLE, "unavailable"),
-        Refused(S.INVALID_ARGUMENT, "invalid-request"),
-        Refused(S.UNAUTHENTICATED),
+        refused(S.RESOURCE_EXHAUSTED, "payload-too-large", "over the limit"),
+        refused(S.RESOURCE_EXHAUSTED, None, "Sent message larger than max"),
+        refused(S.RESOURCE_EXHAUSTED, None, "queue is full"),  # not from the gateway
+        refused(S.ABORTED, "worker-crashed"),
+        refused(S.DEADLINE_EXCEEDED, "call-timeout"),
+        refused(S.UNAVAILABLE, "unavailable"),
+        refused(S.INVALID_ARGUMENT, "invalid-request"),
+        refused(S.UNAUTHENTICATED),
     ],
-    ids=lambda error: f"{error.code().name}-{error._kind}",
+    ids=lambda error: f"{parts(error)[0].name}-{error.args[2]}",
 )
 def test_only_queue_full_is_retried(error):
     assert BusyRetry(None).next_delay(error) is None
@@ -319,7 +308,7 @@ def test_a_zero_busy_timeout_raises_server_busy_at_once(held, counted_attempts):
     remote = compute_this(server=held.url, busy_timeout=0)(square)
     with pytest.raises(ServerBusy, match="queue is full") as caught:
         remote(2).run()
-    assert caught.value.__cause__.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert parts(caught.value.__cause__)[0] == S.RESOURCE_EXHAUSTED
     with pytest.raises(ServerBusy, match="queue is full"):
         asyncio.run(remote(2).async_run())
     assert len(counted_attempts) == 2

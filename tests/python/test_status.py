@@ -5,7 +5,6 @@ test also covers the ones the gateway cannot be made to send here
 (UNAUTHENTICATED, a RESOURCE_EXHAUSTED raised by gRPC itself).
 """
 
-import grpc
 import pytest
 
 from distribute_challenge import (
@@ -17,27 +16,10 @@ from distribute_challenge import (
     ServerUnavailable,
     WorkerCrashed,
 )
+from distribute_challenge._status import StatusCode as S
 from distribute_challenge._status import raise_from_rpc_error
 from distribute_challenge._target import parse_server
-
-
-class FailedCall(grpc.RpcError):
-    """A finished call's status, as the sync and aio stubs expose it."""
-
-    def __init__(self, code, details, trailing=()):
-        self._code, self._details, self._trailing = code, details, trailing
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
-
-    def trailing_metadata(self):
-        return self._trailing
-
-
-S = grpc.StatusCode
+from mystic_native import CallFailed
 
 
 @pytest.mark.parametrize(
@@ -58,8 +40,7 @@ S = grpc.StatusCode
     ],
 )
 def test_each_status_maps_to_its_exception(code, kind, details, expected):
-    trailing = (("mystic-error", kind),) if kind else ()
-    failure = FailedCall(code, details, trailing)
+    failure = CallFailed(code, details, kind)
     with pytest.raises(DistributeError) as caught:
         raise_from_rpc_error(failure, parse_server("grpc://127.0.0.1:1"))
     assert type(caught.value) is expected

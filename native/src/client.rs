@@ -1,0 +1,244 @@
+//! `Client`: the Python client's calls to one target (one gateway, a list,
+//! or a DNS name), over the crate's client (`mysticchallenge::client`):
+//! a blocking call waits with the GIL released, on its own thread; a call
+//! from asyncio runs on the client's runtime and finishes through
+//! [`Completions`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mysticchallenge::client::{self as calls, CallFailure, CallOptions, Place, Target, TargetSpec};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+
+use crate::answer::{self, Answer};
+use crate::completions::Completions;
+use crate::process::ThisProcess;
+use crate::runtime::runtime;
+
+/// Metadata pairs, as Python gives them.
+type Metadata = Vec<(String, String)>;
+
+/// The connections to one target and the calls over them.
+#[pyclass(module = "mystic_native._native", frozen)]
+pub struct Client {
+    target: ThisProcess<Arc<Target>>,
+}
+
+fn options(metadata: &Metadata, timeout: Option<f64>) -> PyResult<CallOptions> {
+    let timeout = timeout
+        .map(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)))
+        .transpose()
+        .map_err(|error| PyValueError::new_err(format!("invalid timeout: {error}")))?;
+    // A value that is not a header's (a token with a newline) is the caller's.
+    CallOptions::new(metadata, timeout).map_err(|failure| PyValueError::new_err(failure.message))
+}
+
+impl Client {
+    /// Runs `call` to its end on this thread, the GIL released.
+    fn block_on<F>(&self, py: Python<'_>, call: F) -> PyResult<Py<PyAny>>
+    where
+        F: Future<Output = Result<Answer, CallFailure>> + Send,
+    {
+        let runtime = runtime(py)?;
+        let outcome = py.detach(|| runtime.block_on(call));
+        let (ok, value) = answer::to_python(py, outcome)?;
+        if ok {
+            Ok(value)
+        } else {
+            Err(PyErr::from_value(value.into_bound(py)))
+        }
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// `gateways`: `HOST:PORT` or `unix:PATH` each; `dns`: `NAME:PORT` to
+    /// resolve instead; `authority`: the `HOST:PORT` calls name and TLS
+    /// checks, when not the only gateway's; `ca_pem`: what TLS trusts (the
+    /// system's roots if None).
+    #[new]
+    #[pyo3(signature = (gateways, *, dns=None, tls=false, ca_pem=None, authority=None))]
+    fn new(
+        gateways: Vec<String>,
+        dns: Option<String>,
+        tls: bool,
+        ca_pem: Option<Vec<u8>>,
+        authority: Option<String>,
+    ) -> PyResult<Client> {
+        let places = gateways
+            .into_iter()
+            .map(|gateway| match gateway.strip_prefix("unix:") {
+                Some(path) => Place::Unix(path.into()),
+                None => Place::Tcp(gateway),
+            })
+            .collect();
+        let spec = TargetSpec {
+            places,
+            dns,
+            authority,
+            tls,
+            ca_pem,
+        };
+        let target = Target::new(spec).map_err(|error| PyValueError::new_err(error.to_string()))?;
+        Ok(Client {
+            target: ThisProcess::new(Arc::new(target)),
+        })
+    }
+
+    /// Runs one call (`payload` in the wire format); returns the response's.
+    #[pyo3(signature = (payload, metadata, timeout=None))]
+    fn execute(
+        &self,
+        py: Python<'_>,
+        payload: PyBackedBytes,
+        metadata: Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let target = self.target.get()?;
+        let options = options(&metadata, timeout)?;
+        let payload = Bytes::from_owner(payload);
+        self.block_on(py, async move {
+            calls::execute(target, payload, &options)
+                .await
+                .map(Answer::Payload)
+        })
+    }
+
+    /// As `execute`, finishing under `token` on `completions`.
+    #[pyo3(signature = (completions, token, payload, metadata, timeout=None))]
+    fn execute_async(
+        &self,
+        py: Python<'_>,
+        completions: &Completions,
+        token: u64,
+        payload: PyBackedBytes,
+        metadata: Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let target = Arc::clone(self.target.get()?);
+        let options = options(&metadata, timeout)?;
+        let payload = Bytes::from_owner(payload);
+        completions.spawn(py, token, async move {
+            calls::execute(&target, payload, &options)
+                .await
+                .map(Answer::Payload)
+        })
+    }
+
+    /// The gateway's workers (see `answer.rs` for the tuple).
+    #[pyo3(signature = (metadata, timeout=None))]
+    fn get_workers(
+        &self,
+        py: Python<'_>,
+        metadata: Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let target = self.target.get()?;
+        let options = options(&metadata, timeout)?;
+        self.block_on(py, async move {
+            calls::get_workers(target, &options)
+                .await
+                .map(Answer::Workers)
+        })
+    }
+
+    /// As `get_workers`, finishing under `token` on `completions`.
+    #[pyo3(signature = (completions, token, metadata, timeout=None))]
+    fn get_workers_async(
+        &self,
+        py: Python<'_>,
+        completions: &Completions,
+        token: u64,
+        metadata: Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let target = Arc::clone(self.target.get()?);
+        let options = options(&metadata, timeout)?;
+        completions.spawn(py, token, async move {
+            calls::get_workers(&target, &options)
+                .await
+                .map(Answer::Workers)
+        })
+    }
+
+    /// Opens an `ExecuteStream` (a `Stream`), once the gateway answered.
+    #[pyo3(signature = (metadata, timeout=None))]
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        metadata: Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let target = self.target.get()?;
+        let options = options(&metadata, timeout)?;
+        self.block_on(py, async move {
+            calls::open_stream(target, &options)
+                .await
+                .map(Answer::Opened)
+        })
+    }
+
+    /// As `open_stream`, finishing under `token` on `completions`.
+    #[pyo3(signature = (completions, token, metadata, timeout=None))]
+    fn open_stream_async(
+        &self,
+        py: Python<'_>,
+        completions: &Completions,
+        token: u64,
+        metadata: Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let target = Arc::clone(self.target.get()?);
+        let options = options(&metadata, timeout)?;
+        completions.spawn(py, token, async move {
+            calls::open_stream(&target, &options)
+                .await
+                .map(Answer::Opened)
+        })
+    }
+}
+
+/// `get_workers` of every client at once (one that cannot be reached
+/// costs its own wait, not the others'): `(ok, value)` each, in order.
+#[pyfunction]
+#[pyo3(signature = (clients, metadata, timeout=None))]
+pub fn get_workers_of_each(
+    py: Python<'_>,
+    clients: Vec<Py<Client>>,
+    metadata: Metadata,
+    timeout: Option<f64>,
+) -> PyResult<Vec<(bool, Py<PyAny>)>> {
+    let options = options(&metadata, timeout)?;
+    let targets = clients
+        .iter()
+        .map(|client| client.get().target.get().map(Arc::clone))
+        .collect::<PyResult<Vec<_>>>()?;
+    let runtime = runtime(py)?;
+    let outcomes = py.detach(|| {
+        let asked: Vec<_> = targets
+            .into_iter()
+            .map(|target| {
+                let options = options.clone();
+                runtime.spawn(async move { calls::get_workers(&target, &options).await })
+            })
+            .collect();
+        runtime.block_on(async {
+            let mut outcomes = Vec::with_capacity(asked.len());
+            for answer in asked {
+                outcomes.push(answer.await.unwrap_or_else(|error| {
+                    Err(CallFailure::unavailable(format!(
+                        "the call did not finish: {error}"
+                    )))
+                }));
+            }
+            outcomes
+        })
+    });
+    outcomes
+        .into_iter()
+        .map(|outcome| answer::to_python(py, outcome.map(Answer::Workers)))
+        .collect()
+}

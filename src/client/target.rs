@@ -1,0 +1,170 @@
+//! Where a client's calls go: one gateway, a list of them, or every
+//! address of a DNS name, with what every connection shares (TLS, the
+//! `:authority`).
+//!
+//! Several gateways are balanced as gRPC's `round_robin` does: each call
+//! takes the next gateway in turn; one that could not be reached is passed
+//! over for a while ([`gateway::MAX_BACKOFF`] at most) and comes back into
+//! the rotation once it answers a dial; only when none can be reached does
+//! the call fail, `UNAVAILABLE`. A DNS name is resolved at first use and
+//! again when a dial fails (at most once a second), keeping the
+//! connections of addresses that remain.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Uri;
+
+use super::dial::{Place, Sender, Tls, TlsSetupError};
+use super::failure::CallFailure;
+use super::gateway::Gateway;
+
+/// How often a DNS name may be resolved again after failed dials.
+const RESOLVE_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+/// What a target is made of, as the Python side parsed it.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// The gateways (`HOST:PORT`, or Unix sockets), or none for a DNS name.
+    pub places: Vec<Place>,
+    /// `NAME:PORT` to resolve, for a DNS name.
+    pub dns: Option<String>,
+    /// The `:authority` (`HOST:PORT`) sent with calls and checked by TLS,
+    /// when not the only place's own.
+    pub authority: Option<String>,
+    pub tls: bool,
+    /// The PEM CA file's contents to trust; `None`: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Why a target cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("a target needs at least one gateway or a DNS name")]
+    Empty,
+    #[error("{0:?} is not a valid authority")]
+    Authority(String),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
+
+/// The gateways of one target and the rotation over them.
+pub struct Target {
+    gateways: Mutex<Arc<Vec<Arc<Gateway>>>>,
+    next: AtomicUsize,
+    dns: Option<String>,
+    resolved: Mutex<Option<Instant>>,
+    tls: Option<Tls>,
+    origin: Uri,
+}
+
+impl Target {
+    pub fn new(spec: TargetSpec) -> Result<Target, TargetError> {
+        let authority = match (&spec.authority, spec.places.as_slice(), &spec.dns) {
+            (Some(authority), _, _) => authority.clone(),
+            (None, _, Some(name)) => name.clone(),
+            (None, [Place::Tcp(address), ..], None) => address.clone(),
+            // What grpcio sends over a Unix socket (see `_client.py`).
+            (None, [Place::Unix(_), ..], None) => "localhost".to_owned(),
+            (None, [], None) => return Err(TargetError::Empty),
+        };
+        let scheme = if spec.tls { "https" } else { "http" };
+        let origin = Uri::try_from(format!("{scheme}://{authority}"))
+            .map_err(|_| TargetError::Authority(authority.clone()))?;
+        let tls = if spec.tls {
+            let host = origin.host().unwrap_or(&authority);
+            Some(Tls::new(spec.ca_pem.as_deref(), host)?)
+        } else {
+            None
+        };
+        let gateways = spec
+            .places
+            .into_iter()
+            .map(|place| Arc::new(Gateway::new(place)));
+        Ok(Target {
+            gateways: Mutex::new(Arc::new(gateways.collect())),
+            next: AtomicUsize::new(0),
+            dns: spec.dns,
+            resolved: Mutex::new(None),
+            tls,
+            origin,
+        })
+    }
+
+    /// The scheme and authority of every call's URI.
+    pub fn origin(&self) -> &Uri {
+        &self.origin
+    }
+
+    /// A connection to the next gateway in turn that can be reached.
+    pub async fn connection(&self) -> Result<Sender, CallFailure> {
+        if self.dns.is_some() && self.resolved.lock().expect("resolved").is_none() {
+            self.resolve().await?;
+        }
+        match self.try_each().await {
+            Err(failure) if self.dns.is_some() && self.due_for_resolving() => {
+                self.resolve().await?;
+                self.try_each().await.map_err(|_| failure)
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn try_each(&self) -> Result<Sender, CallFailure> {
+        let gateways = Arc::clone(&self.gateways.lock().expect("gateways"));
+        let count = gateways.len();
+        if count == 0 {
+            let name = self.dns.as_deref().unwrap_or_default();
+            return Err(CallFailure::unavailable(format!(
+                "{name} resolves to no address"
+            )));
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let in_turn = (0..count).map(|i| &gateways[(start + i) % count]);
+        let (up, down): (Vec<_>, Vec<_>) = in_turn.partition(|gateway| !gateway.is_down(now));
+        let mut failure = None;
+        for gateway in up.into_iter().chain(down) {
+            match gateway.connection(self.tls.as_ref()).await {
+                Ok(sender) => return Ok(sender),
+                Err(error) => failure = Some(error),
+            }
+        }
+        Err(failure.expect("at least one gateway was tried"))
+    }
+
+    fn due_for_resolving(&self) -> bool {
+        let resolved = self.resolved.lock().expect("resolved");
+        resolved.is_none_or(|at| at.elapsed() >= RESOLVE_AT_MOST_EVERY)
+    }
+
+    /// Resolves the DNS name now; keeps the gateways of addresses that remain.
+    async fn resolve(&self) -> Result<(), CallFailure> {
+        let name = self.dns.as_deref().expect("a DNS target");
+        *self.resolved.lock().expect("resolved") = Some(Instant::now());
+        let addresses = tokio::net::lookup_host(name)
+            .await
+            .map_err(|error| CallFailure::unavailable(format!("cannot resolve {name}: {error}")))?;
+        let mut gateways = self.gateways.lock().expect("gateways");
+        let mut places: Vec<Place> = Vec::new();
+        for address in addresses {
+            let place = Place::Tcp(address.to_string());
+            if !places.contains(&place) {
+                places.push(place);
+            }
+        }
+        let kept = places
+            .into_iter()
+            .map(|place| {
+                gateways
+                    .iter()
+                    .find(|gateway| *gateway.place() == place)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Gateway::new(place)))
+            })
+            .collect();
+        *gateways = Arc::new(kept);
+        Ok(())
+    }
+}
