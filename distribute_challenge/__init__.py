@@ -9,6 +9,7 @@ Map of the package:
 - ``_outcome.py``: a response turned into the result (or the exception raised).
 - ``_mapping.py``: ``map``, ``starmap``, their async twins and ``.stream()``,
   over one ``ExecuteStream``.
+- ``_process.py``: this process's id, kept across ``os.fork()`` without a system call.
 - ``_client.py``: the extension's clients, one per target per process, and
   how calls made from asyncio finish on its loop.
 - ``_target.py``: the server address: one gateway, a list, or a DNS name.

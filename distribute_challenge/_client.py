@@ -23,7 +23,6 @@ a dial fails. Calls running on a gateway that goes away fail with
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from mystic_native import Client, Completions
 
+from . import _process
 from ._target import Target
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _tokens = itertools.count(1)
 
 def client(target: Target) -> Client:
     """The client of ``target`` in this process."""
-    pid = os.getpid()
+    pid = _process.pid()
     cached = _clients.get(target)
     if cached is not None and cached[0] == pid:
         return cached[1]
@@ -114,7 +114,7 @@ class _LoopCalls:
     """The calls of one loop: their completion queue and their futures."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.pid = os.getpid()
+        self.pid = _process.pid()
         self.completions = Completions()
         self.waiting: dict[int, asyncio.Future] = {}
         loop.add_reader(self.completions.fileno(), self._drain)
@@ -132,6 +132,6 @@ class _LoopCalls:
 
 def _loop_calls(loop: asyncio.AbstractEventLoop) -> _LoopCalls:
     calls = _loops.get(loop)
-    if calls is None or calls.pid != os.getpid():
+    if calls is None or calls.pid != _process.pid():
         calls = _loops[loop] = _LoopCalls(loop)
     return calls

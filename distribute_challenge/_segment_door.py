@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from mystic_wire import _records
 
+from . import _process
 from ._target import Target
 
 if TYPE_CHECKING:
@@ -42,7 +43,10 @@ if TYPE_CHECKING:
 
 RECHECK_AFTER = 30.0
 DISCOVERY_TIMEOUT = 5.0
-EXCHANGE_TIMEOUT = 5.0
+# How long an exchange waits for the gateway's answer. One that comes later
+# is skipped by the next exchange: a slow answer (a gateway short of CPU)
+# fails one exchange, never the session that other calls' results wait in.
+EXCHANGE_TIMEOUT = 30.0
 WATCH_EVERY = 0.5
 
 _STATUS_TEXT = {
@@ -66,6 +70,8 @@ class Door:
         self.session = session
         self._lock = threading.Lock()
         self.broken = False
+        # Answers still to come for exchanges that timed out.
+        self._owed = 0
 
     @classmethod
     def connect(cls, name: str) -> Door:
@@ -138,6 +144,16 @@ class Door:
             try:
                 _records.send(self._sock, record, fd)
                 reply, received = _records.receive(self._sock)
+                while self._owed:  # a late answer to an earlier exchange
+                    self._owed -= 1
+                    if received is not None:
+                        os.close(received)
+                    reply, received = _records.receive(self._sock)
+            except TimeoutError as exc:
+                self._owed += 1
+                raise DoorError(
+                    f"the gateway's segment socket did not answer within {EXCHANGE_TIMEOUT:.0f}s"
+                ) from exc
             except (OSError, EOFError) as exc:
                 self.broken = True
                 raise DoorError(f"the gateway's segment socket failed: {exc}") from exc
@@ -171,7 +187,7 @@ def cached(target: Target) -> tuple[bool, Door | None]:
         return True, None
     with _lock:
         entry = _doors.get(target)
-    if entry is None or entry[0] != os.getpid():
+    if entry is None or entry[0] != _process.pid():
         return False, None
     _pid, door, since = entry
     if door is not None:
@@ -190,10 +206,10 @@ def remember(target: Target, info: GatewayInfo | None) -> Door | None:
             pass  # not reachable from here: inline
     with _lock:
         previous = _doors.get(target)
-        _doors[target] = (os.getpid(), door, time.monotonic())
+        _doors[target] = (_process.pid(), door, time.monotonic())
         if door is not None:
             _watch()
-    if previous is not None and previous[0] == os.getpid() and previous[1] not in (None, door):
+    if previous is not None and previous[0] == _process.pid() and previous[1] not in (None, door):
         previous[1].close()
     return door
 
@@ -203,13 +219,13 @@ _watching = [0]  # the pid whose watcher runs
 
 def _watch() -> None:
     """Starts this process's watcher, once (call with ``_lock`` held)."""
-    if _watching[0] != os.getpid():
-        _watching[0] = os.getpid()
+    if _watching[0] != _process.pid():
+        _watching[0] = _process.pid()
         threading.Thread(target=_watcher, name="segment-door-watcher", daemon=True).start()
 
 
 def _watcher() -> None:
-    pid = os.getpid()
+    pid = _process.pid()
     while True:
         time.sleep(WATCH_EVERY)
         with _lock:

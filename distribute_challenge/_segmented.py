@@ -80,8 +80,15 @@ def load_response(payload: bytes, door: Door | None, call_fd: int | None = None)
     """The response an ``MCR2`` payload names, taken through ``door``
     (``call_fd``: the call's own segment, where a result may lie)."""
     handle, layout = _segments.parse_response(memoryview(payload))
-    if door is None or handle == 0:
+    if door is None:
         raise CodecError("the gateway sent a result in shared memory that this call cannot take")
+    if handle == 0:
+        # The gateway had no session to leave the result in: this process's
+        # segment connection closed while the call ran.
+        raise DistributeError(
+            "the call ran, but the gateway dropped its result: this process's shared-memory "
+            "connection to the gateway closed while the call ran; run the call again"
+        )
     try:
         fd = door.get(handle)
     except DoorError as exc:

@@ -24,6 +24,7 @@
 //! - [`passing`]: passing descriptors over Unix sockets (the one helper).
 //! - [`gateway`]: wiring it all together (each layer's settings built from
 //!   the [`Config`]); [`shutdown`]: the stop signal.
+//! - [`hops`]: per-hop timestamps of a call (debug events).
 //! - [`pb`]: generated protobuf and gRPC code; [`timing`]: sleeping until
 //!   an instant that may not be set.
 
@@ -39,6 +40,7 @@ pub mod descriptors;
 pub mod error;
 pub mod functions;
 pub mod gateway;
+pub mod hops;
 pub mod metrics;
 pub mod passing;
 pub mod pb;

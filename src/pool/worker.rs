@@ -310,6 +310,7 @@ impl<S: Spawner> WorkerActor<S> {
                 continue;
             }
             self.metrics.call_started(started - queued_at);
+            crate::hops::hop("picked", Some(queued_at));
 
             self.set_state(WorkerState::Busy);
             // `ran_for` is the call's own time, not including waiting for a
@@ -319,10 +320,11 @@ impl<S: Spawner> WorkerActor<S> {
                     .call_finished(self.index, Outcome::of(&result), ran_for);
                 // A caller that left mid-call gets nothing; that is fine.
                 let _ = reply.send(result);
+                crate::hops::hop("replied", Some(queued_at));
             };
             let share = share.as_deref();
             let outcome = tokio::select! {
-                outcome = conversation.converse(&call, items, share) => outcome.map_err(Failure::Transport),
+                outcome = crate::hops::within_call(queued_at, conversation.converse(&call, items, share)) => outcome.map_err(Failure::Transport),
                 // Watched during the call too: children the function forked
                 // may hold the channel open long after the worker died.
                 exit = process.wait() => Err(Failure::Exited(exit)),

@@ -58,6 +58,8 @@ impl pb::gateway_server::Gateway for GatewayService {
             let owned = info.unary_share.get_or_init(|| self.admission.pool.share());
             Arc::clone(owned.share())
         });
+        let since = arrival.map(|arrival| arrival.0);
+        crate::hops::hop("received", since);
         let payload = request.into_inner().payload;
         // One response (no items), and no functions held but the cache's.
         let admitted = self
@@ -65,6 +67,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             .admit(payload, deadline, false, share.as_ref(), None)
             .await;
         let Admitted { call: pending, .. } = admitted.map_err(|err| self.refusals.refuse(err))?;
+        crate::hops::hop("queued", since);
         let Delivery {
             payload,
             undelivered,
@@ -78,6 +81,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         response
             .extensions_mut()
             .insert(UnaryResult(Arc::new(undelivered)));
+        crate::hops::hop("returned", since);
         Ok(response)
     }
 

@@ -99,6 +99,7 @@ impl PipeTransport {
             .await
             .map_err(TransportError::from_io)?;
         drop(line);
+        crate::hops::hop_in_call("written");
 
         let limit = base64::encoded_len(self.max_payload_bytes, true).unwrap_or(usize::MAX);
         let line = self.read_line(limit).await?;
@@ -110,6 +111,7 @@ impl PipeTransport {
             off_runtime_if_large(text.len(), move || BASE64.decode(text)).await
         };
         let payload = decoded.map_err(PipeError::NotBase64)?;
+        crate::hops::hop_in_call("read");
         if payload.len() > self.max_payload_bytes {
             return Err(TransportError::ResponseTooLarge {
                 size: payload.len(),

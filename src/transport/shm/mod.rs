@@ -186,7 +186,10 @@ impl ShmTransport {
         let pieces: &[&[u8]] = if spilled.is_some() { &[] } else { &whole };
         self.send_frame(FrameWriter::new(header, pieces)).await?;
         drop(spilled);
-        self.receive_frame().await
+        crate::hops::hop_in_call("written");
+        let answer = self.receive_frame().await;
+        crate::hops::hop_in_call("read");
+        answer
     }
 
     async fn send_frame(&mut self, mut writer: FrameWriter<'_>) -> Result<(), TransportError> {
