@@ -51,7 +51,8 @@ def block(checkout: str, transport: str, args: argparse.Namespace) -> dict:
 
         async def burst() -> float:
             await asyncio.gather(*(remote(noop)().async_run() for _ in range(200)))
-            wakeups.clear()
+            if wakeups is not None:
+                wakeups.clear()
             start = time.perf_counter()
             await asyncio.gather(*(remote(noop)().async_run() for _ in range(args.burst)))
             return args.burst / (time.perf_counter() - start)

@@ -1,8 +1,9 @@
 //! `Client`: the Python client's calls to one target (one gateway, a list,
 //! or a DNS name), over the crate's client (`mysticchallenge::client`):
-//! a blocking call waits with the GIL released, on its own thread; a call
-//! from asyncio runs on the client's runtime and finishes through
-//! [`Completions`].
+//! a blocking call waits with the GIL released, driving its own request
+//! and answer (the [`runtime::driven`] runtime, with connections of its
+//! own); a call from asyncio, and a stream, run on the [`runtime::shared`]
+//! runtime (a call from asyncio finishes through [`Completions`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +13,12 @@ use mysticchallenge::client::{self as calls, CallFailure, CallOptions, Place, Ta
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
+use tokio::runtime::Runtime;
 
 use crate::answer::{self, Answer};
 use crate::completions::Completions;
 use crate::process::ThisProcess;
-use crate::runtime::runtime;
+use crate::runtime;
 
 /// Metadata pairs, as Python gives them.
 type Metadata = Vec<(String, String)>;
@@ -24,7 +26,13 @@ type Metadata = Vec<(String, String)>;
 /// The connections to one target and the calls over them.
 #[pyclass(module = "mystic_native._native", frozen)]
 pub struct Client {
-    target: ThisProcess<Arc<Target>>,
+    targets: ThisProcess<Targets>,
+}
+
+/// One target's gateways twice, for connections on each runtime.
+struct Targets {
+    driven: Arc<Target>,
+    shared: Arc<Target>,
 }
 
 fn options(metadata: &Metadata, timeout: Option<f64>) -> PyResult<CallOptions> {
@@ -36,20 +44,17 @@ fn options(metadata: &Metadata, timeout: Option<f64>) -> PyResult<CallOptions> {
     CallOptions::new(metadata, timeout).map_err(|failure| PyValueError::new_err(failure.message))
 }
 
-impl Client {
-    /// Runs `call` to its end on this thread, the GIL released.
-    fn block_on<F>(&self, py: Python<'_>, call: F) -> PyResult<Py<PyAny>>
-    where
-        F: Future<Output = Result<Answer, CallFailure>> + Send,
-    {
-        let runtime = runtime(py)?;
-        let outcome = py.detach(|| runtime.block_on(call));
-        let (ok, value) = answer::to_python(py, outcome)?;
-        if ok {
-            Ok(value)
-        } else {
-            Err(PyErr::from_value(value.into_bound(py)))
-        }
+/// Runs `call` to its end on this thread (see [`runtime::wait`]).
+pub fn block_on<F>(py: Python<'_>, runtime: &Runtime, call: F) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = Result<Answer, CallFailure>> + Send,
+{
+    let outcome = runtime::wait(py, runtime, call)?;
+    let (ok, value) = answer::to_python(py, outcome)?;
+    if ok {
+        Ok(value)
+    } else {
+        Err(PyErr::from_value(value.into_bound(py)))
     }
 }
 
@@ -82,9 +87,16 @@ impl Client {
             tls,
             ca_pem,
         };
-        let target = Target::new(spec).map_err(|error| PyValueError::new_err(error.to_string()))?;
+        let target = |spec| {
+            Target::new(spec)
+                .map(Arc::new)
+                .map_err(|error| PyValueError::new_err(error.to_string()))
+        };
         Ok(Client {
-            target: ThisProcess::new(Arc::new(target)),
+            targets: ThisProcess::new(Targets {
+                driven: target(spec.clone())?,
+                shared: target(spec)?,
+            }),
         })
     }
 
@@ -97,10 +109,10 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let target = self.target.get()?;
+        let target = &self.targets.get()?.driven;
         let options = options(&metadata, timeout)?;
         let payload = Bytes::from_owner(payload);
-        self.block_on(py, async move {
+        block_on(py, runtime::driven(py)?, async move {
             calls::execute(target, payload, &options)
                 .await
                 .map(Answer::Payload)
@@ -118,7 +130,7 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let target = Arc::clone(self.target.get()?);
+        let target = Arc::clone(&self.targets.get()?.shared);
         let options = options(&metadata, timeout)?;
         let payload = Bytes::from_owner(payload);
         completions.spawn(py, token, async move {
@@ -136,9 +148,9 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let target = self.target.get()?;
+        let target = &self.targets.get()?.driven;
         let options = options(&metadata, timeout)?;
-        self.block_on(py, async move {
+        block_on(py, runtime::driven(py)?, async move {
             calls::get_workers(target, &options)
                 .await
                 .map(Answer::Workers)
@@ -155,7 +167,7 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let target = Arc::clone(self.target.get()?);
+        let target = Arc::clone(&self.targets.get()?.shared);
         let options = options(&metadata, timeout)?;
         completions.spawn(py, token, async move {
             calls::get_workers(&target, &options)
@@ -172,9 +184,9 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let target = self.target.get()?;
+        let target = &self.targets.get()?.shared;
         let options = options(&metadata, timeout)?;
-        self.block_on(py, async move {
+        block_on(py, runtime::shared(py)?, async move {
             calls::open_stream(target, &options)
                 .await
                 .map(Answer::Opened)
@@ -191,7 +203,7 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let target = Arc::clone(self.target.get()?);
+        let target = Arc::clone(&self.targets.get()?.shared);
         let options = options(&metadata, timeout)?;
         completions.spawn(py, token, async move {
             calls::open_stream(&target, &options)
@@ -214,9 +226,9 @@ pub fn get_workers_of_each(
     let options = options(&metadata, timeout)?;
     let targets = clients
         .iter()
-        .map(|client| client.get().target.get().map(Arc::clone))
+        .map(|client| Ok(Arc::clone(&client.get().targets.get()?.shared)))
         .collect::<PyResult<Vec<_>>>()?;
-    let runtime = runtime(py)?;
+    let runtime = runtime::shared(py)?;
     let outcomes = py.detach(|| {
         let asked: Vec<_> = targets
             .into_iter()

@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 
 use crate::answer::{self, Answer};
 use crate::process::ThisProcess;
-use crate::runtime::runtime;
+use crate::runtime;
 
 type Outcome = Result<Answer, CallFailure>;
 
@@ -57,7 +57,7 @@ impl Completions {
         F: Future<Output = Outcome> + Send + 'static,
     {
         let shared = Arc::clone(self.shared.get()?);
-        let running = runtime(py)?.spawn({
+        let running = runtime::shared(py)?.spawn({
             let shared = Arc::clone(&shared);
             async move {
                 let outcome = call.await;

@@ -12,10 +12,11 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use tokio::task::AbortHandle;
 
-use crate::answer::{self, Answer};
+use crate::answer::Answer;
+use crate::client::block_on;
 use crate::completions::Completions;
 use crate::process::ThisProcess;
-use crate::runtime::runtime;
+use crate::runtime;
 
 /// One stream's two halves.
 #[pyclass(module = "mystic_native._native", frozen)]
@@ -87,14 +88,7 @@ impl Stream {
     /// stream's end; raises `CallFailed` if the stream failed.
     fn receive(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let receiver = Arc::clone(&self.halves.get()?.receiver);
-        let runtime = runtime(py)?;
-        let outcome = py.detach(|| runtime.block_on(receive(receiver)));
-        let (ok, value) = answer::to_python(py, outcome)?;
-        if ok {
-            Ok(value)
-        } else {
-            Err(PyErr::from_value(value.into_bound(py)))
-        }
+        block_on(py, runtime::shared(py)?, receive(receiver))
     }
 
     /// As `receive`, finishing under `token` on `completions`.

@@ -16,9 +16,12 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
-use super::dial::Sender;
+use std::sync::Arc;
+
+use super::dial::{Sender, Tls};
 use super::failure::CallFailure;
-use super::target::Target;
+use super::gateway::Gateway;
+use super::target::{Link, Target};
 use crate::pb::gateway_client::GatewayClient;
 use crate::pb::{
     ExecuteRequest, GetWorkersRequest, GetWorkersResponse, StreamRequest, StreamResponse,
@@ -220,20 +223,32 @@ pub async fn open_stream(
 }
 
 async fn client(target: &Target) -> Result<GatewayClient<Connection>, CallFailure> {
-    let sender = target.connection().await?;
+    let Link { sender, gateway } = target.connection().await?;
+    let connection = Connection {
+        sender,
+        gateway,
+        tls: target.tls().cloned(),
+    };
     Ok(
-        GatewayClient::with_origin(Connection(sender), target.origin().clone())
+        GatewayClient::with_origin(connection, target.origin().clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX),
     )
 }
 
-/// A connection as the tower service tonic's client sends through. Its
-/// failures (the connection closed or broke under the call) are
-/// `UNAVAILABLE`, as gRPC reports a lost connection; tonic passes a
+/// A connection as the tower service tonic's client sends through. A
+/// request the connection could not take because it had closed (the
+/// gateway ended it: idle, or unanswered pings while no call drove it) is
+/// sent once more on a new connection to the same gateway: it was never
+/// sent. Other failures (the connection closed or broke under the call)
+/// are `UNAVAILABLE`, as gRPC reports a lost connection; tonic passes a
 /// `Status` through as it is.
 #[derive(Clone)]
-struct Connection(Sender);
+struct Connection {
+    sender: Sender,
+    gateway: Arc<Gateway>,
+    tls: Option<Tls>,
+}
 
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<hyper::body::Incoming>, Status>> + Send>>;
@@ -247,12 +262,28 @@ impl tower::Service<http::Request<tonic::body::Body>> for Connection {
     type Error = Status;
     type Future = ResponseFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx).map_err(lost)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        // HTTP/2 multiplexes: a closed connection is found in `call`.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> ResponseFuture {
-        let response = self.0.send_request(request);
-        Box::pin(async move { response.await.map_err(lost) })
+        let first = self.sender.try_send_request(request);
+        let gateway = Arc::clone(&self.gateway);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let mut refused = match first.await {
+                Ok(response) => return Ok(response),
+                Err(refused) => refused,
+            };
+            let Some(request) = refused.take_message() else {
+                return Err(lost(refused.into_error()));
+            };
+            let mut sender = gateway
+                .connection(tls.as_ref())
+                .await
+                .map_err(|failure| Status::unavailable(failure.message))?;
+            sender.send_request(request).await.map_err(lost)
+        })
     }
 }

@@ -52,6 +52,12 @@ impl Gateway {
 
     /// The open connection, or a new one.
     pub async fn connection(&self, tls: Option<&Tls>) -> Result<Sender, CallFailure> {
+        if self.has_sender() && driven_by_callers() {
+            // Nothing read the connection since the last call: let its task
+            // take what came meanwhile (the gateway's GOAWAY, the end of
+            // the connection) before a request is put on it.
+            tokio::task::yield_now().await;
+        }
         if let Some(sender) = self.open() {
             return Ok(sender);
         }
@@ -80,6 +86,10 @@ impl Gateway {
         }
     }
 
+    fn has_sender(&self) -> bool {
+        self.state.lock().expect("gateway state").sender.is_some()
+    }
+
     fn open(&self) -> Option<Sender> {
         let mut state = self.state.lock().expect("gateway state");
         if state.sender.as_ref().is_some_and(Sender::is_closed) {
@@ -87,4 +97,11 @@ impl Gateway {
         }
         state.sender.clone()
     }
+}
+
+/// Whether this runtime runs only while callers wait on it (a current-thread
+/// runtime), so that a connection is not read between calls.
+fn driven_by_callers() -> bool {
+    tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
 }

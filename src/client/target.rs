@@ -49,6 +49,12 @@ pub enum TargetError {
     Tls(#[from] TlsSetupError),
 }
 
+/// A connection, and the gateway it goes to (which can dial again).
+pub struct Link {
+    pub sender: Sender,
+    pub gateway: Arc<Gateway>,
+}
+
 /// The gateways of one target and the rotation over them.
 pub struct Target {
     gateways: Mutex<Arc<Vec<Arc<Gateway>>>>,
@@ -97,8 +103,13 @@ impl Target {
         &self.origin
     }
 
+    /// What every connection's TLS is.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     /// A connection to the next gateway in turn that can be reached.
-    pub async fn connection(&self) -> Result<Sender, CallFailure> {
+    pub async fn connection(&self) -> Result<Link, CallFailure> {
         if self.dns.is_some() && self.resolved.lock().expect("resolved").is_none() {
             self.resolve().await?;
         }
@@ -111,7 +122,7 @@ impl Target {
         }
     }
 
-    async fn try_each(&self) -> Result<Sender, CallFailure> {
+    async fn try_each(&self) -> Result<Link, CallFailure> {
         let gateways = Arc::clone(&self.gateways.lock().expect("gateways"));
         let count = gateways.len();
         if count == 0 {
@@ -127,7 +138,10 @@ impl Target {
         let mut failure = None;
         for gateway in up.into_iter().chain(down) {
             match gateway.connection(self.tls.as_ref()).await {
-                Ok(sender) => return Ok(sender),
+                Ok(sender) => {
+                    let gateway = Arc::clone(gateway);
+                    return Ok(Link { sender, gateway });
+                }
                 Err(error) => failure = Some(error),
             }
         }

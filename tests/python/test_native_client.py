@@ -1,14 +1,16 @@
 """What the client's calls through the extension (``mystic_native.Client``)
 promise beyond the calls themselves, on both transports: a blocking call
-lets the caller's other threads run, a process that forks calls again from
-the child, objects made before a fork say so when used after it, and a plain
-grpcio client of the proto keeps working beside it (the contract callers in
-other languages have)."""
+lets the caller's other threads run and gives way to a signal's handler
+(Ctrl-C), a connection the gateway closed while nothing drove it is dialled
+again, a process that forks calls again from the child, objects made before
+a fork say so when used after it, and a plain grpcio client of the proto
+keeps working beside it (the contract callers in other languages have)."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import threading
 import time
 
@@ -34,6 +36,44 @@ def wait_for_marker(started: str, marker: str, seconds: float) -> bool:
 
 def add(a, b):
     return a + b
+
+
+def touch_and_sleep(path: str, seconds: float) -> None:
+    pathlib.Path(path).touch()
+    time.sleep(seconds)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_signal_handler_that_raises_ends_a_blocking_call(remote, tmp_path):
+    started = tmp_path / "started"
+
+    def on_alarm(*_):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 2.0)
+        with pytest.raises(Interrupted):
+            remote(touch_and_sleep)(str(started), 60).run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert started.exists(), "the call had started when the handler raised"
+    assert remote(add)(1, 2).run() == 3
+
+
+def test_a_connection_the_gateway_closed_while_idle_is_dialled_again(start_gateway):
+    gateway = start_gateway("--idle-connection-timeout", "1")
+    adder = compute_this(server=gateway.url)(add)
+    assert adder(1, 2).run() == 3
+    # Nothing drives the client's connection meanwhile: the gateway's GOAWAY
+    # is read at the next call, which must not fail for it.
+    time.sleep(2.5)
+    assert adder(2, 3).run() == 5
+    assert [adder(i, i).run() for i in range(3)] == [0, 2, 4]
 
 
 def test_a_blocking_call_lets_the_callers_other_threads_run(remote, tmp_path):
