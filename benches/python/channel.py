@@ -9,13 +9,12 @@ against the other, interleaved in one run, with a local
   pickling (less ``execute``'s own time for the same call, in this process);
 - echo of 1 KiB to 64 MiB: median of ``--sizes-calls`` calls each.
 
-    git worktree add /tmp/before OLD_COMMIT && (cd /tmp/before && cargo build --release)
+    git worktree add /tmp/before OLD_COMMIT   # and build it: see harness.py
     .venv/bin/python benches/python/channel.py --version before=/tmp/before --version after=.
 
-Each block runs in a fresh process with ``PYTHONPATH`` set to its checkout
-(and the environment variables given after it, if any) and a temporary
-working directory, against the checkout's
-``target/release/mysticchallenge --workers 4``. Rounds alternate the order.
+Each block runs in a fresh process of its checkout, against the checkout's
+``target/release/mysticchallenge --workers 4``, rounds interleaved
+(``harness.py``).
 """
 
 from __future__ import annotations
@@ -23,16 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+import harness
+
 SIZES = [1 << 10, 64 << 10, 1 << 20, 8 << 20, 64 << 20]
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def noop(_=None):
@@ -41,29 +38,6 @@ def noop(_=None):
 
 def echo(value):
     return value
-
-
-def _descendants_cpu(root: int) -> float:
-    """Seconds of CPU (user + system) of every live process under ``root``."""
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        times[pid] = (int(fields[11]) + int(fields[12])) / TICK
-    total, stack = 0.0, list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack += children.get(pid, [])
-    return total
 
 
 def _execute_seconds(calls: int) -> float:
@@ -81,21 +55,14 @@ def _execute_seconds(calls: int) -> float:
     return (time.process_time() - start) / calls
 
 
-def block(binary: str, transport: str, args: argparse.Namespace) -> None:
+def block(checkout: str, transport: str, args: argparse.Namespace) -> None:
     """One checkout's block on one transport, in this process."""
     from distribute_challenge import compute_this
 
-    command = [binary, "--listen", "127.0.0.1:0", "--transport", transport]
-    command += ["--workers", "4", "--python", sys.executable]
-    with tempfile.TemporaryFile() as log:
-        gateway = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            url = gateway.stdout.readline().strip().removeprefix("serving ")
-            remote = compute_this(server=url)
-            figures = _measure(remote, lambda: _descendants_cpu(gateway.pid), args)
-        finally:
-            gateway.terminate()
-            gateway.wait()
+    binary = harness.binary_of(harness.checkout_of(checkout))
+    with harness.gateway(binary, transport) as (url, gateway):
+        remote = compute_this(server=url)
+        figures = _measure(remote, lambda: harness.descendants_cpu(gateway.pid), args)
     figures["execute_us"] = _execute_seconds(2000) * 1e6
     print(json.dumps(figures))
 
@@ -147,27 +114,6 @@ def pool_block(args: argparse.Namespace) -> dict:
     return {"latencies": latencies, "map_rate": rate}
 
 
-def run_block(
-    checkout: pathlib.Path, variables: list[str], transport: str, args: argparse.Namespace
-) -> dict:
-    binary = checkout / "target" / "release" / "mysticchallenge"
-    env = dict(os.environ, PYTHONPATH=str(checkout))
-    env.update(variable.split("=", 1) for variable in variables)
-    command = [sys.executable, __file__, "--block", str(binary), transport]
-    command += ["--calls", str(args.calls), "--map", str(args.map)]
-    command += ["--sizes-calls", str(args.sizes_calls)]
-    with tempfile.TemporaryDirectory() as workdir:
-        finished = subprocess.run(command, env=env, capture_output=True, text=True, cwd=workdir)
-    if finished.returncode != 0:
-        sys.exit(f"the block of {checkout} on {transport} failed:\n{finished.stderr[-3000:]}")
-    return json.loads(finished.stdout.strip().splitlines()[-1])
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
-
-
 def report(results: dict, args: argparse.Namespace) -> None:
     print(f"command: {' '.join(sys.argv)}\n")
     columns = f"1 KiB p50 | p99 | {args.map:,} no-ops via map | worker CPU/call | outside execute"
@@ -181,7 +127,10 @@ def report(results: dict, args: argparse.Namespace) -> None:
             per_call = statistics.median(run["cpu_per_call_us"] for run in runs)
             execute = statistics.median(run["execute_us"] for run in runs)
             cpu = (f"{per_call:,.0f} µs", f"{per_call - execute:,.0f} µs")
-        p50, p99 = _percentile(latencies, 0.5) * 1e6, _percentile(latencies, 0.99) * 1e6
+        p50, p99 = (
+            harness.percentile(latencies, 0.5) * 1e6,
+            harness.percentile(latencies, 0.99) * 1e6,
+        )
         print(f"| {name} | {p50:,.0f} µs | {p99:,.0f} µs | {rate:,.0f}/s | {cpu[0]} | {cpu[1]} |")
     print("\n| set-up | " + " | ".join(_size(size) for size in SIZES) + " |")
     print("|---|" + "---:|" * len(SIZES))
@@ -201,14 +150,14 @@ def _size(size: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--version", action="append", default=[], help="NAME=CHECKOUT [VARIABLE=VALUE...]"
-    )
+    parser.add_argument("--version", action="append", default=[], help="NAME=CHECKOUT")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--map", type=int, default=20_000)
     parser.add_argument("--sizes-calls", type=int, default=5)
-    parser.add_argument("--block", nargs=2, metavar=("BINARY", "TRANSPORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--block", nargs=2, metavar=("CHECKOUT", "TRANSPORT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.block:
         block(*args.block, args)
@@ -216,16 +165,19 @@ def main() -> None:
     versions = [entry.split("=", 1) for entry in args.version]
     if not versions or any(len(entry) != 2 for entry in versions):
         parser.error("give --version NAME=CHECKOUT at least once")
-    results: dict[str, list[dict]] = {}
-    for number in range(args.rounds):
-        order = versions if number % 2 == 0 else versions[::-1]
-        for name, checkout in order:
-            path, *variables = checkout.split()
-            for transport in ("pipe", "shm") if number % 2 == 0 else ("shm", "pipe"):
-                figures = run_block(pathlib.Path(path).resolve(), variables, transport, args)
-                results.setdefault(f"{name} {transport}", []).append(figures)
-        results.setdefault("ProcessPoolExecutor(4)", []).append(pool_block(args))
-        print(f"round {number + 1}/{args.rounds}", file=sys.stderr)
+    counts = ["--calls", str(args.calls), "--map", str(args.map)]
+    counts += ["--sizes-calls", str(args.sizes_calls)]
+    blocks = {
+        f"{name} {transport}": (
+            lambda path=path, transport=transport: harness.run_block(
+                __file__, harness.checkout_of(path), [transport, *counts]
+            )
+        )
+        for name, path in versions
+        for transport in ("pipe", "shm")
+    }
+    blocks["ProcessPoolExecutor(4)"] = lambda: pool_block(args)
+    results = harness.interleave(args.rounds, blocks)
     report(results, args)
 
 

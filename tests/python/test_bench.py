@@ -315,3 +315,40 @@ def test_executor_harness_prints_every_section_and_its_targets(tmp_path):
     assert [row[:2] for row in table_rows(lines, SLEEPS_TABLE)] == [["1", "2"]]
     targets = table_rows(lines, "| target | goal | figure | met |")
     assert len(targets) == 3 and all(row[-1] in ("yes", "**no**") for row in targets)
+
+
+def test_small_calls_harness_reports_every_set_up(tmp_path):
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "small_calls.py")]
+        + ["--version", f"here={REPO}", "--transport", "pipe", "--rounds", "1"]
+        + ["--calls", "5", "--burst", "20", "--map", "20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    rows = [line.split(" | ")[0] for line in finished.stdout.splitlines() if line.startswith("| ")]
+    assert rows == ["| set-up", "| here pipe", "| ProcessPoolExecutor(4)"]
+
+
+def test_hops_harness_shows_every_hop(tmp_path):
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "benches" / "python" / "hops.py")]
+        + ["--transport", "pipe", "--calls", "20", "--checkout", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr
+    rows = [line for line in finished.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows][1:] == [
+        "received",
+        "queued",
+        "picked",
+        "written",
+        "read",
+        "replied",
+        "returned",
+    ]
