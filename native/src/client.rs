@@ -109,14 +109,8 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let target = &self.targets.get()?.driven;
-        let options = options(&metadata, timeout)?;
-        let payload = Bytes::from_owner(payload);
-        block_on(py, runtime::driven(py)?, async move {
-            calls::execute(target, payload, &options)
-                .await
-                .map(Answer::Payload)
-        })
+        let call = Call::Execute(Bytes::from_owner(payload));
+        self.wait(py, call, &metadata, timeout)
     }
 
     /// As `execute`, finishing under `token` on `completions`.
@@ -130,14 +124,8 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let target = Arc::clone(&self.targets.get()?.shared);
-        let options = options(&metadata, timeout)?;
-        let payload = Bytes::from_owner(payload);
-        completions.spawn(py, token, async move {
-            calls::execute(&target, payload, &options)
-                .await
-                .map(Answer::Payload)
-        })
+        let call = Call::Execute(Bytes::from_owner(payload));
+        self.start(py, completions, token, call, &metadata, timeout)
     }
 
     /// The gateway's workers (see `answer.rs` for the tuple).
@@ -148,13 +136,7 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let target = &self.targets.get()?.driven;
-        let options = options(&metadata, timeout)?;
-        block_on(py, runtime::driven(py)?, async move {
-            calls::get_workers(target, &options)
-                .await
-                .map(Answer::Workers)
-        })
+        self.wait(py, Call::GetWorkers, &metadata, timeout)
     }
 
     /// As `get_workers`, finishing under `token` on `completions`.
@@ -167,13 +149,7 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let target = Arc::clone(&self.targets.get()?.shared);
-        let options = options(&metadata, timeout)?;
-        completions.spawn(py, token, async move {
-            calls::get_workers(&target, &options)
-                .await
-                .map(Answer::Workers)
-        })
+        self.start(py, completions, token, Call::GetWorkers, &metadata, timeout)
     }
 
     /// Opens an `ExecuteStream` (a `Stream`), once the gateway answered.
@@ -184,13 +160,7 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let target = &self.targets.get()?.shared;
-        let options = options(&metadata, timeout)?;
-        block_on(py, runtime::shared(py)?, async move {
-            calls::open_stream(target, &options)
-                .await
-                .map(Answer::Opened)
-        })
+        self.wait(py, Call::OpenStream, &metadata, timeout)
     }
 
     /// As `open_stream`, finishing under `token` on `completions`.
@@ -203,13 +173,66 @@ impl Client {
         metadata: Metadata,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let target = Arc::clone(&self.targets.get()?.shared);
-        let options = options(&metadata, timeout)?;
-        completions.spawn(py, token, async move {
-            calls::open_stream(&target, &options)
+        self.start(py, completions, token, Call::OpenStream, &metadata, timeout)
+    }
+}
+
+/// What a client can be asked.
+enum Call {
+    Execute(Bytes),
+    GetWorkers,
+    OpenStream,
+}
+
+impl Call {
+    async fn run(self, target: &Target, options: &CallOptions) -> Result<Answer, CallFailure> {
+        match self {
+            Call::Execute(payload) => calls::execute(target, payload, options)
                 .await
-                .map(Answer::Opened)
-        })
+                .map(Answer::Payload),
+            Call::GetWorkers => calls::get_workers(target, options)
+                .await
+                .map(Answer::Workers),
+            Call::OpenStream => calls::open_stream(target, options)
+                .await
+                .map(Answer::Opened),
+        }
+    }
+}
+
+impl Client {
+    /// Runs `call` from this thread, blocking: on the runtime this thread
+    /// drives, but a stream on the shared one (it progresses on its own).
+    fn wait(
+        &self,
+        py: Python<'_>,
+        call: Call,
+        metadata: &Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let targets = self.targets.get()?;
+        let options = options(metadata, timeout)?;
+        let (target, runtime) = match call {
+            Call::OpenStream => (&targets.shared, runtime::shared(py)?),
+            _ => (&targets.driven, runtime::driven(py)?),
+        };
+        block_on(py, runtime, async move { call.run(target, &options).await })
+    }
+
+    /// Starts `call` on the shared runtime, finishing under `token` on
+    /// `completions`.
+    fn start(
+        &self,
+        py: Python<'_>,
+        completions: &Completions,
+        token: u64,
+        call: Call,
+        metadata: &Metadata,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let target = Arc::clone(&self.targets.get()?.shared);
+        let options = options(metadata, timeout)?;
+        completions.spawn(py, token, async move { call.run(&target, &options).await })
     }
 }
 

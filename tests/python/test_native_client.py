@@ -47,7 +47,10 @@ class Interrupted(Exception):
     pass
 
 
-def test_a_signal_handler_that_raises_ends_a_blocking_call(remote, tmp_path):
+def test_a_signal_handler_that_raises_ends_a_blocking_call(start_gateway, tmp_path):
+    # A gateway of its own: the interrupted call runs on to its end there.
+    gateway = start_gateway("--workers", "2")
+    on = compute_this(server=gateway.url)
     started = tmp_path / "started"
 
     def on_alarm(*_):
@@ -57,12 +60,12 @@ def test_a_signal_handler_that_raises_ends_a_blocking_call(remote, tmp_path):
     try:
         signal.setitimer(signal.ITIMER_REAL, 2.0)
         with pytest.raises(Interrupted):
-            remote(touch_and_sleep)(str(started), 60).run()
+            on(touch_and_sleep)(str(started), 60).run()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert started.exists(), "the call had started when the handler raised"
-    assert remote(add)(1, 2).run() == 3
+    assert on(add)(1, 2).run() == 3
 
 
 def test_a_connection_the_gateway_closed_while_idle_is_dialled_again(start_gateway):
