@@ -77,3 +77,30 @@ impl CallFailure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_keeps_its_code_and_the_gateways_word() {
+        let mut status = Status::resource_exhausted("the queue is full");
+        status
+            .metadata_mut()
+            .insert(ERROR_KIND_KEY, "queue-full".parse().unwrap());
+        let failure = CallFailure::from_status(&status);
+        assert_eq!(failure.code, Code::ResourceExhausted as i32);
+        assert_eq!(failure.message, "the queue is full");
+        assert_eq!(failure.kind.as_deref(), Some("queue-full"));
+    }
+
+    #[test]
+    fn a_transport_error_under_the_call_is_unavailable() {
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let status = Status::from_error(Box::new(broken));
+        assert_eq!(status.code(), Code::Unknown);
+        let failure = CallFailure::from_status(&status);
+        assert_eq!(failure.code, Code::Unavailable as i32);
+        assert_eq!(failure.kind, None);
+    }
+}

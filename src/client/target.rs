@@ -124,19 +124,22 @@ impl Target {
 
     async fn try_each(&self) -> Result<Link, CallFailure> {
         let gateways = Arc::clone(&self.gateways.lock().expect("gateways"));
-        let count = gateways.len();
-        if count == 0 {
+        if gateways.is_empty() {
             let name = self.dns.as_deref().unwrap_or_default();
             return Err(CallFailure::unavailable(format!(
                 "{name} resolves to no address"
             )));
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // The turn goes round the gateways that can be reached, as gRPC's
+        // round robin goes round its ready connections; the others are
+        // tried last.
         let now = Instant::now();
-        let in_turn = (0..count).map(|i| &gateways[(start + i) % count]);
-        let (up, down): (Vec<_>, Vec<_>) = in_turn.partition(|gateway| !gateway.is_down(now));
+        let (up, down): (Vec<_>, Vec<_>) =
+            gateways.iter().partition(|gateway| !gateway.is_down(now));
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let in_turn = (0..up.len()).map(|i| up[(start + i) % up.len()]);
         let mut failure = None;
-        for gateway in up.into_iter().chain(down) {
+        for gateway in in_turn.chain(down) {
             match gateway.connection(self.tls.as_ref()).await {
                 Ok(sender) => {
                     let gateway = Arc::clone(gateway);
@@ -180,5 +183,87 @@ impl Target {
             .collect();
         *gateways = Arc::new(kept);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A listener that accepts and keeps every connection (HTTP/2 needs
+    /// nothing more to open a connection from the client's side).
+    async fn listening() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                kept.push(stream);
+            }
+        });
+        address
+    }
+
+    fn target(addresses: &[SocketAddr]) -> Target {
+        Target::new(TargetSpec {
+            places: addresses
+                .iter()
+                .map(|a| Place::Tcp(a.to_string()))
+                .collect(),
+            dns: None,
+            authority: None,
+            tls: false,
+            ca_pem: None,
+        })
+        .unwrap()
+    }
+
+    async fn turns(target: &Target, calls: usize) -> Vec<String> {
+        let mut order = Vec::new();
+        for _ in 0..calls {
+            let link = target.connection().await.unwrap();
+            order.push(link.gateway.place().to_string());
+        }
+        order
+    }
+
+    #[tokio::test]
+    async fn calls_take_the_gateways_in_turn() {
+        let (a, b, c) = (listening().await, listening().await, listening().await);
+        let order = turns(&target(&[a, b, c]), 6).await;
+        let [a, b, c] = [a, b, c].map(|address| address.to_string());
+        assert_eq!(order, [&a, &b, &c, &a, &b, &c].map(String::clone));
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_cannot_be_reached_leaves_the_turn_to_the_others() {
+        let (a, b) = (listening().await, listening().await);
+        // Bound, then closed: connections to it are refused.
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let order = turns(&target(&[a, gone, b]), 5).await;
+        let [a, b] = [a, b].map(|address| address.to_string());
+        assert_eq!(order, [&a, &b, &a, &b, &a].map(String::clone));
+    }
+
+    #[tokio::test]
+    async fn with_none_reachable_the_call_is_unavailable_and_names_the_gateway() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let failure = target(&[gone]).connection().await.err().unwrap();
+        assert_eq!(failure.code, tonic::Code::Unavailable as i32);
+        assert!(
+            failure.message.contains(&gone.to_string()),
+            "{}",
+            failure.message
+        );
     }
 }
