@@ -17,6 +17,10 @@ import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# The repository's root is importable from every benchmark (they reuse the
+# load test's `test_load` and `loadtest`): here once, not in each of them.
+if str(REPO) not in sys.path:
+    sys.path.insert(1, str(REPO))
 GATEWAY = pathlib.Path(
     os.environ.get("MYSTIC_GATEWAY_BIN") or REPO / "target" / "release" / "mysticchallenge"
 )

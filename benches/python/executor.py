@@ -36,12 +36,11 @@ import math
 import os
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from _servers import REPO, gateway
+from _servers import gateway
 from compare import (
     command_line,
     cpu_model,
@@ -59,9 +58,7 @@ from joblib import Parallel, delayed, parallel_config
 
 from distribute_challenge import Executor, compute_this
 from distribute_challenge.joblib import GatewayBackend
-
-sys.path.insert(1, str(REPO))  # the load test's scheduler model
-from loadtest.results import fifo_makespan  # noqa: E402
+from loadtest.results import fifo_makespan  # the load test's scheduler model
 
 TRANSPORTS = ["pipe", "shm"]
 LOKY = "loky"

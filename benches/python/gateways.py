@@ -33,12 +33,10 @@ import random
 import statistics
 import sys
 
-from _servers import GATEWAY, REPO, serving
+from _servers import GATEWAY, serving
 
-sys.path.insert(0, str(REPO))
-
-from distribute_challenge import compute_this  # noqa: E402
-from test_load import measure_parallel  # noqa: E402
+from distribute_challenge import compute_this
+from test_load import measure_parallel
 
 
 def noop():

@@ -72,7 +72,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-from _servers import GATEWAY, REPO, gateway_command, launched
+from _servers import GATEWAY, gateway_command, launched
 from burst import status_kib
 from compare import (
     binary,
@@ -90,9 +90,7 @@ from compare import (
 
 import distribute_challenge
 from distribute_challenge import compute_this
-
-sys.path.insert(1, str(REPO))  # the load test's scheduler model
-from loadtest.results import fifo_makespan  # noqa: E402
+from loadtest.results import fifo_makespan  # the load test's scheduler model
 
 SECTIONS = ["throughput", "memory", "sleeps", "stream"]
 TRANSPORTS = ["pipe", "shm"]
