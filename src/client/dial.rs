@@ -6,6 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -106,9 +107,26 @@ impl Tls {
     }
 }
 
+/// How long opening a connection may take (TCP, TLS and HTTP/2 handshakes):
+/// gRPC's minimum connect timeout, so that a gateway whose address swallows
+/// packets fails the call in seconds rather than the kernel's two minutes.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Opens a connection to `place`, with `tls` if given (TCP only), and
-/// starts its task on the current runtime.
+/// starts its task on the current runtime; at most [`CONNECT_TIMEOUT`].
 pub async fn dial(place: &Place, tls: Option<&Tls>) -> io::Result<Sender> {
+    tokio::time::timeout(CONNECT_TIMEOUT, open(place, tls))
+        .await
+        .unwrap_or_else(|_| {
+            let waited = CONNECT_TIMEOUT.as_secs();
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {waited} s"),
+            ))
+        })
+}
+
+async fn open(place: &Place, tls: Option<&Tls>) -> io::Result<Sender> {
     match place {
         Place::Unix(path) => handshake(UnixStream::connect(path).await?).await,
         Place::Tcp(address) => {
