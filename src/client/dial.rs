@@ -160,3 +160,29 @@ where
     });
     Ok(sender)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A self-signed certificate, only for something to trust.
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBejCCAR+gAwIBAgIUYARaL+2vRTOU13DPyhd49OrwLGYwCgYIKoZIzj0EAwIw\nEjEQMA4GA1UEAwwHdGVzdC1jYTAeFw0yNjEyMDgwNDU3MjVaFw0zNjEyMDUwNDU3\nMjVaMBIxEDAOBgNVBAMMB3Rlc3QtY2EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC\nAAS6yHxeGZNyohdhPLahHjTbhEv+I3wfIHYmF6UTyCeKX+P6ve6mcpWutw3m3M0L\nuLWMFaZrPoFpIblaqiz9ZEHQo1MwUTAdBgNVHQ4EFgQUZKW0zTSYcDp1NHb9EX0l\nJE7vDRYwHwYDVR0jBBgwFoAUZKW0zTSYcDp1NHb9EX0lJE7vDRYwDwYDVR0TAQH/\nBAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAq+JzhncIimty+OE3s+D04UIv/nve\nyvM9u8peWeXH1YsCIQDZKVny6xiGt5JadHxp26Yi46BfCowDRDwvADWyoX8low==\n-----END CERTIFICATE-----\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gateway_that_never_answers_the_handshake_fails_the_dial_in_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let place = Place::Tcp(listener.local_addr().unwrap().to_string());
+        // Accepted, then silent: the TLS handshake waits for ever.
+        let silent = tokio::spawn(async move { listener.accept().await.map(|(stream, _)| stream) });
+        let tls = Tls::new(Some(CA.as_bytes()), "127.0.0.1").unwrap();
+        let dialed = tokio::time::timeout(CONNECT_TIMEOUT * 2, dial(&place, Some(&tls))).await;
+        let failed = dialed
+            .expect("the dial ended by itself")
+            .err()
+            .expect("no connection");
+        assert_eq!(failed.kind(), io::ErrorKind::TimedOut);
+        drop(silent);
+    }
+}
