@@ -180,8 +180,7 @@ mod tests {
         let dialed = tokio::time::timeout(CONNECT_TIMEOUT * 2, dial(&place, Some(&tls))).await;
         let failed = dialed
             .expect("the dial ended by itself")
-            .err()
-            .expect("no connection");
+            .expect_err("no connection");
         assert_eq!(failed.kind(), io::ErrorKind::TimedOut);
         drop(silent);
     }
