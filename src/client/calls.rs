@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,8 +16,6 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-
-use std::sync::Arc;
 
 use super::dial::{Sender, Tls};
 use super::failure::CallFailure;
