@@ -329,6 +329,11 @@ def test_cancelling_a_queued_call_withdraws_it_from_the_gateway(start_gateway, t
         )
         assert not queued.done()
         assert queued.cancel()
+        # The call's task has ended on the executor's loop (its cancellation
+        # handed to the client), then a round trip on the same connection:
+        # the withdrawal has reached the gateway before the worker is freed.
+        gateway.wait_for(lambda g: queued not in executor._sent, "the call's task to end")
+        assert executor.get_workers() == 1
         files.release.touch()
         assert holder.result(timeout=30) == "released"
         # Queued after the withdrawn call, on the same connection: it runs
