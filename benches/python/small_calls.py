@@ -12,6 +12,10 @@ interleaved in one run (``harness.py``), 4 workers:
 
     .venv/bin/python benches/python/small_calls.py --version before=/tmp/before \\
         --version after=. --transport shm --transport pipe
+    .venv/bin/python benches/python/small_calls.py --version "one=. --runtime-threads 1" \\
+        --version "two=. --runtime-threads 2"   # one checkout, two sets of gateway flags
+
+A version is ``NAME=CHECKOUT``, and gateway flags after the checkout if any.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def echo(value):
 def block(checkout: str, transport: str, args: argparse.Namespace) -> dict:
     from distribute_challenge import compute_this
 
-    with harness.gateway(harness.binary_of(harness.checkout_of(checkout)), transport) as (url, _):
+    binary = harness.binary_of(harness.checkout_of(checkout))
+    with harness.gateway(binary, transport, *args.gateway_flag) as (url, _):
         remote = compute_this(server=url)
         for _ in range(200):
             remote(noop)().run()
@@ -168,7 +173,9 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="append", default=[], help="NAME=CHECKOUT")
+    parser.add_argument(
+        "--version", action="append", default=[], help="NAME=CHECKOUT [GATEWAY FLAGS...]"
+    )
     parser.add_argument("--transport", action="append", choices=["pipe", "shm"])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=300)
@@ -177,6 +184,7 @@ def main() -> None:
     parser.add_argument(
         "--block", nargs=2, metavar=("CHECKOUT", "TRANSPORT"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--gateway-flag", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.block:
         print(__import__("json").dumps(block(*args.block, args)))
@@ -185,15 +193,14 @@ def main() -> None:
     if not versions or any(len(entry) != 2 for entry in versions):
         parser.error("give --version NAME=CHECKOUT at least once")
     counts = ["--calls", str(args.calls), "--burst", str(args.burst), "--map", str(args.map)]
-    blocks = {
-        f"{name} {transport}": (
-            lambda path=path, transport=transport: harness.run_block(
-                __file__, harness.checkout_of(path), [transport, *counts]
+    blocks = {}
+    for name, spec in versions:
+        path, *flags = spec.split()
+        extra = [*counts, *(f"--gateway-flag={flag}" for flag in flags)]
+        for transport in args.transport or ["shm"]:
+            blocks[f"{name} {transport}"] = lambda path=path, transport=transport, extra=extra: (
+                harness.run_block(__file__, harness.checkout_of(path), [transport, *extra])
             )
-        )
-        for name, path in versions
-        for transport in args.transport or ["shm"]
-    }
     blocks["ProcessPoolExecutor(4)"] = lambda: pool_block(args)
     report(harness.interleave(args.rounds, blocks), args)
 

@@ -2,7 +2,7 @@
 `benches/python/compare.py` (every contestant, every table), of `map.py`
 and `executor.py` (every section and its targets), of `large.py` (every
 section, without Ray), of `startup.py`, `breakdown.py`,
-`versions.py`, and of the workers' harnesses (`replacement.py`,
+`small_calls.py`, `hops.py`, and of the workers' harnesses (`replacement.py`,
 `worker_memory.py`, `preload.py`). They check that the
 harnesses work, not how fast anything is."""
 
@@ -221,22 +221,6 @@ def test_breakdown_harness_prints_every_part(tmp_path):
     ]
 
 
-def test_versions_harness_compares_two_checkouts(tmp_path):
-    # The same checkout twice: the harness, not a difference, is under test.
-    finished = subprocess.run(
-        [sys.executable, str(REPO / "benches" / "python" / "versions.py")]
-        + ["--version", f"a={REPO}", "--version", f"b={REPO}"]
-        + ["--rounds", "1", "--calls", "5", "--burst", "20"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert finished.returncode == 0, finished.stderr
-    rows = [line.split(" | ")[:2] for line in finished.stdout.splitlines() if line.startswith("| ")]
-    assert rows[1:] == [["| a", "pipe"], ["| b", "pipe"], ["| a", "shm"], ["| b", "shm"]]
-
-
 def run_harness(tmp_path, script: str, *args: str) -> list[str]:
     """Runs ``benches/python/<script>`` with ``args`` on the tested gateway;
     its stdout lines."""
@@ -318,9 +302,12 @@ def test_executor_harness_prints_every_section_and_its_targets(tmp_path):
 
 
 def test_small_calls_harness_reports_every_set_up(tmp_path):
+    # The same checkout twice (once with a gateway flag): the harness, not a
+    # difference, is under test.
     finished = subprocess.run(
         [sys.executable, str(REPO / "benches" / "python" / "small_calls.py")]
-        + ["--version", f"here={REPO}", "--transport", "pipe", "--rounds", "1"]
+        + ["--version", f"a={REPO}", "--version", f"b={REPO} --runtime-threads 1"]
+        + ["--transport", "pipe", "--transport", "shm", "--rounds", "1"]
         + ["--calls", "5", "--burst", "20", "--map", "20"],
         capture_output=True,
         text=True,
@@ -329,7 +316,14 @@ def test_small_calls_harness_reports_every_set_up(tmp_path):
     )
     assert finished.returncode == 0, finished.stderr
     rows = [line.split(" | ")[0] for line in finished.stdout.splitlines() if line.startswith("| ")]
-    assert rows == ["| set-up", "| here pipe", "| ProcessPoolExecutor(4)"]
+    assert rows == [
+        "| set-up",
+        "| a pipe",
+        "| a shm",
+        "| b pipe",
+        "| b shm",
+        "| ProcessPoolExecutor(4)",
+    ]
 
 
 def test_hops_harness_shows_every_hop(tmp_path):
