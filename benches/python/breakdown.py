@@ -36,7 +36,7 @@ import timeit
 import urllib.request
 
 from _servers import echo_server, serving
-from compare import timed as sequential
+from harness import timed as sequential
 
 import mystic_wire
 from distribute_challenge import _outcome, compute_this

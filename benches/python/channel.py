@@ -128,8 +128,8 @@ def report(results: dict, args: argparse.Namespace) -> None:
             execute = statistics.median(run["execute_us"] for run in runs)
             cpu = (f"{per_call:,.0f} µs", f"{per_call - execute:,.0f} µs")
         p50, p99 = (
-            harness.percentile(latencies, 0.5) * 1e6,
-            harness.percentile(latencies, 0.99) * 1e6,
+            harness.percentile(latencies, 50) * 1e6,
+            harness.percentile(latencies, 99) * 1e6,
         )
         print(f"| {name} | {p50:,.0f} µs | {p99:,.0f} µs | {rate:,.0f}/s | {cpu[0]} | {cpu[1]} |")
     print("\n| set-up | " + " | ".join(_size(size) for size in SIZES) + " |")

@@ -48,26 +48,41 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import datetime
 import gc
 import json
 import multiprocessing
 import os
 import pathlib
 import platform
-import shlex
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field
 
 import grpc
 import grpc.aio
-from _servers import ECHO_SERVER, GATEWAY, GRPCIO_OPTIONS, REPO, DidNotStart, echo_server, gateway
+from _servers import ECHO_SERVER, GATEWAY, GRPCIO_OPTIONS, DidNotStart, echo_server, gateway
+from harness import (
+    binary,
+    byte_rate,
+    command_line,
+    count,
+    cpu_model,
+    duration,
+    git_commit,
+    load_average,
+    markdown_table,
+    parse_sizes,
+    percentile,
+    plural,
+    progress,
+    ratio,
+    rotated,
+    settings_from,
+    size_label,
+    timed,
+)
 
 import distribute_challenge
 from distribute_challenge import DistributeError, compute_this
@@ -123,31 +138,6 @@ QUICK = Settings(
 )
 
 
-def parse_size(text: str) -> int:
-    units = {"K": KIB, "M": MIB, "G": 1 << 30}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    try:
-        if text and text[-1] in units:
-            return int(text[:-1]) * units[text[-1]]
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1K, 64K, 16M)") from None
-
-
-def parse_sizes(text: str) -> list[int]:
-    return list(dict.fromkeys(parse_size(part) for part in text.split(",")))  # once each
-
-
-def count(text: str, least: int = 1) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"at least {least}, not {value}")
-    return value
-
-
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny counts, 1 round")
@@ -184,22 +174,6 @@ def arguments() -> argparse.Namespace:
         "--sizes", type=parse_sizes, help=f"sweep sizes (default {sizes[0]}, --quick {sizes[1]})"
     )
     return parser.parse_args()
-
-
-def settings_from(options: argparse.Namespace, full: Any = None, quick: Any = None) -> Any:
-    """A copy of ``quick`` (with ``--quick``) or ``full`` (this script's
-    ``Settings()`` and ``QUICK`` by default; other scripts pass theirs),
-    with each setting given on the command line set on it."""
-    if options.quick:
-        chosen = QUICK if quick is None else quick
-    else:
-        chosen = Settings() if full is None else full
-    settings = replace(chosen)
-    for name in asdict(settings):
-        value = getattr(options, name, None)
-        if value is not None:
-            setattr(settings, name, value)
-    return settings
 
 
 # -- contestants ----------------------------------------------------------------
@@ -389,24 +363,6 @@ def shown(value: object) -> str:
 # -- workloads ------------------------------------------------------------------
 
 
-def rotated(contestants: list, round_number: int) -> list:
-    shift = round_number % len(contestants)
-    return contestants[shift:] + contestants[:shift]
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def timed(call: Callable[[], object], count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
 def latency(
     contestants: list, settings: Settings, call: Callable, expected: object, label: str
 ) -> dict[str, list[float]]:
@@ -477,45 +433,6 @@ class Run:
 # -- the report -----------------------------------------------------------------
 
 
-def percentile(samples: list[float], percent: int) -> float:
-    if len(samples) == 1:
-        return samples[0]
-    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
-
-
-def duration(seconds: float) -> str:
-    micros = seconds * 1e6
-    if micros < 10_000:
-        return f"{micros:,.0f} µs"
-    millis = micros / 1000
-    return f"{millis:.1f} ms" if millis < 1000 else f"{millis / 1000:.2f} s"
-
-
-def byte_rate(per_second: float) -> str:
-    for unit, scale in (("GiB/s", 1 << 30), ("MiB/s", MIB), ("KiB/s", KIB)):
-        if per_second >= scale:
-            value = per_second / scale
-            digits = 0 if value >= 100 else 1 if value >= 10 else 2
-            return f"{value:.{digits}f} {unit}"
-    return f"{per_second:.0f} B/s"
-
-
-def size_label(size: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", MIB), ("KiB", KIB)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size} B"
-
-
-def ratio(value: float | None, base: float | None) -> str:
-    return "-" if value is None or not base else f"{value / base:.2f}x"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def latency_table(samples: dict[str, list[float]]) -> list[str]:
     p50 = {name: percentile(values, 50) for name, values in samples.items()}
     rows = []
@@ -571,55 +488,6 @@ def sweep_tables(result: Sweep, sizes: list[int]) -> tuple[list[str], list[str]]
 # -- the header -----------------------------------------------------------------
 
 
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def binary(path: pathlib.Path) -> str:
-    try:
-        built = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    except OSError:
-        return f"{path} (missing)"
-    return f"{path} (built {built})"
-
-
-def command_line(script: str = "compare.py") -> str:
-    """How this run was started, for the header: the binaries' variables,
-    then ``script`` (of ``benches/python/``) and its arguments."""
-    variables = [
-        f"{name}={shlex.quote(os.environ[name])}"
-        for name in ("MYSTIC_GATEWAY_BIN", "MYSTIC_ECHO_SERVER_BIN")
-        if os.environ.get(name)
-    ]
-    return " ".join(
-        [*variables, f".venv/bin/python benches/python/{script}", *map(shlex.quote, sys.argv[1:])]
-    )
-
-
 def environment() -> dict[str, str]:
     return {
         "commit": git_commit(),
@@ -648,10 +516,6 @@ def header(env: dict[str, str], loads: tuple[str, str], settings: Settings, run:
     ]
     lines += [f"- skipped: {name}: {reason}" for name, reason in run.skipped.items()]
     return lines
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
 def report(settings: Settings, env: dict[str, str], loads: tuple[str, str], run: Run) -> str:
@@ -776,7 +640,7 @@ def measure(settings: Settings, names: list[str]) -> Run:
 
 def main() -> None:
     options = arguments()
-    settings = settings_from(options)
+    settings = settings_from(options, Settings(), QUICK)
     load_before = load_average()
     run = measure(settings, options.contestants)
     loads = (load_before, load_average())

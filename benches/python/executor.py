@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from _servers import gateway
-from compare import (
+from harness import (
     command_line,
     cpu_model,
     duration,

@@ -1,9 +1,11 @@
-"""The shared harness of the Python benchmarks that compare checkouts:
-start a checkout's gateway, run one block of measurements in a fresh process
-of that checkout (``PYTHONPATH`` set to it, in a temporary directory), run
-rounds of blocks interleaved (A B A B ..., the order turned every round),
-and summarize (percentiles, medians, ratios). A benchmark is a short file
-that says what one block measures and how the figures are reported.
+"""The shared harness of the Python benchmarks: start a checkout's gateway,
+run one block of measurements in a fresh process of that checkout
+(``PYTHONPATH`` set to it, in a temporary directory), run rounds of blocks
+interleaved (A B A B ..., the order turned every round), time calls, and
+report (percentiles, medians, ratios, sizes and rates, Markdown tables, the
+machine and the commit a run was made on, the command that reproduces it),
+with the argument types and settings every benchmark shares. A benchmark is
+a file that says what one block measures and how its figures are judged.
 
     git worktree add /tmp/before OLD_COMMIT
     (cd /tmp/before && cargo build --release --workspace &&
@@ -12,17 +14,27 @@ that says what one block measures and how the figures are reported.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime
 import json
 import os
 import pathlib
+import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
+from typing import Any
+
+from _servers import REPO
 
 TICK = os.sysconf("SC_CLK_TCK")
+KIB, MIB = 1 << 10, 1 << 20
 
 
 @contextlib.contextmanager
@@ -96,17 +108,8 @@ def interleave(rounds: int, blocks: dict[str, Callable[[], dict]]) -> dict[str, 
     return results
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
-
-
 def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(run[key] for run in runs)
-
-
-def ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}x" if base else "-"
 
 
 def checkout_of(path: str) -> pathlib.Path:
@@ -115,3 +118,150 @@ def checkout_of(path: str) -> pathlib.Path:
 
 def binary_of(checkout: pathlib.Path) -> str:
     return str(checkout / "target" / "release" / "mysticchallenge")
+
+
+def parse_size(text: str) -> int:
+    units = {"K": KIB, "M": MIB, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        if text and text[-1] in units:
+            return int(text[:-1]) * units[text[-1]]
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1K, 64K, 16M)") from None
+
+
+def parse_sizes(text: str) -> list[int]:
+    return list(dict.fromkeys(parse_size(part) for part in text.split(",")))  # once each
+
+
+def count(text: str, least: int = 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"at least {least}, not {value}")
+    return value
+
+
+def settings_from(options: argparse.Namespace, full: Any, quick: Any) -> Any:
+    """A copy of ``quick`` (with ``--quick``) or ``full`` (a benchmark's
+    settings, a dataclass), with each setting given on the command line set
+    on it."""
+    settings = replace(quick if options.quick else full)
+    for name in asdict(settings):
+        value = getattr(options, name, None)
+        if value is not None:
+            setattr(settings, name, value)
+    return settings
+
+
+def rotated(contestants: list, round_number: int) -> list:
+    shift = round_number % len(contestants)
+    return contestants[shift:] + contestants[:shift]
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def timed(call: Callable[[], object], count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def percentile(samples: list[float], percent: int) -> float:
+    if len(samples) == 1:
+        return samples[0]
+    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
+
+
+def duration(seconds: float) -> str:
+    micros = seconds * 1e6
+    if micros < 10_000:
+        return f"{micros:,.0f} µs"
+    millis = micros / 1000
+    return f"{millis:.1f} ms" if millis < 1000 else f"{millis / 1000:.2f} s"
+
+
+def byte_rate(per_second: float) -> str:
+    for unit, scale in (("GiB/s", 1 << 30), ("MiB/s", MIB), ("KiB/s", KIB)):
+        if per_second >= scale:
+            value = per_second / scale
+            digits = 0 if value >= 100 else 1 if value >= 10 else 2
+            return f"{value:.{digits}f} {unit}"
+    return f"{per_second:.0f} B/s"
+
+
+def size_label(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", MIB), ("KiB", KIB)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.2f}x"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    try:
+        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def binary(path: pathlib.Path) -> str:
+    try:
+        built = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    except OSError:
+        return f"{path} (missing)"
+    return f"{path} (built {built})"
+
+
+def command_line(script: str = "compare.py") -> str:
+    """How this run was started, for the header: the binaries' variables,
+    then ``script`` (of ``benches/python/``) and its arguments."""
+    variables = [
+        f"{name}={shlex.quote(os.environ[name])}"
+        for name in ("MYSTIC_GATEWAY_BIN", "MYSTIC_ECHO_SERVER_BIN")
+        if os.environ.get(name)
+    ]
+    return " ".join(
+        [*variables, f".venv/bin/python benches/python/{script}", *map(shlex.quote, sys.argv[1:])]
+    )
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else "s")

@@ -104,12 +104,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from _servers import ECHO_SERVER, GATEWAY, echo_server, gateway
-from compare import settings_from
+from harness import settings_from
 
 try:  # not in Ray's interpreter, which runs only the `_ray` and `_rss ray` children
     import grpc
-    from compare import (
-        ECHO_CHANNEL_OPTIONS,
+    from compare import ECHO_CHANNEL_OPTIONS, summary
+    from harness import (
         binary,
         command_line,
         cpu_model,
@@ -125,7 +125,6 @@ try:  # not in Ray's interpreter, which runs only the `_ray` and `_rss ray` chil
         ratio,
         rotated,
         size_label,
-        summary,
     )
     from map import memory_total
 

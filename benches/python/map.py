@@ -74,7 +74,7 @@ from dataclasses import asdict, dataclass, field
 
 from _servers import GATEWAY, gateway_command, launched
 from burst import status_kib
-from compare import (
+from harness import (
     binary,
     command_line,
     cpu_model,

@@ -135,7 +135,7 @@ def pool_block(args: argparse.Namespace) -> dict:
 
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     pool = results["ProcessPoolExecutor(4)"]
-    pool_p50 = harness.percentile([v for run in pool for v in run["latencies"]], 0.5)
+    pool_p50 = harness.percentile([v for run in pool for v in run["latencies"]], 50)
     pool_burst, pool_map = harness.median_of(pool, "burst"), harness.median_of(pool, "map")
     print(f"command: {' '.join(sys.argv)}\n")
     print(
@@ -146,8 +146,8 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         latencies = [value for run in runs for value in run["latencies"]]
-        p50 = harness.percentile(latencies, 0.5)
-        p99 = harness.percentile(latencies, 0.99)
+        p50 = harness.percentile(latencies, 50)
+        p99 = harness.percentile(latencies, 99)
         burst, rate = harness.median_of(runs, "burst"), harness.median_of(runs, "map")
         woke = [run.get("wakeups") for run in runs]
         wakeups = f"{statistics.median(woke):,.0f}" if None not in woke else "-"
