@@ -76,13 +76,19 @@ def gateway_command(binary: str, transport: str, workers: int, *flags: str) -> l
 
 
 @contextlib.contextmanager
-def launched(command: list[str], grace: float = 60.0):
-    """Runs `command` until the block ends; yields the process, its URL and
-    the seconds from launch until it said `serving`. A server that does not
-    serve ends the benchmark with its log."""
-    with tempfile.TemporaryFile() as log:
+def launched(
+    command: list[str], grace: float = 60.0, env: dict | None = None, log_path: str | None = None
+):
+    """Runs `command` (in `env`, its log in `log_path` or a temporary file)
+    until the block ends; yields the process, its URL and the seconds from
+    launch until it said `serving`. A server that does not serve ends the
+    benchmark with its log."""
+    opened = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    with opened as log:
         started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, text=True, env=env or os.environ
+        )
         try:
             line = process.stdout.readline()
             seconds = time.monotonic() - started

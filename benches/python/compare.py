@@ -81,6 +81,7 @@ from harness import (
     rotated,
     settings_from,
     size_label,
+    summary,
     timed,
 )
 
@@ -92,7 +93,6 @@ POOL = "pool"
 ECHO = "grpc-echo"
 CONTESTANTS = ["pipe", "shm", "shm-unix", POOL, ECHO]
 KIB, MIB = 1 << 10, 1 << 20
-ECHO_CHANNEL_OPTIONS = GRPCIO_OPTIONS
 
 
 def noop():
@@ -248,7 +248,7 @@ class EchoServer:
 
     def __init__(self, url: str, runner: asyncio.Runner, noop_bytes: int) -> None:
         address = url.removeprefix("grpc://")
-        self._channel = grpc.insecure_channel(address, options=ECHO_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(address, options=GRPCIO_OPTIONS)
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
         self._aio_channel = runner.run(_aio_channel(address))
         self._aio_stub = gateway_pb2_grpc.GatewayStub(self._aio_channel)
@@ -282,7 +282,7 @@ class EchoServer:
 
 
 async def _aio_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=ECHO_CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=GRPCIO_OPTIONS)
 
 
 async def timed_gather(
@@ -557,18 +557,6 @@ def report(settings: Settings, env: dict[str, str], loads: tuple[str, str], run:
         "throughput over pipe's): larger is better.",
     ]
     return "\n".join(lines)
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "count": len(samples),
-        "min": min(samples),
-        "p50": percentile(samples, 50),
-        "p90": percentile(samples, 90),
-        "p99": percentile(samples, 99),
-        "max": max(samples),
-        "mean": statistics.fmean(samples),
-    }
 
 
 def write_json(path: pathlib.Path, settings, env, loads, run: Run) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from typing import Any
 
-from _servers import REPO
+from _servers import REPO, gateway_command, launched
 
 TICK = os.sysconf("SC_CLK_TCK")
 KIB, MIB = 1 << 10, 1 << 20
@@ -44,22 +44,9 @@ def gateway(
     """A gateway of ``binary`` on a free loopback port, 4 workers on this
     Python, its log in ``log_path`` (or a temporary file); yields ``(url,
     process)``."""
-    command = [binary, "--listen", "127.0.0.1:0", "--transport", transport]
-    command += ["--workers", "4", "--python", sys.executable, *flags]
-    opened = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
-    with opened as log:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log, text=True, env=env or os.environ
-        )
-        try:
-            line = process.stdout.readline().strip()
-            if not line.startswith("serving "):
-                log.seek(0)
-                sys.exit(f"the gateway did not start:\n{log.read().decode()[-3000:]}")
-            yield line.removeprefix("serving "), process
-        finally:
-            process.terminate()
-            process.wait()
+    command = gateway_command(binary, transport, 4, *flags)
+    with launched(command, env=env, log_path=log_path) as (process, url, _):
+        yield url, process
 
 
 def descendants_cpu(root: int) -> float:
@@ -265,3 +252,24 @@ def command_line(script: str = "compare.py") -> str:
 
 def plural(count: int, word: str) -> str:
     return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "count": len(samples),
+        "min": min(samples),
+        "p50": percentile(samples, 50),
+        "p90": percentile(samples, 90),
+        "p99": percentile(samples, 99),
+        "max": max(samples),
+        "mean": statistics.fmean(samples),
+    }
+
+
+def memory_total() -> str:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return "unknown RAM"
+    return f"{kib / (1 << 20):.1f} GiB RAM"

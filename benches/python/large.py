@@ -108,7 +108,7 @@ from harness import settings_from
 
 try:  # not in Ray's interpreter, which runs only the `_ray` and `_rss ray` children
     import grpc
-    from compare import ECHO_CHANNEL_OPTIONS, summary
+    from _servers import GRPCIO_OPTIONS
     from harness import (
         binary,
         command_line,
@@ -117,6 +117,7 @@ try:  # not in Ray's interpreter, which runs only the `_ray` and `_rss ray` chil
         git_commit,
         load_average,
         markdown_table,
+        memory_total,
         parse_size,
         parse_sizes,
         percentile,
@@ -125,8 +126,8 @@ try:  # not in Ray's interpreter, which runs only the `_ray` and `_rss ray` chil
         ratio,
         rotated,
         size_label,
+        summary,
     )
-    from map import memory_total
 
     import distribute_challenge
     from distribute_challenge import compute_this
@@ -506,7 +507,7 @@ def pool_calls(pool: concurrent.futures.ProcessPoolExecutor) -> dict[str, Callab
 
 def echo_server_calls(stack: contextlib.ExitStack, url: str) -> dict[str, Callable]:
     """The bare echo server through the generated stubs; no sum."""
-    channel = grpc.insecure_channel(url.removeprefix("grpc://"), options=ECHO_CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(url.removeprefix("grpc://"), options=GRPCIO_OPTIONS)
     stack.callback(channel.close)
     stub = gateway_pb2_grpc.GatewayStub(channel)
 

@@ -81,6 +81,7 @@ from harness import (
     git_commit,
     load_average,
     markdown_table,
+    memory_total,
     plural,
     progress,
     ratio,
@@ -713,15 +714,6 @@ def targets_table(found: list[Target]) -> list[str]:
 
 
 # -- the header -------------------------------------------------------------------
-
-
-def memory_total() -> str:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
-    except (OSError, StopIteration):
-        return "unknown RAM"
-    return f"{kib / (1 << 20):.1f} GiB RAM"
 
 
 def environment() -> dict[str, str]:
