@@ -1,10 +1,11 @@
 """The client's connections, cached so that calls share them, and how calls
 made from asyncio finish on its loop.
 
-- One ``mystic_native.Client`` per target per process (:func:`client`): its
-  connections (one HTTP/2 connection per gateway, in Rust) serve blocking
-  calls and asyncio calls alike, on any loop and across ``asyncio.run``
-  calls. A process made by ``fork`` does not reuse its parent's client (the
+- One ``mystic_native.Client`` per target per process (:func:`client`), with
+  one HTTP/2 connection per gateway for blocking calls (driven by the
+  threads that wait on them) and one for calls from asyncio and streams
+  (on the client's runtime thread), shared by every loop and across
+  ``asyncio.run`` calls. A process made by ``fork`` does not reuse its parent's client (the
   cache remembers the pid that made each; the parent's connections and the
   threads behind them stayed in the parent).
 - One ``Completions`` per running loop (:func:`run_on_loop`): a call made from

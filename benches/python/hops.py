@@ -27,6 +27,11 @@ def noop():
     return None
 
 
+def _lines(path: str) -> list[str]:
+    with open(path, errors="replace") as log:
+        return log.readlines()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transport", choices=["pipe", "shm"], default="shm")
@@ -42,14 +47,14 @@ def main() -> None:
             remote = compute_this(server=url)(noop)
             for _ in range(200):
                 remote().run()
-            skip = sum(1 for line in open(log_file.name, errors="replace") if "hop=" in line)
+            skip = sum(1 for line in _lines(log_file.name) if "hop=" in line)
             trips = []
             for _ in range(args.calls):
                 start = time.perf_counter()
                 remote().run()
                 trips.append(time.perf_counter() - start)
             time.sleep(0.5)
-        events = [EVENT.search(line) for line in open(log_file.name, errors="replace")]
+        events = [EVENT.search(line) for line in _lines(log_file.name)]
     calls, current = [], {}
     for event in [event for event in events if event][skip:]:
         hop, us = event.group(1), int(event.group(2))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -187,7 +188,7 @@ def main() -> None:
     parser.add_argument("--gateway-flag", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.block:
-        print(__import__("json").dumps(block(*args.block, args)))
+        print(json.dumps(block(*args.block, args)))
         return
     versions = [entry.split("=", 1) for entry in args.version]
     if not versions or any(len(entry) != 2 for entry in versions):

@@ -38,9 +38,10 @@ def add(a, b):
     return a + b
 
 
-def touch_and_sleep(path: str, seconds: float) -> None:
-    pathlib.Path(path).touch()
+def touch_sleep_touch(started: str, seconds: float, done: str) -> None:
+    pathlib.Path(started).touch()
     time.sleep(seconds)
+    pathlib.Path(done).touch()
 
 
 class Interrupted(Exception):
@@ -51,20 +52,28 @@ def test_a_signal_handler_that_raises_ends_a_blocking_call(start_gateway, tmp_pa
     # A gateway of its own: the interrupted call runs on to its end there.
     gateway = start_gateway("--workers", "2")
     on = compute_this(server=gateway.url)
-    started = tmp_path / "started"
+    started, done = tmp_path / "started", tmp_path / "done"
 
     def on_alarm(*_):
         raise Interrupted
 
+    def alarm_once_started() -> None:
+        while not started.exists():
+            time.sleep(0.01)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+
     previous = signal.signal(signal.SIGALRM, on_alarm)
+    alarm = threading.Thread(target=alarm_once_started)
+    alarm.start()
     try:
-        signal.setitimer(signal.ITIMER_REAL, 2.0)
         with pytest.raises(Interrupted):
-            on(touch_and_sleep)(str(started), 60).run()
+            on(touch_sleep_touch)(str(started), 20, str(done)).run()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        started.touch()  # the alarm thread ends whatever happened
+        alarm.join(30)
         signal.signal(signal.SIGALRM, previous)
-    assert started.exists(), "the call had started when the handler raised"
+    # Raised while the call ran, not once it had ended.
+    assert not done.exists(), "the handler ran only after the call"
     assert on(add)(1, 2).run() == 3
 
 
