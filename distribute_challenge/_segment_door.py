@@ -118,8 +118,16 @@ class Door:
             self.broken = True
 
     def close(self) -> None:
+        """Ends the session. An exchange under way in another thread fails
+        (the socket is shut down first) before the descriptor is closed, so
+        that it never reaches another file given the same number."""
         self.broken = True
-        self._sock.close()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected any more
+        with self._lock:
+            self._sock.close()
 
     def gone(self) -> bool:
         """Whether the gateway has closed its end (checked between exchanges)."""
@@ -197,7 +205,9 @@ def cached(target: Target) -> tuple[bool, Door | None]:
 
 def remember(target: Target, info: GatewayInfo | None) -> Door | None:
     """Connects to the door ``info`` (the gateway's ``GetWorkers`` answer,
-    None if it gave none) announces, and keeps it for ``target``."""
+    None if it gave none) announces, and keeps it for ``target``. Threads
+    that looked for it at once share the first door kept: the others'
+    connections are closed, never one that calls already use."""
     door = None
     if info is not None and info.segment_socket:
         try:
@@ -206,11 +216,15 @@ def remember(target: Target, info: GatewayInfo | None) -> Door | None:
             pass  # not reachable from here: inline
     with _lock:
         previous = _doors.get(target)
+        if previous is not None and previous[0] == _process.pid():
+            kept = previous[1]
+            if kept is not None and not kept.broken:
+                if door is not None:
+                    door.close()
+                return kept
         _doors[target] = (_process.pid(), door, time.monotonic())
         if door is not None:
             _watch()
-    if previous is not None and previous[0] == _process.pid() and previous[1] not in (None, door):
-        previous[1].close()
     return door
 
 

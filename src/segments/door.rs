@@ -178,14 +178,15 @@ impl Door {
         if socket::send(&stream, &hello, None).await.is_ok() {
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
-                // Waiting for readiness, not for a record, is what the sweep
-                // may interrupt: a record is never read halfway and dropped.
+                // Waiting for a record to begin, not for a whole one, is what
+                // the sweep may interrupt: a record is never read halfway
+                // and dropped.
                 tokio::select! {
                     _ = sweep.tick() => {
                         session.sweep(Instant::now());
                         continue;
                     }
-                    ready = stream.readable() => if ready.is_err() { break },
+                    arriving = socket::arriving(&stream) => if arriving.is_err() { break },
                 }
                 // A record cut short must not hold the session (and its
                 // sweep) for ever.
@@ -530,6 +531,24 @@ mod tests {
         let closed = tokio::time::timeout(RECORD_TIMEOUT * 2, read).await;
         assert_eq!(closed.expect("closed within the timeout").unwrap(), 0);
         assert!(door.session(&token).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_idle_between_records_stays_open() {
+        let (door, _budget, _stop) = open(1 << 20, 1 << 20).await;
+        let (stream, token) = connect(&door).await;
+        // A whole record answered, then nothing for longer than a record
+        // may take: a caller waiting for its call to run.
+        assert_eq!(
+            put(&stream, &memfd(4096, ALL_SEALS)).await.status,
+            records::OK
+        );
+        tokio::time::sleep(RECORD_TIMEOUT * 3).await;
+        assert!(door.session(&token).is_some());
+        assert_eq!(
+            put(&stream, &memfd(4096, ALL_SEALS)).await.status,
+            records::OK
+        );
     }
 
     #[tokio::test]

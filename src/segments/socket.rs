@@ -50,6 +50,26 @@ pub async fn send(
     Ok(())
 }
 
+/// Waits until a record has begun to arrive (or the peer has closed),
+/// reading nothing. Tokio's readiness outlives a read that did not drain
+/// the socket, so it is confirmed by peeking: waiting is never mistaken
+/// for a record under way.
+pub async fn arriving(stream: &UnixStream) -> io::Result<()> {
+    loop {
+        stream.readable().await?;
+        let peeked = stream.try_io(Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            rustix::net::recv(stream, &mut byte, RecvFlags::PEEK)?;
+            Ok(())
+        });
+        match peeked {
+            Ok(_) => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// Receives one record and the descriptor that came with it, if any. EOF
 /// before a whole record is `UnexpectedEof`; more than one descriptor is an
 /// error (the extra ones are closed).

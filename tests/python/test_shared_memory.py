@@ -28,6 +28,7 @@ from distribute_challenge import (
     _segment_door,
     compute_this,
 )
+from distribute_challenge._target import parse_server
 from mystic_wire import _segments
 
 MIB = 1 << 20
@@ -327,6 +328,23 @@ def test_a_segment_socket_held_by_another_user_gets_nothing(start_gateway, monke
     assert np.array_equal(remote(echo)(array).run(), array)
 
 
+def test_threads_that_find_the_door_at_once_share_the_first_one(start_gateway):
+    """Threads whose first calls to a gateway look for its door at the same
+    time each connect; the first door kept is theirs, and a later thread's
+    connection never closes the one the others' calls already use."""
+    gateway = start_gateway()
+    target = parse_server(gateway.url)
+    info = gateway.info()
+    first = _segment_door.remember(target, info)
+    try:
+        again = _segment_door.remember(target, info)  # a thread that looked meanwhile
+        assert again is first
+        assert not first.gone()
+        assert _segment_door.cached(target) == (True, first)
+    finally:
+        _segment_door.forget(target, first)
+
+
 def test_a_call_the_gateway_cannot_place_is_sent_again_inline(start_gateway):
     """A session the gateway does not hold (it restarted, or this is another
     gateway) is refused before anything runs, and the call goes again
@@ -383,6 +401,14 @@ def test_max_payload_bytes_counts_shared_memory_both_ways(start_gateway):
 def slow_echo(value, seconds):
     time.sleep(seconds)
     return value
+
+
+def test_a_long_call_gets_its_result_through_the_session_it_went_through(remote):
+    # The session sends nothing while the call runs, for longer than a
+    # record may take to arrive (5 s): the gateway must not take the quiet
+    # for a record cut short and close the session the result comes back in.
+    value = np.arange(MIB // 8, dtype=np.float64)
+    assert np.array_equal(remote(slow_echo)(value, 6.5).run(), value)
 
 
 def _busy(gateway) -> bool:
