@@ -19,8 +19,10 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # The repository's root is importable from every benchmark (they reuse the
 # load test's `test_load` and `loadtest`): here once, not in each of them.
+# Last: a block run for another checkout (``PYTHONPATH``, harness.run_block)
+# must import that checkout's client, not this one's.
 if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))
+    sys.path.append(str(REPO))
 GATEWAY = pathlib.Path(
     os.environ.get("MYSTIC_GATEWAY_BIN") or REPO / "target" / "release" / "mysticchallenge"
 )

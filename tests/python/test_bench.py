@@ -2,7 +2,8 @@
 `benches/python/compare.py` (every contestant, every table), of `map.py`
 and `executor.py` (every section and its targets), of `large.py` (every
 section, without Ray), of `startup.py`, `breakdown.py`,
-`small_calls.py`, `hops.py`, and of the workers' harnesses (`replacement.py`,
+`small_calls.py`, `hops.py` (and what `call_profile.py` makes of a
+profile), and of the workers' harnesses (`replacement.py`,
 `worker_memory.py`, `preload.py`). They check that the
 harnesses work, not how fast anything is."""
 
@@ -14,11 +15,13 @@ import os
 import pathlib
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from gateway_process import REPO, gateway_binary
 
-HARNESS = REPO / "benches" / "python" / "compare.py"
+BENCHES = REPO / "benches" / "python"
+HARNESS = BENCHES / "compare.py"
 LATENCY_HEADER = "| contestant | p50 | p99 | p99 / p50 | p50 / pool | p50 / grpc-echo |"
 BURST_HEADER = "| contestant | calls/s (median) | min-max | rate / pool |"
 
@@ -346,3 +349,59 @@ def test_hops_harness_shows_every_hop(tmp_path):
         "replied",
         "returned",
     ]
+
+
+def test_call_profile_groups_samples_by_process_and_component():
+    # The run itself needs perf allowed to sample the machine; what it
+    # makes of perf's report is checked on a report of known samples.
+    code = textwrap.dedent('''
+        import json, call_profile
+        report = """
+            40.00%      0:swapper  [kernel.kallsyms]     [k] pv_native_safe_halt
+            10.00%     11:python   libpython3.11.so.1.0  [.] _PyEval_EvalFrameDefault
+             5.00%     22:tokio-rt mysticchallenge       [.] h2::hpack::encoder::Encoder::encode
+             4.00%     22:tokio-rt [kernel.kallsyms]     [k] futex_wake
+             3.00%     22:tokio-rt [kernel.kallsyms]     [k] tcp_sendmsg_locked
+             2.00%     33:python   _native.abi3.so       [.] tokio::runtime::park::Inner::park
+             1.00%     44:kworker  [kernel.kallsyms]     [k] memcpy_orig
+        """
+        roles = {11: "client", 22: "gateway", 33: "workers"}
+        found = call_profile.shares(report, roles)
+        print(json.dumps(sorted([*key, value] for key, value in found.items())))
+    ''')
+    finished = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=BENCHES,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout) == [
+        ["client", "Python interpreter", 10.0],
+        ["gateway", "HTTP/2 and gRPC", 5.0],
+        ["gateway", "kernel: TCP and sockets", 3.0],
+        ["gateway", "kernel: scheduling and wake-ups", 4.0],
+        ["idle", "", 40.0],
+        ["other", "kernel: other", 1.0],
+        ["workers", "tokio", 2.0],
+    ]
+
+
+def test_a_block_for_another_checkout_imports_that_checkouts_client(tmp_path):
+    # How harness.run_block runs a block of another checkout: this
+    # repository's benchmark script, that checkout first on PYTHONPATH.
+    other = tmp_path / "checkout"
+    (other / "distribute_challenge").mkdir(parents=True)
+    (other / "distribute_challenge" / "__init__.py").write_text("")
+    code = "import harness, distribute_challenge; print(distribute_challenge.__file__)"
+    finished = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path[0] = {str(BENCHES)!r}; {code}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(other)),
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == str(other / "distribute_challenge" / "__init__.py")
