@@ -20,8 +20,10 @@ import argparse
 import collections
 import os
 import re
+import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,6 +159,7 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout
+        client = client_share(url, args.calls // 4)
     found = shares(report, roles)
     found.pop(("idle", ""), None)
     cpus = os.cpu_count() or 1
@@ -168,6 +171,42 @@ def main() -> None:
     print(f"{args.calls} sequential no-op calls, {trip:,.0f} µs each while sampled; ", end="")
     print(f"{busy:,.0f} µs of CPU each: the {cpus} CPUs idle {1 - busy / (trip * cpus):.0%}\n")
     print("\n".join(table(per_call)))
+    print()
+    print("\n".join(client))
+
+
+def client_share(url: str, calls: int) -> list[str]:
+    """This client's CPU per call (``getrusage``) and round trip, for
+    ``.run()`` and for the bare native call of the same request (what
+    ``.run()`` adds is the client's Python), in interleaved blocks."""
+    from distribute_challenge import _client, compute_this
+    from distribute_challenge._api import _Prepared
+
+    remote = compute_this(server=url)(noop)
+    target = remote._settings.target()
+    client = _client.client(target)
+    prepared = _Prepared(remote(), target, None)
+    request, metadata = prepared.request(False), prepared.metadata
+    ways = {
+        "`.run()`": lambda: remote().run(),
+        "bare `Client.execute`": lambda: client.execute(request, metadata, None),
+    }
+    found: dict[str, list[tuple[float, float, float]]] = {name: [] for name in ways}
+    for _ in range(3):
+        for name, call in ways.items():
+            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            for _ in range(calls):
+                call()
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+            found[name].append((wall / calls * 1e6, user / calls * 1e6, system / calls * 1e6))
+    rows = [
+        [name, *(f"{statistics.median(block[i] for block in blocks):,.0f} µs" for i in range(3))]
+        for name, blocks in found.items()
+    ]
+    header = ["this client, no perf (medians of 3 blocks)", "round trip", "user CPU", "system CPU"]
+    return harness.markdown_table(header, rows)
 
 
 def table(per_call: dict[tuple[str, str], float]) -> list[str]:
