@@ -58,7 +58,7 @@ def component(dso: str, kind: str, symbol: str) -> str:
             continue
         if pattern.search(text):
             return name
-    return "kernel: other" if kind == "k" else "other"
+    return "kernel: other" if kind == "k" else "the rest (our code, libc, allocator)"
 
 
 def shares(report: str, roles: dict[int, str]) -> dict[tuple[str, str], float]:
@@ -176,19 +176,26 @@ def main() -> None:
 
 
 def client_share(url: str, calls: int) -> list[str]:
-    """This client's CPU per call (``getrusage``) and round trip, for
-    ``.run()`` and for the bare native call of the same request (what
-    ``.run()`` adds is the client's Python), in interleaved blocks."""
+    """This client's CPU per call (``getrusage``) and round trip, in
+    interleaved blocks: ``.run()``, the bare native call of the same request
+    wrapped in only its encoding and decoding, and the bare call alone (what
+    ``.run()`` adds to it is the client's Python)."""
     from distribute_challenge import _client, compute_this
     from distribute_challenge._api import _Prepared
+    from distribute_challenge._outcome import finish
+    from mystic_wire import encode_call
 
     remote = compute_this(server=url)(noop)
     target = remote._settings.target()
     client = _client.client(target)
     prepared = _Prepared(remote(), target, None)
     request, metadata = prepared.request(False), prepared.metadata
+    digest = prepared.capture.function.digest
     ways = {
         "`.run()`": lambda: remote().run(),
+        "`encode_call`, bare call, `finish`": lambda: finish(
+            client.execute(encode_call(digest, (), {}, (), "noop"), metadata, None)
+        ),
         "bare `Client.execute`": lambda: client.execute(request, metadata, None),
     }
     found: dict[str, list[tuple[float, float, float]]] = {name: [] for name in ways}

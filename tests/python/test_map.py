@@ -81,11 +81,23 @@ def test_results_come_in_input_order(remote):
     assert list(remote(nap).map(sleeps)) == sleeps
 
 
-def test_unordered_results_come_as_they_finish(remote):
-    # Two workers: the long call is still running when the short ones are done.
-    results = list(remote(nap).map([0.5, 0.0, 0.0, 0.0], ordered=False))
-    assert sorted(results) == [0.0, 0.0, 0.0, 0.5]
-    assert results[-1] == 0.5
+def held_until_released(item):
+    """``item``, once the file it names (if it names one) exists."""
+    if isinstance(item, str):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(item) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return item
+
+
+def test_unordered_results_come_as_they_finish(remote, tmp_path):
+    # The first call runs until the test releases it, once the others have
+    # come: on a loaded machine no nap is long enough to be sure of that.
+    release = str(tmp_path / "release")
+    results = remote(held_until_released).map([release, 1, 2, 3], ordered=False)
+    assert sorted(itertools.islice(results, 3)) == [1, 2, 3]
+    pathlib.Path(release).touch()
+    assert list(results) == [release]
 
 
 def test_starmap_spreads_each_tuple_over_the_arguments(remote):
